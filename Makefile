@@ -1,0 +1,25 @@
+# Set-up is part of both targets: a fresh machine needs only `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: $(BIN)/.installed
+	$(BIN)/sightsound --help
+	$(BIN)/sightsound synth --out runs/demo-world --clips 24
+	$(BIN)/sightsound prepare --dataset synth --root runs/demo-world --split train --out runs/demo num_frames=4 frame_size=56
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf runs

@@ -1,0 +1,135 @@
+"""Stage configuration: one dataclass per stage, YAML keys map 1:1 to fields.
+
+    cfg = load_config(PrepareConfig, "configs/demo.yaml", ["split=val"], section="prepare")
+
+A YAML file may hold one stage's keys at top level, or several stages under their section names
+(`prepare:`, `teach:`, ...); `section` picks one. Overrides are `key=value` (dotted keys reach
+nested dataclasses) and their values are parsed as YAML, so `n=8`, `frame_size=null` and
+`options=[a, b]` all do what they look like. Unknown keys are an error naming the key and file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit its dataclass."""
+
+
+def load_config(cls, path: str | Path | None = None, overrides=(), section: str | None = None,
+                values: dict | None = None):
+    """Build `cls` from an optional YAML file (or one section of it), then `values` (typed, e.g.
+    from command-line flags), then `key=value` overrides."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
+        if section is not None and section in loaded:
+            loaded = loaded[section] or {}
+            source = f"{path} [{section}]"
+        data = loaded
+    data = {**data, **{k: v for k, v in (values or {}).items() if v is not None}}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return from_dict(cls, data, source)
+
+
+def _set_dotted(data: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+        if not isinstance(data, dict):
+            raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
+    data[last] = value
+
+
+def from_dict(cls, data: dict, source: str = "config", prefix: str = ""):
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and values of the wrong type."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {prefix or cls.__name__} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key '{prefix}{unknown[0]}' for {cls.__name__} "
+            f"(known keys: {', '.join(names)})"
+        )
+    kwargs = {k: _coerce(hints[k], v, source, f"{prefix}{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+
+
+def _coerce(hint, value, source: str, key: str):
+    """Check `value` against a field's annotation; build nested dataclasses; int -> float is allowed."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, source, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        return from_dict(hint, value, source, prefix=f"{key}.")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: '{key}' must be a list, got {value!r}")
+        (item_hint, *_) = typing.get_args(hint) or (Any,)
+        return [_coerce(item_hint, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{key}' must be a mapping, got {value!r}")
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{source}: '{key}' must be {hint.__name__}, got {value!r}")
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise ConfigError(f"{source}: '{key}' must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(cfg, exclude=("out", "progress")) -> str:
+    """Stable hash of what a stage's output depends on (the output location itself is excluded)."""
+    data = {k: v for k, v in to_dict(cfg).items() if k not in exclude}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_config(cfg, path: str | Path) -> None:
+    """Write the resolved config, so a run directory says exactly what produced it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

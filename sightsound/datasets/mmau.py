@@ -1,0 +1,66 @@
+"""MMAU test-mini (Sakshi et al., 2024): `mmau-{split}.json`, one JSON list of 1000 records.
+
+    {"id": "3fe6...", "audio_id": "./test-mini-audios/3fe6....wav", "question": "...",
+     "choices": ["Man", "Woman", ...], "answer": "Man", "dataset": "AudioSet", "task": "sound",
+     "split": "test-mini", "category": "Reasoning", "sub-category": "...", "difficulty": "medium"}
+
+The answer is option text: its index is the first choice equal to it (some items repeat a choice,
+and then both letters are right — the scorer knows; here the first is kept). Matching falls back
+to ignoring case and surrounding spaces, since some texts carry a leading space. `category` of
+the sample is `task` (sound / speech / music, the paper's columns); the source `category` is
+sometimes a list (`["Reasoning"]`) and is kept in `meta` as a plain string. The file changed
+after its v05.15.25 release, so the prepare manifest records its sha256.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sightsound.datasets import Entry, Metadata, field, load_json_list, parse_each
+from sightsound.records import Sample
+
+
+def read(root: Path, split: str) -> Metadata:
+    path = Path(root) / f"mmau-{split}.json"
+    records = load_json_list(path)
+    return Metadata(files=[path], total=len(records), entries=parse_each(records, path, split, _parse))
+
+
+def _parse(record: dict, where: str, split: str) -> Entry:
+    qid = field(record, "id", str, where)
+    where = f"{where} (id {qid})"
+    choices = field(record, "choices", list, where)
+    if not 2 <= len(choices) <= 8 or not all(isinstance(c, str) for c in choices):
+        raise ValueError(f"{where}: field 'choices' should hold 2 to 8 strings, found {choices!r}")
+    answer_text = field(record, "answer", str, where)
+    answer = answer_index(answer_text, choices)
+    if answer is None:
+        raise ValueError(f"{where}: field 'answer' {answer_text!r} is not one of the choices")
+    audio_id = field(record, "audio_id", str, where)
+    meta = {k: v for k, v in record.items() if k not in {"id", "question", "choices", "answer", "task"}}
+    if isinstance(meta.get("category"), list):
+        meta["category"] = ", ".join(map(str, meta["category"]))
+    meta["duplicate_answer_indices"] = [i for i, c in enumerate(choices) if c == choices[answer]]
+    sample = Sample(
+        id=qid,
+        dataset="mmau",
+        split=split,
+        question=field(record, "question", str, where),
+        options=list(choices),
+        answer=answer,
+        answer_text=answer_text,
+        category=field(record, "task", str, where),
+        meta=meta,
+    )
+    return Entry(sample=sample, stems=[Path(audio_id).stem])
+
+
+def answer_index(answer: str, choices: list[str]) -> int | None:
+    """The first choice equal to `answer`; failing that, equal after trimming and case-folding."""
+    if answer in choices:
+        return choices.index(answer)
+    key = answer.strip().casefold()
+    for i, choice in enumerate(choices):
+        if choice.strip().casefold() == key:
+            return i
+    return None

@@ -1,0 +1,288 @@
+"""A synthetic audio-visual world whose truth is known, for tests and the demo (nothing downloaded).
+
+    sightsound synth --out runs/world --clips 48 --seed 0
+    sightsound prepare --dataset synth --root runs/world --split train --out runs/demo
+
+Each clip shows up to three sources as coloured glyphs (left / middle / right) and plays the
+sounds of some of them. A source can be visible and sounding (its glyph pulses while it plays),
+visible but silent (sometimes its glyph pulses anyway, like a musician miming), or audible but
+off-screen. So a model that only watches answers well about what is seen and is fooled by the
+mimes and the off-screen sounds, which is exactly the gap the paper's checker must close.
+
+Written to `--out`: `videos/<name>.mp4` (H.264 + AAC, stereo 22.05 kHz), AVQA-format question
+files `train_qa.json` / `val_qa.json`, and `facts.jsonl` with each clip's ground truth: every
+source's visibility, position, motion and sound events (onset, duration, loudness in dB).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sightsound.datasets import Entry, Metadata, avqa
+
+# name, glyph shape, RGB colour; the sound of each is made by `_voice`.
+SOURCES = [
+    ("flute", "circle", (60, 200, 80)),
+    ("violin", "triangle", (220, 60, 60)),
+    ("drum", "square", (60, 90, 230)),
+    ("bell", "diamond", (235, 210, 40)),
+    ("horn", "cross", (200, 90, 220)),
+    ("bird", "ring", (40, 210, 220)),
+]
+NAMES = [name for name, _, _ in SOURCES]
+POSITIONS = ("left", "middle", "right")
+COUNT_WORDS = ["one", "two", "three", "four"]
+
+
+@dataclass
+class SynthConfig:
+    out: str = "runs/world"
+    clips: int = 48
+    seed: int = 0
+    val_fraction: float = 0.25
+    duration: float = 2.0  # seconds
+    fps: int = 8
+    size: int = 56  # frame width and height in pixels
+    sample_rate: int = 22_050
+
+
+@dataclass
+class Event:
+    onset: float
+    duration: float
+    gain_db: float  # 0 dB = full scale
+
+
+@dataclass
+class Source:
+    name: str
+    visible: bool
+    position: str | None  # left / middle / right, None when off-screen
+    sounding: bool
+    moving: bool  # the glyph pulses during `events` (sounding sources always move when visible)
+    events: list[Event] = field(default_factory=list)
+
+
+# --- the scene ----------------------------------------------------------------------------------
+
+
+def make_scene(rng: random.Random, duration: float) -> list[Source]:
+    """Two to four sources; at least one sounds; onsets 0.3 s apart and loudness 6 dB apart."""
+    count = rng.randint(2, 4)
+    names = rng.sample(NAMES, count)
+    roles = ["visible_sounding"] + [rng.choice(["visible_sounding", "visible_silent", "offscreen"])
+                                    for _ in range(count - 1)]
+    positions = iter(rng.sample(POSITIONS, len(POSITIONS)))
+    onsets = iter(rng.sample([0.1, 0.4, 0.7, 1.0], 4))
+    gains = iter(rng.sample([0.0, -6.0, -12.0, -18.0], 4))
+    sources = []
+    for name, role in zip(names, roles):
+        visible = role != "offscreen"
+        if visible and sum(s.visible for s in sources) == len(POSITIONS):
+            visible, role = False, "offscreen"  # only three places on screen
+        sounding = role != "visible_silent"
+        moving = visible and (sounding or rng.random() < 0.5)
+        onset = next(onsets)
+        length = rng.uniform(0.5, min(0.9, duration - onset))
+        event = Event(round(onset, 3), round(length, 3), next(gains))
+        sources.append(Source(name, visible, next(positions) if visible else None, sounding,
+                              moving, [event] if (sounding or moving) else []))
+    return sources
+
+
+def questions(sources: list[Source], rng: random.Random) -> list[dict]:
+    """AVQA-style multiple-choice questions whose answers follow from the sound alone."""
+    heard = [s for s in sources if s.sounding]
+    silent_names = [n for n in NAMES if n not in {s.name for s in heard}]
+    out = []
+    target = rng.choice(heard)
+    options = [target.name] + rng.sample(silent_names, min(3, len(silent_names)))
+    out.append(("Which", "Which object is making a sound in the video?", options, target.name))
+    out.append(("Count", "How many sound sources can be heard in the video?", COUNT_WORDS,
+                COUNT_WORDS[len(heard) - 1]))
+    if len(heard) >= 2:
+        first = min(heard, key=lambda s: s.events[0].onset)
+        others = [s.name for s in heard if s is not first] + silent_names
+        options = [first.name] + rng.sample(others, 3)
+        out.append(("Order", "Which sound starts first in the video?", options, first.name))
+        a, b = rng.sample(heard, 2)
+        louder = a.events[0].gain_db > b.events[0].gain_db
+        out.append(("Louder", f"Is the {a.name} louder than the {b.name} in this video?",
+                    ["yes", "no"], "yes" if louder else "no"))
+    result = []
+    for qtype, text, options, answer in out:
+        options = list(options)
+        rng.shuffle(options)
+        result.append({"question_type": qtype, "question_text": text, "multi_choice": options,
+                       "answer": options.index(answer)})
+    return result
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+
+def render_frames(sources: list[Source], cfg: SynthConfig, rng: random.Random) -> np.ndarray:
+    """uint8 [F, H, W, 3]: a noisy grey background and one glyph per visible source."""
+    n = int(round(cfg.duration * cfg.fps))
+    size = cfg.size
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    base = rng.randint(70, 110)
+    noise = np.random.default_rng(rng.randrange(2**32)).integers(-8, 9, (n, size, size, 1))
+    frames = np.clip(base + noise, 0, 255).repeat(3, axis=-1).astype(np.uint8)
+    colours = {name: colour for name, _, colour in SOURCES}
+    shapes = {name: shape for name, shape, _ in SOURCES}
+    for source in (s for s in sources if s.visible):
+        cx = (POSITIONS.index(source.position) + 0.5) * size / 3
+        cy = size / 2
+        for f in range(n):
+            t = (f + 0.5) / cfg.fps
+            active = source.moving and any(e.onset <= t < e.onset + e.duration for e in source.events)
+            radius = size / 8 * (1.45 if active else 1.0)
+            mask = _glyph(shapes[source.name], xx - cx, yy - cy, radius)
+            colour = np.array(colours[source.name]) * (1.0 if active else 0.55)
+            frames[f][mask] = colour.astype(np.uint8)
+    return frames
+
+
+def _glyph(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+    dist = np.hypot(dx, dy)
+    if shape == "circle":
+        return dist <= r
+    if shape == "ring":
+        return (dist <= r) & (dist >= 0.55 * r)
+    if shape == "square":
+        return (np.abs(dx) <= 0.85 * r) & (np.abs(dy) <= 0.85 * r)
+    if shape == "diamond":
+        return np.abs(dx) + np.abs(dy) <= r
+    if shape == "cross":
+        return ((np.abs(dx) <= 0.3 * r) & (np.abs(dy) <= r)) | ((np.abs(dy) <= 0.3 * r) & (np.abs(dx) <= r))
+    if shape == "triangle":
+        return (dy <= 0.7 * r) & (dy >= -r + 2 * np.abs(dx) * 0.9)
+    raise ValueError(f"unknown glyph shape {shape!r}")
+
+
+def render_audio(sources: list[Source], cfg: SynthConfig, rng: random.Random) -> np.ndarray:
+    """float32 [2, T] stereo mix of every sounding source, panned by position, plus faint noise."""
+    sr = cfg.sample_rate
+    total = int(cfg.duration * sr)
+    mix = np.zeros((2, total), dtype=np.float64)
+    noise_rng = np.random.default_rng(rng.randrange(2**32))
+    for source in (s for s in sources if s.sounding):
+        pan = {"left": 0.2, "middle": 0.5, "right": 0.8, None: 0.5}[source.position]
+        for event in source.events:
+            start, length = int(event.onset * sr), int(event.duration * sr)
+            length = min(length, total - start)
+            tone = _voice(source.name, length, sr, noise_rng)
+            envelope = np.minimum(1.0, np.minimum(np.arange(length), np.arange(length)[::-1]) / (0.01 * sr))
+            tone = tone * envelope * 10 ** (event.gain_db / 20) * 0.5
+            mix[0, start:start + length] += tone * (1 - pan) * 2 * 0.5
+            mix[1, start:start + length] += tone * pan * 2 * 0.5
+    mix += noise_rng.normal(0, 0.002, mix.shape)
+    return np.clip(mix, -1, 1).astype(np.float32)
+
+
+def _voice(name: str, length: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(length) / sr
+    if name == "flute":
+        return np.sin(2 * np.pi * 880 * t)
+    if name == "violin":
+        phase = 2 * np.pi * 440 * t + 3 * np.sin(2 * np.pi * 5 * t)
+        return sum(np.sin(k * phase) / k for k in range(1, 8)) * 0.6
+    if name == "drum":
+        beat = (t * 4) % 1.0
+        return rng.normal(0, 0.5, length) * np.exp(-beat * 12)
+    if name == "bell":
+        return sum(np.sin(2 * np.pi * f * t) * np.exp(-t * d) for f, d in ((523, 2), (1410, 4), (2700, 6))) / 2
+    if name == "horn":
+        return np.sign(np.sin(2 * np.pi * 220 * t)) * 0.4
+    if name == "bird":
+        chirp = (t * 6) % 1.0
+        return np.sin(2 * np.pi * (2000 + 2000 * chirp) * t) * (chirp < 0.5)
+    raise ValueError(f"unknown source {name!r}")
+
+
+def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, fps: int, sample_rate: int) -> None:
+    """H.264 video + AAC stereo audio, written atomically."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.mp4")
+    with av.open(str(tmp), "w") as container:
+        vstream = container.add_stream("libx264", rate=fps)
+        vstream.width, vstream.height = frames.shape[2], frames.shape[1]
+        vstream.pix_fmt = "yuv420p"
+        vstream.options = {"preset": "veryfast", "crf": "18"}
+        astream = container.add_stream("aac", rate=sample_rate, layout="stereo")
+        for image in frames:
+            for packet in vstream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in vstream.encode():
+            container.mux(packet)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio), format="fltp", layout="stereo")
+        frame.sample_rate = sample_rate
+        frame.pts = 0
+        for packet in astream.encode(frame):
+            container.mux(packet)
+        for packet in astream.encode():
+            container.mux(packet)
+    tmp.replace(path)
+
+
+# --- the whole world ----------------------------------------------------------------------------
+
+
+def generate(cfg: SynthConfig, progress: bool = True) -> Path:
+    """Write the clips, the AVQA-format question files and the facts; deterministic by seed."""
+    from tqdm import tqdm
+
+    out = Path(cfg.out)
+    rng = random.Random(cfg.seed)
+    splits: dict[str, list[dict]] = {"train": [], "val": []}
+    facts = []
+    n_val = int(round(cfg.clips * cfg.val_fraction))
+    qid = 0
+    for i in tqdm(range(cfg.clips), desc="synth", unit="clip", disable=not progress):
+        clip_rng = random.Random(rng.randrange(2**32))
+        name = f"syn{cfg.seed:03d}c{i:05d}_{(i * 10) % 300:06d}"  # AVQA style: <id>_<start second>
+        sources = make_scene(clip_rng, cfg.duration)
+        write_mp4(out / "videos" / f"{name}.mp4", render_frames(sources, cfg, clip_rng),
+                  render_audio(sources, cfg, clip_rng), cfg.fps, cfg.sample_rate)
+        split = "val" if i >= cfg.clips - n_val else "train"
+        for q in questions(sources, clip_rng):
+            splits[split].append({"id": qid, "video_name": name, "video_id": i,
+                                  "question_relation": "Sound", **q})
+            qid += 1
+        facts.append({"video_name": name, "duration": cfg.duration,
+                      "audible": sorted(s.name for s in sources if s.sounding),
+                      "visible": sorted(s.name for s in sources if s.visible),
+                      "sources": [asdict(s) for s in sources]})
+    for split, records in splits.items():
+        (out / f"{split}_qa.json").write_text(json.dumps(records, indent=1))
+    (out / "facts.jsonl").write_text("".join(json.dumps(f) + "\n" for f in facts))
+    return out
+
+
+def read(root: Path, split: str) -> Metadata:
+    """The AVQA reader over the synthetic question files, with each clip's facts in `meta`."""
+    facts_file = Path(root) / "facts.jsonl"
+    facts = {}
+    if facts_file.exists():
+        for line in facts_file.read_text().splitlines():
+            record = json.loads(line)
+            facts[record["video_name"]] = record
+    metadata = avqa.read(root, split)
+
+    def entries():
+        for entry in metadata.entries:
+            if isinstance(entry, Entry):
+                entry.sample.dataset = "synth"
+                entry.sample.meta["facts"] = facts.get(entry.sample.meta["video_name"])
+            yield entry
+
+    files = metadata.files + ([facts_file] if facts_file.exists() else [])
+    return Metadata(files=files, entries=entries(), total=metadata.total)

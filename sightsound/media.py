@@ -1,0 +1,208 @@
+"""Frames and 16 kHz mono audio from media files, with PyAV (no ffmpeg binary, no model code).
+
+    clip = decode("clip.mp4", num_frames=8, frame_size=448)   # one pass over the file
+    clip.frames   # uint8 [N, H, W, 3], evenly spaced over the clip (None when num_frames=0)
+    clip.audio    # float32 [T] at 16 kHz mono (None when the file has no audio stream)
+    write_wav("cache/clip.wav", clip.audio)
+
+Video and audio packets are demuxed together in one pass. Only the frames that are kept are
+converted to RGB (and scaled by ffmpeg's swscale on the way), and video frames that nothing
+references are not even decoded while the next frame we keep is still far away.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+AUDIO_EXTS = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus")
+
+
+class MediaError(Exception):
+    """A media file that is missing, empty or cannot be decoded; the message names the file."""
+
+    def __init__(self, message: str, kind: str = "media-corrupt"):
+        super().__init__(message)
+        self.kind = kind  # media-missing | media-corrupt
+
+
+@dataclass
+class Clip:
+    frames: np.ndarray | None  # uint8 [N, H, W, 3]
+    audio: np.ndarray | None  # float32 [T] at SAMPLE_RATE
+    duration: float  # seconds
+
+
+def decode(path: str | Path, num_frames: int = 8, frame_size: int | None = None,
+           audio: bool = True) -> Clip:
+    """Decode `num_frames` evenly spaced RGB frames and the 16 kHz mono audio in one pass.
+
+    `clip.audio` is None when the file has no audio stream (a silent video); a file with neither
+    the frames nor the audio asked for is a MediaError. `frame_size` bounds the longer side of each frame (aspect kept; None keeps the source size).
+    Frame i is the first frame shown at or after the centre of the i-th of `num_frames` equal
+    segments of the clip.
+    """
+    import av
+
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{path}: file not found", "media-missing")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path}: file is empty")
+    try:
+        with av.open(str(path)) as container:
+            return _decode_open(container, path, num_frames, frame_size, audio)
+    except MediaError:
+        raise
+    except (av.FFmpegError, ValueError, IndexError, EOFError) as exc:
+        raise MediaError(f"{path}: cannot decode: {exc}") from exc
+
+
+def _decode_open(container, path: Path, num_frames: int, frame_size: int | None, want_audio: bool) -> Clip:
+    import av
+
+    vstream = container.streams.video[0] if (num_frames > 0 and container.streams.video) else None
+    astream = container.streams.audio[0] if (want_audio and container.streams.audio) else None
+    if num_frames > 0 and vstream is None:
+        raise MediaError(f"{path}: no video stream")
+    if vstream is None and astream is None:
+        raise MediaError(f"{path}: no audio stream" if want_audio else f"{path}: nothing to decode")
+    duration = _duration(container, vstream or astream)
+
+    picker = _FramePicker(vstream, num_frames, frame_size, duration) if vstream is not None else None
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE) if astream else None
+    chunks: list[np.ndarray] = []
+    streams = [s for s in (vstream, astream) if s is not None]
+    for packet in container.demux(*streams):
+        if packet.stream is vstream:
+            if packet.size and not picker.done:  # the demuxer's empty last packet is our flush, below
+                picker.feed(packet)
+        else:
+            for frame in packet.decode():
+                chunks.extend(f.to_ndarray()[0] for f in resampler.resample(frame))
+    if picker is not None and not picker.done:
+        picker.feed(None)  # flush the frames the decoder still holds
+    if resampler is not None:
+        chunks.extend(f.to_ndarray()[0] for f in resampler.resample(None))
+    samples = np.concatenate(chunks).astype(np.float32) if chunks else None
+    if astream is not None and (samples is None or samples.size == 0):
+        raise MediaError(f"{path}: audio stream has no decodable samples")
+    frames = picker.result(path) if picker is not None else None
+    if duration <= 0 and samples is not None:
+        duration = samples.size / SAMPLE_RATE
+    return Clip(frames=frames, audio=samples, duration=duration)
+
+
+def _duration(container, stream) -> float:
+    if stream is not None and stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return 0.0
+
+
+class _FramePicker:
+    """Keeps the first frame at or after each target time; converts only those frames."""
+
+    def __init__(self, stream, num_frames: int, frame_size: int | None, duration: float):
+        self.stream = stream
+        self.size = _scaled_size(stream.codec_context.width, stream.codec_context.height, frame_size)
+        self.num_frames = num_frames
+        self.targets = [(i + 0.5) * duration / num_frames for i in range(num_frames)] if duration > 0 else None
+        self.kept: list[np.ndarray] = []
+        self.all_frames: list = []  # only used when the duration is unknown
+        self.last = None
+        self.fps = float(stream.average_rate or stream.guessed_rate or 25)
+        self.start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        stream.thread_type = "AUTO"
+
+    @property
+    def done(self) -> bool:
+        return self.targets is not None and len(self.kept) == self.num_frames
+
+    def feed(self, packet) -> None:
+        ctx = self.stream.codec_context
+        if self.targets is not None and packet is not None and packet.pts is not None:
+            # Frames no other frame references can be left undecoded while the next kept frame
+            # is more than a few frames away; near it, decode everything so that we stop exactly.
+            t = float(packet.pts * self.stream.time_base) - self.start
+            ahead = t < self.targets[len(self.kept)] - 4 / self.fps
+            ctx.skip_frame = "NONREF" if ahead else "DEFAULT"
+        for frame in ctx.decode(packet):
+            self._offer(frame)
+
+    def _offer(self, frame) -> None:
+        if self.done:
+            return
+        self.last = frame
+        if self.targets is None:
+            self.all_frames.append(frame)
+            return
+        t = frame.time - self.start if frame.time is not None else 0.0
+        while not self.done and t >= self.targets[len(self.kept)] - 1e-6:
+            self.kept.append(self._rgb(frame))
+
+    def _rgb(self, frame) -> np.ndarray:
+        width, height = self.size
+        return frame.to_ndarray(format="rgb24", width=width, height=height)
+
+    def result(self, path: Path) -> np.ndarray:
+        if self.targets is None:  # no duration in the container: pick evenly from everything decoded
+            if not self.all_frames:
+                raise MediaError(f"{path}: video stream has no decodable frames")
+            idx = np.linspace(0, len(self.all_frames) - 1, self.num_frames).round().astype(int)
+            return np.stack([self._rgb(self.all_frames[i]) for i in idx])
+        if self.last is None:
+            raise MediaError(f"{path}: video stream has no decodable frames")
+        while len(self.kept) < self.num_frames:  # targets past the last frame shown repeat it
+            self.kept.append(self._rgb(self.last))
+        return np.stack(self.kept)
+
+
+def _scaled_size(width: int, height: int, longest: int | None) -> tuple[int, int]:
+    if not longest or max(width, height) <= longest:
+        return width, height
+    scale = longest / max(width, height)
+    return max(2, round(width * scale)), max(2, round(height * scale))
+
+
+# --- wav and npy cache files --------------------------------------------------------------------
+
+
+def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write float32 mono audio as a wav, atomically (a killed run never leaves half a file)."""
+    import soundfile as sf
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    sf.write(str(tmp), np.asarray(audio, dtype=np.float32), sample_rate, subtype="FLOAT", format="WAV")
+    os.replace(tmp, path)
+
+
+def read_wav(path: str | Path) -> np.ndarray:
+    """Read a cached 16 kHz mono wav as float32 [T]."""
+    import soundfile as sf
+
+    audio, rate = sf.read(str(path), dtype="float32", always_2d=False)
+    if rate != SAMPLE_RATE:
+        raise MediaError(f"{path}: expected {SAMPLE_RATE} Hz audio, found {rate} Hz")
+    return audio if audio.ndim == 1 else audio.mean(axis=1)
+
+
+def save_frames(path: str | Path, frames: np.ndarray) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as fh:
+        np.save(fh, frames)
+    os.replace(tmp, path)
+
+
+def load_frames(path: str | Path) -> np.ndarray:
+    return np.load(path)

@@ -1,0 +1,153 @@
+"""prepare: benchmark metadata + media → `samples.jsonl` and `skipped.jsonl` in the run directory.
+
+    sightsound prepare --dataset mmau --root data/mmau --split test-mini --out runs/mmau
+
+For each record the reader yields, the clip is found by file stem anywhere under `media`
+(default: `root`), decoded once — frames and 16 kHz mono audio in one pass — and cached in
+`RUN_DIR/media/` (`<clip>.wav`, and `<clip>.frames.npy` for the teacher when there is video).
+A record whose metadata or media cannot be used goes to `skipped.jsonl` with its reason; the run
+goes on. A rerun resumes where an interrupted one stopped; a finished one is not redone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from sightsound import datasets, media
+from sightsound.config import config_hash, save_config
+from sightsound.datasets import Entry, Skip
+from sightsound.records import (JsonlWriter, mark_started, read_jsonl, read_manifest, sha256_file,
+                                stage_status, write_manifest)
+
+
+@dataclass
+class PrepareConfig:
+    dataset: str = "synth"  # avqa | mmau | music-avqa | jsonl | synth
+    root: str = "runs/world"  # folder holding the metadata file
+    split: str | None = None  # names the file: avqa {split}_qa.json, mmau mmau-{split}.json, ...
+    media: str | None = None  # where clips are searched for by stem (default: root)
+    out: str = "runs/demo"  # the run directory
+    num_frames: int = 8  # frames cached per video clip for the teacher (0: audio only)
+    frame_size: int | None = 448  # longest side of cached frames in pixels (null: as decoded)
+    limit: int | None = None  # keep only the first N usable samples
+    progress: bool = True
+
+
+def main(cfg: PrepareConfig) -> dict:
+    run_dir = Path(cfg.out)
+    metadata = datasets.read(cfg.dataset, cfg.root, cfg.split)
+    inputs = {str(f): sha256_file(f) for f in metadata.files}
+    digest = config_hash(cfg)
+    status = stage_status(run_dir, "prepare", digest, inputs)
+    if status == "done":
+        manifest = read_manifest(run_dir, "prepare")
+        print(f"prepare: already done in {run_dir} ({manifest['counts']['samples']} samples)")
+        return manifest
+    samples_path, skipped_path = run_dir / "samples.jsonl", run_dir / "skipped.jsonl"
+    if status in ("new", "stale"):  # outputs from another config or input are not resumed
+        samples_path.unlink(missing_ok=True)
+        skipped_path.unlink(missing_ok=True)
+    mark_started(run_dir, "prepare", digest)
+    save_config(cfg, run_dir / "config" / "prepare.yaml")
+    started = time.time()
+
+    media_root = Path(cfg.media or cfg.root)
+    index = index_media(media_root)
+    cache_dir = run_dir / "media"
+    failed: dict[str, media.MediaError] = {}  # clip → why, so a bad clip is decoded only once
+    seen: set[str] = set()
+    with JsonlWriter(samples_path) as samples, JsonlWriter(skipped_path) as skipped:
+        bar = tqdm(metadata.entries, total=metadata.total, desc="prepare", unit="rec",
+                   disable=not cfg.progress)
+        for entry in bar:
+            if cfg.limit is not None and len(samples.ids) >= cfg.limit:
+                break
+            if isinstance(entry, Skip):
+                skipped.write(entry)
+                continue
+            sample = entry.sample
+            if sample.id in seen:
+                skipped.write(Skip(sample.id, f"duplicate id {sample.id!r} in {metadata.files[0].name}",
+                                   "duplicate"))
+                continue
+            seen.add(sample.id)
+            if sample.id in samples or sample.id in skipped:
+                continue  # done by an interrupted earlier run
+            try:
+                sample.audio, sample.video, frames = materialize(entry, index, cache_dir, cfg, failed)
+            except media.MediaError as exc:
+                skipped.write(Skip(sample.id, str(exc), exc.kind))
+                continue
+            if frames is not None:
+                sample.meta["frames"] = frames
+            samples.write(sample)
+        bar.close()
+        n_samples, n_skipped = len(samples.ids), len(skipped.ids)
+    reasons = Counter(line["kind"] for line in read_jsonl(skipped_path))
+    manifest = write_manifest(
+        run_dir, "prepare", config_hash=digest, inputs=inputs, started=started,
+        counts={"samples": n_samples, "skipped": n_skipped, "skipped_by_kind": dict(reasons)},
+        dataset=cfg.dataset, split=cfg.split or datasets.DEFAULT_SPLITS[cfg.dataset],
+    )
+    summary = ", ".join(f"{n} {kind}" for kind, n in reasons.most_common())
+    print(f"prepare: {n_samples} samples, {n_skipped} skipped" + (f" ({summary})" if summary else "")
+          + f" → {samples_path}")
+    return manifest
+
+
+def index_media(root: Path) -> dict[str, list[Path]]:
+    """Every audio or video file under `root`, by file stem (one walk of the tree)."""
+    index: dict[str, list[Path]] = {}
+    exts = set(media.VIDEO_EXTS) | set(media.AUDIO_EXTS)
+    for path in sorted(Path(root).rglob("*")):
+        if path.suffix.lower() in exts and path.is_file():
+            index.setdefault(path.stem, []).append(path)
+    return index
+
+
+def find_media(stems: list[str], index: dict[str, list[Path]]) -> tuple[Path | None, Path | None]:
+    """The first video and the first audio file among the stems (a stem may also be a real path)."""
+    found: list[Path] = []
+    for stem in stems:
+        found += [Path(stem)] if Path(stem).is_file() else index.get(stem, [])
+    videos = [p for p in found if p.suffix.lower() in media.VIDEO_EXTS]
+    audios = [p for p in found if p.suffix.lower() in media.AUDIO_EXTS]
+    return (videos[0] if videos else None), (audios[0] if audios else None)
+
+
+def materialize(entry: Entry, index, cache_dir: Path, cfg: PrepareConfig, failed: dict):
+    """Cached (audio wav, source video, frames npy) for an entry's clip; decodes at most once."""
+    video, audio_file = find_media(entry.stems, index)
+    if video is None and audio_file is None:
+        raise media.MediaError(f"no media file with stem {' or '.join(map(repr, entry.stems))} "
+                               f"under {cfg.media or cfg.root}", "media-missing")
+    source = video or audio_file
+    key = source.stem
+    if key in failed:
+        raise failed[key]
+    wav = cache_dir / f"{key}.wav"
+    frames = cache_dir / f"{key}.frames.npy" if (video is not None and cfg.num_frames > 0) else None
+    if wav.exists() and (frames is None or frames.exists()):
+        return str(wav.resolve()), _str(video), _str(frames)
+    try:
+        clip = media.decode(source, num_frames=cfg.num_frames if video else 0, frame_size=cfg.frame_size)
+        if clip.audio is None:  # a silent video: its audio may come as a separate file
+            if audio_file is None:
+                raise media.MediaError(f"{source}: no audio stream and no separate audio file")
+            clip.audio = media.decode(audio_file, num_frames=0).audio
+    except media.MediaError as exc:
+        failed[key] = exc
+        raise
+    media.write_wav(wav, clip.audio)
+    if frames is not None:
+        media.save_frames(frames, clip.frames)
+    return str(wav.resolve()), _str(video), _str(frames)
+
+
+def _str(path: Path | None) -> str | None:
+    return str(path.resolve()) if path is not None else None
