@@ -5,7 +5,7 @@
 A YAML file may hold one stage's keys at top level, or several stages under their section names
 (`prepare:`, `teach:`, ...); `section` picks one. Overrides are `key=value` (dotted keys reach
 nested dataclasses) and their values are parsed as YAML, so `n=8`, `frame_size=null` and
-`options=[a, b]` all do what they look like. Unknown keys are an error naming the key and file.
+`options=[a, b]` all do what they look like (and `lr: 5e-5` is a float, as meant). Unknown keys are an error naming the key and file.
 """
 
 from __future__ import annotations
@@ -111,6 +111,11 @@ def _coerce(hint, value, source: str, key: str):
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads `5e-5` (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint in (int, float) and isinstance(value, bool):
         raise ConfigError(f"{source}: '{key}' must be {hint.__name__}, got {value!r}")
     if isinstance(hint, type) and not isinstance(value, hint):

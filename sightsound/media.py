@@ -12,6 +12,7 @@ references are not even decoded while the next frame we keep is still far away.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,8 +119,8 @@ class _FramePicker:
         self.all_frames: list = []  # only used when the duration is unknown
         self.last = None
         self.fps = float(stream.average_rate or stream.guessed_rate or 25)
+        self.last_t = -1 / self.fps
         self.start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-        stream.thread_type = "AUTO"
 
     @property
     def done(self) -> bool:
@@ -128,10 +129,10 @@ class _FramePicker:
     def feed(self, packet) -> None:
         ctx = self.stream.codec_context
         if self.targets is not None and packet is not None and packet.pts is not None:
-            # Frames no other frame references can be left undecoded while the next kept frame
-            # is more than a few frames away; near it, decode everything so that we stop exactly.
+            # A frame shown before the next target is never kept, and if no other frame references
+            # it, nothing needs it decoded: the decoder skips such packets (B-frames, mostly).
             t = float(packet.pts * self.stream.time_base) - self.start
-            ahead = t < self.targets[len(self.kept)] - 4 / self.fps
+            ahead = t < self.targets[len(self.kept)] - 0.5 / self.fps
             ctx.skip_frame = "NONREF" if ahead else "DEFAULT"
         for frame in ctx.decode(packet):
             self._offer(frame)
@@ -139,11 +140,14 @@ class _FramePicker:
     def _offer(self, frame) -> None:
         if self.done:
             return
+        # Frames drained from the decoder at the end may carry no timestamp: they follow the last one.
+        t = frame.time - self.start if frame.time is not None and math.isfinite(frame.time) else None
+        self.last_t = t if t is not None else self.last_t + 1 / self.fps
         self.last = frame
         if self.targets is None:
             self.all_frames.append(frame)
             return
-        t = frame.time - self.start if frame.time is not None else 0.0
+        t = self.last_t
         while not self.done and t >= self.targets[len(self.kept)] - 1e-6:
             self.kept.append(self._rgb(frame))
 

@@ -90,7 +90,12 @@ def to_json(record) -> dict:
 
 
 def record_id(record) -> str:
-    return record.id if hasattr(record, "id") else record["id"]
+    """`id`, or `sample_id#index` for per-trace records (traces, verdicts) read back as dicts."""
+    if hasattr(record, "id"):
+        return record.id
+    if "id" in record:
+        return record["id"]
+    return f"{record['sample_id']}#{record['index']}"
 
 
 def read_jsonl(path: str | Path, cls=None) -> Iterator:

@@ -1,0 +1,67 @@
+"""Fixtures are made by code: synthetic clips, wavs, and metadata files shaped like the real ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sightsound import media
+from sightsound.datasets import synth
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def tone(freq: float, seconds: float, rate: int, channels: int = 1) -> np.ndarray:
+    """float32 [channels, T] sine."""
+    t = np.arange(int(seconds * rate)) / rate
+    return np.repeat((0.3 * np.sin(2 * np.pi * freq * t))[None], channels, axis=0).astype(np.float32)
+
+
+def counting_frames(n: int, size: int = 32) -> np.ndarray:
+    """Frame i is a flat grey of level 4*i + 8, so a decoded frame tells its own index."""
+    return np.stack([np.full((size, size, 3), 4 * i + 8, dtype=np.uint8) for i in range(n)])
+
+
+def frame_index(frame: np.ndarray) -> int:
+    return int(round((float(frame.mean()) - 8) / 4))
+
+
+def make_mp4(path: Path, seconds: float = 2.0, fps: int = 8, freq: float = 440.0, size: int = 32,
+             rate: int = 22_050) -> Path:
+    synth.write_mp4(path, counting_frames(int(seconds * fps), size), tone(freq, seconds, rate, 2), fps, rate)
+    return path
+
+
+def make_wav(path: Path, seconds: float = 1.0, freq: float = 440.0, rate: int = 44_100) -> Path:
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), tone(freq, seconds, rate, 2).T, rate)
+    return path
+
+
+def make_corrupt(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    return path
+
+
+def write_json(path: Path, data) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+    return path
+
+
+def dominant_frequency(audio: np.ndarray, rate: int = media.SAMPLE_RATE) -> float:
+    spectrum = np.abs(np.fft.rfft(audio))
+    return float(np.fft.rfftfreq(audio.size, 1 / rate)[spectrum.argmax()])
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory) -> Path:
+    """A small synthetic world, generated once per test session."""
+    cfg = synth.SynthConfig(out=str(tmp_path_factory.mktemp("world")), clips=8, seed=3)
+    return synth.generate(cfg, progress=False)

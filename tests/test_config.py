@@ -1,0 +1,73 @@
+from dataclasses import dataclass, field
+
+import pytest
+import yaml
+
+from sightsound.config import ConfigError, config_hash, load_config, save_config
+from sightsound.stages.prepare import PrepareConfig
+
+
+@dataclass
+class Inner:
+    rank: int = 8
+    alpha: float = 16.0
+
+
+@dataclass
+class Outer:
+    name: str = "x"
+    steps: int = 10
+    lr: float = 1e-3
+    tags: list[str] = field(default_factory=list)
+    limit: int | None = None
+    lora: Inner = field(default_factory=Inner)
+
+
+def test_yaml_keys_map_to_fields_and_overrides_win(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: run\nsteps: 5\nlora:\n  rank: 4\n")
+    cfg = load_config(Outer, path, ["steps=7", "lora.alpha=32", "tags=[a, b]", "lr=2e-5"])
+    assert cfg == Outer(name="run", steps=7, lr=2e-5, tags=["a", "b"], lora=Inner(rank=4, alpha=32.0))
+    assert isinstance(cfg.lora.alpha, float)
+
+
+def test_section_of_a_pipeline_file(tmp_path):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("prepare:\n  dataset: mmau\n  split: test-mini\nteach:\n  n: 4\n")
+    cfg = load_config(PrepareConfig, path, section="prepare")
+    assert (cfg.dataset, cfg.split, cfg.num_frames) == ("mmau", "test-mini", 8)
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: run\nstep: 5\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*unknown key 'step'"):
+        load_config(Outer, path)
+    with pytest.raises(ConfigError, match=r"unknown key 'lora\.rnak'"):
+        load_config(Outer, None, ["lora.rnak=3"])
+
+
+def test_wrong_types_are_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="'steps' must be int"):
+        load_config(Outer, None, ["steps=many"])
+    with pytest.raises(ConfigError, match="'steps' must be int"):
+        load_config(Outer, None, ["steps=true"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(Outer, None, ["steps"])
+    assert load_config(Outer, None, ["limit=null"]).limit is None
+    assert load_config(Outer, None, ["limit=3"]).limit == 3
+
+
+def test_cli_values_sit_between_file_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 5\nname: file\n")
+    cfg = load_config(Outer, path, ["steps=9"], values={"steps": 6, "name": "flag", "lr": None})
+    assert (cfg.steps, cfg.name, cfg.lr) == (9, "flag", 1e-3)
+
+
+def test_resolved_config_is_saved_and_hash_ignores_output_place(tmp_path):
+    cfg = PrepareConfig(dataset="avqa", root="r", out="a")
+    save_config(cfg, tmp_path / "config" / "prepare.yaml")
+    assert yaml.safe_load((tmp_path / "config" / "prepare.yaml").read_text())["dataset"] == "avqa"
+    assert config_hash(cfg) == config_hash(PrepareConfig(dataset="avqa", root="r", out="b", progress=False))
+    assert config_hash(cfg) != config_hash(PrepareConfig(dataset="avqa", root="r", split="train"))
