@@ -1,4 +1,5 @@
-"""MUSIC-AVQA (Li et al., 2022): `avqa-{split}.json`, one JSON list of open-ended records.
+"""MUSIC-AVQA (Li et al., 2022): `avqa-{split}.json` (or `music-avqa-{split}.json`), one JSON list
+of open-ended records.
 
     {"video_id": "00005868", "question_id": 1234, "type": "[\"Audio-Visual\", \"Temporal\"]",
      "question_content": "Where is the <FL> sounding instrument?", "templ_values": "[\"first\"]",
@@ -25,7 +26,9 @@ PLACEHOLDER = re.compile(r"<(Object|LR|FL|TH|LRer|LL|BA)>")
 
 
 def read(root: Path, split: str) -> Metadata:
-    path = Path(root) / f"avqa-{split}.json"
+    path = Path(root) / f"avqa-{split}.json"  # the upstream name (data/json_update/avqa-test.json)
+    if not path.exists() and (Path(root) / f"music-avqa-{split}.json").exists():
+        path = Path(root) / f"music-avqa-{split}.json"
     records = load_json_list(path)
     return Metadata(files=[path], total=len(records), entries=parse_each(records, path, split, _parse, "question_id"))
 

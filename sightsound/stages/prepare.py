@@ -4,7 +4,8 @@
 
 For each record the reader yields, the clip is found by file stem anywhere under `media`
 (default: `root`), decoded once — frames and 16 kHz mono audio in one pass — and cached in
-`RUN_DIR/media/` (`<clip>.wav`, and `<clip>.frames.npy` for the teacher when there is video).
+`RUN_DIR/media/` (`<clip>.wav`, and `<clip>.<N>x<size>.frames.npy` for the teacher when there is
+video; its path is in `meta["frames"]`).
 A record whose metadata or media cannot be used goes to `skipped.jsonl` with its reason; the run
 goes on. A rerun resumes where an interrupted one stopped; a finished one is not redone.
 """
@@ -131,7 +132,9 @@ def materialize(entry: Entry, index, cache_dir: Path, cfg: PrepareConfig, failed
     if key in failed:
         raise failed[key]
     wav = cache_dir / f"{key}.wav"
-    frames = cache_dir / f"{key}.frames.npy" if (video is not None and cfg.num_frames > 0) else None
+    frames = None
+    if video is not None and cfg.num_frames > 0:  # named by what they hold, so a new spec is decoded anew
+        frames = cache_dir / f"{key}.{cfg.num_frames}x{cfg.frame_size or 'full'}.frames.npy"
     if wav.exists() and (frames is None or frames.exists()):
         return str(wav.resolve()), _str(video), _str(frames)
     try:

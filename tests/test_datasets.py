@@ -1,0 +1,199 @@
+"""Readers on fixtures that mirror the real schemas and their traps (DESIGN.md §4), and on the
+real metadata files in ../shared/data when they are present."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from sightsound import datasets
+from sightsound.datasets import DatasetError, Entry, Skip, avqa, mmau, music_avqa
+from tests.conftest import SHARED_DATA, write_json
+
+AVQA_RECORD = {"id": 183, "video_name": "-HG3Omg_89c_000030", "video_id": 341,
+               "question_text": "What is the man in the video doing?",
+               "multi_choice": ["Playing guitar", "Singing", "Cooking", "Driving"], "answer": 1,
+               "question_relation": "Both", "question_type": "Happening"}
+
+
+def split_entries(metadata):
+    entries = list(metadata.entries)
+    return [e for e in entries if isinstance(e, Entry)], [e for e in entries if isinstance(e, Skip)]
+
+
+def test_avqa_fields_and_stems(tmp_path):
+    records = [AVQA_RECORD,
+               {**AVQA_RECORD, "id": 184, "answer": 4},
+               {k: v for k, v in AVQA_RECORD.items() if k != "multi_choice"} | {"id": 185},
+               {**AVQA_RECORD, "id": 186, "answer": "1"}]
+    write_json(tmp_path / "val_qa.json", records)
+    ok, skipped = split_entries(datasets.read("avqa", tmp_path, "val"))
+    (entry,) = ok
+    s = entry.sample
+    assert (s.id, s.dataset, s.split, s.answer, s.answer_text, s.category) == \
+        ("183", "avqa", "val", 1, "Singing", "Happening")
+    assert s.question == "What is the man in the video doing?"  # kept as written
+    assert s.meta == {"video_name": "-HG3Omg_89c_000030", "video_id": 341, "question_relation": "Both"}
+    assert entry.stems == ["-HG3Omg_89c_000030", "-HG3Omg_89c_30"]
+    reasons = {s.id: s.reason for s in skipped}
+    assert "val_qa.json record 1 (id 184): field 'answer' = 4 is out of range" in reasons["184"]
+    assert "val_qa.json record 2 (id 185): missing field 'multi_choice'" in reasons["185"]
+    assert "field 'answer' should be int" in reasons["186"]
+
+
+def test_avqa_stems_keep_odd_names():
+    assert avqa.clip_stems("abc_000000") == ["abc_000000", "abc_0"]
+    assert avqa.clip_stems("a_b_12") == ["a_b_12"]
+    assert avqa.clip_stems("noseconds") == ["noseconds"]
+
+
+def test_metadata_file_errors_name_the_file(tmp_path):
+    with pytest.raises(DatasetError, match="train_qa.json: metadata file not found"):
+        datasets.read("avqa", tmp_path, "train")
+    (tmp_path / "mmau-test-mini.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="mmau-test-mini.json: not valid JSON"):
+        datasets.read("mmau", tmp_path)
+    write_json(tmp_path / "avqa-test.json", {"records": []})
+    with pytest.raises(DatasetError, match="avqa-test.json: expected a JSON list"):
+        datasets.read("music-avqa", tmp_path)
+    with pytest.raises(DatasetError, match="unknown dataset 'vggsound'"):
+        datasets.read("vggsound", tmp_path)
+
+
+MMAU_RECORD = {"id": "3fe64f3d", "audio_id": "./test-mini-audios/3fe64f3d.wav",
+               "question": "Based on the given audio, identify the source of the speaking voice.",
+               "choices": ["Man", "Woman", "Child", "Robot"], "answer": "Man", "dataset": "AudioSet",
+               "task": "sound", "split": "test-mini", "category": "Reasoning",
+               "sub-category": "Acoustic Source Inference", "difficulty": "medium"}
+
+
+def test_mmau_traps(tmp_path):
+    records = [
+        MMAU_RECORD,
+        {**MMAU_RECORD, "id": "dup", "task": "speech", "category": ["Reasoning"],
+         "choices": ["four", "nine", "fourteen", "fourteen"], "answer": "fourteen"},
+        {**MMAU_RECORD, "id": "space", "task": "music",
+         "choices": [" Second speaker's claim.", " First speaker's opinion."], "answer": " First speaker's opinion."},
+        {**MMAU_RECORD, "id": "eight", "choices": list("abcdefgh"), "answer": "h"},
+        {**MMAU_RECORD, "id": "case", "choices": ["Dog", "Cat"], "answer": "cat "},
+        {**MMAU_RECORD, "id": "missing", "answer": "Alien"},
+        {**MMAU_RECORD, "id": "nine", "choices": list("abcdefghi"), "answer": "a"},
+    ]
+    write_json(tmp_path / "mmau-test-mini.json", records)
+    ok, skipped = split_entries(datasets.read("mmau", tmp_path))
+    by_id = {e.sample.id: e for e in ok}
+    first = by_id["3fe64f3d"]
+    assert (first.sample.answer, first.sample.category, first.stems) == (0, "sound", ["3fe64f3d"])
+    assert first.sample.meta["category"] == "Reasoning" and first.sample.meta["difficulty"] == "medium"
+    dup = by_id["dup"].sample
+    assert dup.answer == 2 and dup.meta["duplicate_answer_indices"] == [2, 3]
+    assert dup.meta["category"] == "Reasoning"  # a list in the source, a string here
+    assert by_id["space"].sample.answer == 1 and by_id["space"].sample.options[1].startswith(" ")
+    assert by_id["eight"].sample.answer == 7
+    assert by_id["case"].sample.answer == 1
+    reasons = {s.id: s.reason for s in skipped}
+    assert "field 'answer' 'Alien' is not one of the choices" in reasons["missing"]
+    assert "2 to 8 strings" in reasons["nine"]
+
+
+MUSIC_RECORDS = [
+    {"video_id": "00000093", "question_id": 12, "type": "[\"Audio\", \"Counting\"]",
+     "question_content": "How many musical instruments were heard throughout the video?",
+     "templ_values": "[]", "question_deleted": 0, "anser": "one"},
+    {"video_id": "00005868", "question_id": 40, "type": "[\"Audio-Visual\", \"Temporal\"]",
+     "question_content": "Where is the <FL> sounding instrument?", "templ_values": "[\"first\"]",
+     "question_deleted": 0, "anser": "left"},
+    {"video_id": "00005868", "question_id": 41, "type": "[\"Audio-Visual\", \"Comparative\"]",
+     "question_content": "Is the <Object> on the <LR> more rhythmic than the <Object> on the <LR>?",
+     "templ_values": "[\"acoustic_guitar\", \"left\", \"piano\", \"right\"]", "question_deleted": 0,
+     "anser": "no"},
+    {"video_id": "00000001", "question_id": 42, "type": "[\"Visual\", \"Location\"]",
+     "question_content": "Where is the <Object>?", "templ_values": "[]", "question_deleted": 0, "anser": "left"},
+    {"video_id": "00000001", "question_id": 43, "type": "Audio, Counting",
+     "question_content": "How many?", "templ_values": "[]", "question_deleted": 0, "anser": "two"},
+]
+
+
+def test_music_avqa_json_strings_and_placeholders(tmp_path):
+    write_json(tmp_path / "avqa-test.json", MUSIC_RECORDS)
+    ok, skipped = split_entries(datasets.read("music-avqa", tmp_path))
+    by_id = {e.sample.id: e.sample for e in ok}
+    count = by_id["12"]
+    assert (count.options, count.answer, count.answer_text, count.category) == ([], None, "one", "Counting")
+    assert count.meta["modality"] == "Audio" and count.meta["video_id"] == "00000093"
+    assert by_id["40"].question == "Where is the first sounding instrument?"
+    assert by_id["41"].question == "Is the acoustic guitar on the left more rhythmic than the piano on the right?"
+    assert by_id["41"].meta["question_template"].startswith("Is the <Object>")
+    assert by_id["41"].category == "Comparative" and by_id["41"].meta["modality"] == "Audio-Visual"
+    assert [e.stems for e in ok if e.sample.id == "40"] == [["00005868"]]
+    reasons = {s.id: s.reason for s in skipped}
+    assert "1 placeholders" in reasons["42"] and "'templ_values'" in reasons["42"]
+    assert "field 'type' is not a JSON string" in reasons["43"]
+
+
+def test_jsonl_reads_canonical_records(tmp_path):
+    lines = [
+        {"id": "a", "question": "Which animal?", "options": ["dog", "cat"], "answer": 1, "audio": "clips/a.wav",
+         "category": "animals", "meta": {"source": "mine"}},
+        {"id": "b", "question": "What plays?", "answer_text": "piano", "video": "b"},
+        {"id": "c", "question": "No media?", "answer_text": "x"},
+        {"id": "d", "question": "Bad index", "options": ["x"], "answer": 3, "audio": "d"},
+    ]
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "a.wav").write_bytes(b"RIFF")
+    (tmp_path / "test.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n{broken\n")
+    ok, skipped = split_entries(datasets.read("jsonl", tmp_path))
+    a, b = ok
+    assert (a.sample.answer_text, a.sample.category, a.sample.meta) == ("cat", "animals", {"source": "mine"})
+    assert a.stems == [str(tmp_path / "clips" / "a.wav")]  # an existing relative path resolves
+    assert (b.sample.options, b.sample.answer, b.stems) == ([], None, ["b"])
+    reasons = [s.reason for s in skipped]
+    assert any("line 3 (id c): missing field 'audio' or 'video'" in r for r in reasons)
+    assert any("line 4 (id d): field 'answer'" in r for r in reasons)
+    assert any("line 5: not valid JSON" in r for r in reasons)
+
+
+def test_synth_reader_attaches_facts(world):
+    ok, skipped = split_entries(datasets.read("synth", world, "train"))
+    assert ok and not skipped
+    sample = ok[0].sample
+    assert sample.dataset == "synth" and sample.meta["facts"]["video_name"] == sample.meta["video_name"]
+
+
+# --- the real metadata files (present beside the repository in this project's workspace) -------
+
+needs_real = pytest.mark.skipif(not (SHARED_DATA / "mmau-test-mini.json").exists(),
+                                reason="real metadata not present")
+
+
+@needs_real
+def test_real_mmau_test_mini():
+    ok, skipped = split_entries(datasets.read("mmau", SHARED_DATA, "test-mini"))
+    assert len(ok) == 1000 and not skipped
+    assert Counter(e.sample.category for e in ok) == {"sound": 333, "speech": 333, "music": 334}
+    assert all(e.sample.options[e.sample.answer] == e.sample.answer_text for e in ok)
+    assert sum(len(e.sample.meta["duplicate_answer_indices"]) > 1 for e in ok) >= 1
+    assert all(isinstance(e.sample.meta["category"], str) for e in ok)
+    assert max(len(e.sample.options) for e in ok) == 8
+
+
+@needs_real
+def test_real_music_avqa_test():
+    ok, skipped = split_entries(datasets.read("music-avqa", SHARED_DATA, "test"))
+    assert len(ok) == 9129 and not skipped
+    assert not any("<" in e.sample.question for e in ok)
+    assert set(e.sample.category for e in ok) == {"Counting", "Comparative", "Existential", "Temporal", "Location"}
+    assert set(e.sample.meta["modality"] for e in ok) == {"Audio", "Visual", "Audio-Visual"}
+    assert len({e.sample.answer_text for e in ok}) <= 42
+
+
+def test_music_avqa_template_filling_checks_counts():
+    assert music_avqa.fill_template("<Object> and <LR>", ["drum", "left"]) == "drum and left"
+    with pytest.raises(ValueError, match="2 placeholders"):
+        music_avqa.fill_template("<Object> and <LR>", ["drum"])
+
+
+def test_mmau_answer_index_prefers_exact_first_match():
+    assert mmau.answer_index("fourteen", ["four", "fourteen", "fourteen"]) == 1
+    assert mmau.answer_index("Four", ["four", "Four"]) == 1
+    assert mmau.answer_index("five", ["four"]) is None

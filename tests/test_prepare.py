@@ -1,0 +1,136 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from sightsound import media
+from sightsound.cli import main as cli
+from sightsound.records import Sample, read_jsonl, read_manifest, sha256_file
+from sightsound.stages import prepare
+from tests.conftest import (SHARED_DATA, dominant_frequency, make_corrupt, make_mp4, make_wav,
+                            write_json)
+from tests.test_datasets import AVQA_RECORD, MMAU_RECORD, MUSIC_RECORDS
+
+MMAU_SHA256 = "9f18fda99f8dbc2bc5ecd6323fb5063309f54969810b5c6f1caeb3b8d904cf1c"
+
+
+def run(tmp_path, **kw) -> dict:
+    cfg = prepare.PrepareConfig(out=str(tmp_path / "run"), progress=False, **kw)
+    return prepare.main(cfg)
+
+
+def samples(tmp_path):
+    return {s.id: s for s in read_jsonl(tmp_path / "run" / "samples.jsonl", Sample)}
+
+
+def skipped(tmp_path):
+    return {s["id"]: s for s in read_jsonl(tmp_path / "run" / "skipped.jsonl")}
+
+
+def test_avqa_media_found_by_padded_or_unpadded_stem_and_bad_media_skipped(tmp_path):
+    root = tmp_path / "avqa"
+    names = ["clipA_000030", "clipB_000010", "clipC_000000", "clipD_000020", "clipE_000000"]
+    write_json(root / "val_qa.json", [{**AVQA_RECORD, "id": i, "video_name": n} for i, n in enumerate(names)]
+               + [{**AVQA_RECORD, "id": 0, "video_name": names[0]}])  # a duplicate id
+    make_mp4(root / "clips" / "deep" / "clipA_000030.mp4", freq=440)  # video, found anywhere under media
+    make_wav(root / "clips" / "clipB_10.wav", freq=1000)  # unpadded wav only
+    make_corrupt(root / "clips" / "clipD_000020.mp4")
+    (root / "clips" / "clipE_000000.mkv").write_bytes(b"")
+    manifest = run(tmp_path, dataset="avqa", root=str(root), media=str(root / "clips"), split="val",
+                   num_frames=3, frame_size=16)
+
+    got = samples(tmp_path)
+    assert set(got) == {"0", "1"}
+    a = got["0"]
+    assert a.video.endswith("clipA_000030.mp4") and a.audio.endswith("run/media/clipA_000030.wav")
+    assert np.load(a.meta["frames"]).shape == (3, 16, 16, 3)
+    assert abs(dominant_frequency(media.read_wav(a.audio)) - 440) < 5
+    b = got["1"]
+    assert b.video is None and "frames" not in b.meta
+    assert abs(dominant_frequency(media.read_wav(b.audio)) - 1000) < 5
+
+    bad = skipped(tmp_path)
+    assert bad["2"]["kind"] == "media-missing" and "'clipC_000000' or 'clipC_0'" in bad["2"]["reason"]
+    assert bad["3"]["kind"] == "media-corrupt" and "clipD_000020.mp4: cannot decode" in bad["3"]["reason"]
+    assert bad["4"]["kind"] == "media-corrupt" and "file is empty" in bad["4"]["reason"]
+    assert bad["0"]["kind"] == "duplicate"
+    assert manifest["counts"] == {"samples": 2, "skipped": 4,
+                                  "skipped_by_kind": {"media-missing": 1, "media-corrupt": 2, "duplicate": 1}}
+    assert (tmp_path / "run" / "config" / "prepare.yaml").exists()
+
+
+def test_mmau_wavs_become_16k_mono(tmp_path):
+    root = tmp_path / "mmau"
+    write_json(root / "mmau-test-mini.json", [MMAU_RECORD])
+    make_wav(root / "test-mini-audios" / "3fe64f3d.wav", seconds=1.0, freq=700, rate=44_100)
+    manifest = run(tmp_path, dataset="mmau", root=str(root))
+    (sample,) = samples(tmp_path).values()
+    audio = media.read_wav(sample.audio)
+    assert audio.ndim == 1 and abs(audio.size - 16_000) < 40
+    assert sample.video is None and manifest["split"] == "test-mini"
+    assert list(manifest["inputs"].values()) == [sha256_file(root / "mmau-test-mini.json")]
+
+
+def test_music_avqa_decodes_each_video_once(tmp_path, monkeypatch):
+    root = tmp_path / "music"
+    write_json(root / "avqa-test.json", MUSIC_RECORDS[:3])
+    make_mp4(root / "video" / "00005868.mp4")
+    make_mp4(root / "video" / "00000093.mp4")
+    calls = []
+    real = media.decode
+    monkeypatch.setattr(media, "decode", lambda path, **kw: calls.append(path) or real(path, **kw))
+    run(tmp_path, dataset="music-avqa", root=str(root), num_frames=2)
+    assert len(samples(tmp_path)) == 3
+    assert sorted(p.name for p in calls) == ["00000093.mp4", "00005868.mp4"]
+
+
+def test_rerun_is_skipped_interrupted_run_resumes_changed_config_restarts(world, tmp_path, capsys):
+    first = run(tmp_path, dataset="synth", root=str(world), num_frames=2, frame_size=32)
+    full = (tmp_path / "run" / "samples.jsonl").read_text()
+    assert first["counts"]["samples"] == len(full.splitlines()) > 4
+
+    assert run(tmp_path, dataset="synth", root=str(world), num_frames=2, frame_size=32)["finished_at"] \
+        == first["finished_at"]
+    assert "already done" in capsys.readouterr().out
+
+    # an interrupted run: no manifest, half the samples and a torn line on disk
+    (tmp_path / "run" / "manifests" / "prepare.json").unlink()
+    lines = full.splitlines(keepends=True)
+    (tmp_path / "run" / "samples.jsonl").write_text("".join(lines[:3]) + lines[3][:20])
+    shutil.rmtree(tmp_path / "run" / "media")
+    run(tmp_path, dataset="synth", root=str(world), num_frames=2, frame_size=32)
+    assert (tmp_path / "run" / "samples.jsonl").read_text() == full
+
+    run(tmp_path, dataset="synth", root=str(world), num_frames=3, frame_size=32)  # changed: redone
+    again = list(samples(tmp_path).values())
+    assert len(again) == first["counts"]["samples"]
+    assert np.load(again[0].meta["frames"]).shape[0] == 3  # the frame cache is keyed by the frame spec
+
+
+def test_limit_keeps_first_usable_samples(world, tmp_path):
+    manifest = run(tmp_path, dataset="synth", root=str(world), num_frames=0, limit=3)
+    assert manifest["counts"]["samples"] == 3 and list(samples(tmp_path)) == ["0", "1", "2"]
+
+
+def test_cli_prepare_and_config_errors(world, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert cli(["prepare", "--dataset", "synth", "--root", str(world), "--out", str(out), "num_frames=0",
+                "progress=false"]) == 0
+    assert (out / "samples.jsonl").exists() and read_manifest(out, "prepare")["dataset"] == "synth"
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("prepare:\n  dataset: synth\n  frames: 4\n")
+    assert cli(["prepare", "--config", str(cfg), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml" in err and "unknown key 'frames'" in err
+    assert cli(["prepare", "--dataset", "avqa", "--root", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    assert "val_qa.json: metadata file not found" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "mmau-test-mini.json").exists(), reason="real metadata not present")
+def test_real_mmau_without_media_skips_everything_and_records_the_file_hash(tmp_path):
+    manifest = run(tmp_path, dataset="mmau", root=str(SHARED_DATA), media=str(tmp_path))
+    assert list(manifest["inputs"].values()) == [MMAU_SHA256]
+    assert manifest["counts"] == {"samples": 0, "skipped": 1000, "skipped_by_kind": {"media-missing": 1000}}
+    first = json.loads((tmp_path / "run" / "skipped.jsonl").read_text().splitlines()[0])
+    assert first["id"] == "3fe64f3d-282c-4bc8-a753-68f8f6c35652"

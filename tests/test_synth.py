@@ -1,0 +1,77 @@
+import json
+
+import numpy as np
+
+from sightsound import media
+from sightsound.datasets import synth
+
+
+def test_same_seed_same_world_other_seed_other_world(tmp_path):
+    a = synth.generate(synth.SynthConfig(out=str(tmp_path / "a"), clips=3, seed=7), progress=False)
+    b = synth.generate(synth.SynthConfig(out=str(tmp_path / "b"), clips=3, seed=7), progress=False)
+    c = synth.generate(synth.SynthConfig(out=str(tmp_path / "c"), clips=3, seed=8), progress=False)
+    for name in ("train_qa.json", "val_qa.json", "facts.jsonl"):
+        assert (a / name).read_text() == (b / name).read_text()
+    assert (a / "facts.jsonl").read_text() != (c / "facts.jsonl").read_text()
+
+
+def test_answers_follow_from_the_facts(world):
+    facts = {f["video_name"]: f for f in map(json.loads, (world / "facts.jsonl").read_text().splitlines())}
+    records = json.loads((world / "train_qa.json").read_text()) + json.loads((world / "val_qa.json").read_text())
+    assert {r["question_type"] for r in records} >= {"Which", "Count"}
+    for r in records:
+        f = facts[r["video_name"]]
+        sounding = {s["name"]: s for s in f["sources"] if s["sounding"]}
+        answer = r["multi_choice"][r["answer"]]
+        if r["question_type"] == "Which":
+            assert answer in sounding
+            assert sum(o in sounding for o in r["multi_choice"]) == 1
+        elif r["question_type"] == "Count":
+            assert answer == synth.COUNT_WORDS[len(sounding) - 1]
+        elif r["question_type"] == "Order":
+            assert answer == min(sounding.values(), key=lambda s: s["events"][0]["onset"])["name"]
+        elif r["question_type"] == "Louder":
+            a, b = r["question_text"].split("Is the ")[1].split(" louder than the ")
+            b = b.split(" in this video")[0]
+            louder = sounding[a]["events"][0]["gain_db"] > sounding[b]["events"][0]["gain_db"]
+            assert answer == ("yes" if louder else "no")
+
+
+def test_sound_and_motion_sit_where_the_facts_say(world):
+    facts = [json.loads(line) for line in (world / "facts.jsonl").read_text().splitlines()]
+    checked_pulse = 0
+    for f in facts:
+        clip = media.decode(world / "videos" / f"{f['video_name']}.mp4", num_frames=16, frame_size=None)
+        rms = lambda a, b: float(np.sqrt(np.mean(clip.audio[int(a * 16000):int(b * 16000)] ** 2)))
+        events = [e for s in f["sources"] if s["sounding"] for e in s["events"]]
+        quiet = [t / 10 for t in range(20) if not any(e["onset"] - 0.1 <= t / 10 <= e["onset"] + e["duration"] + 0.1
+                                                       for e in events)]
+        for e in events:
+            mid = e["onset"] + e["duration"] / 2
+            level = rms(mid - 0.1, mid + 0.1)
+            assert level > 0.01, (f["video_name"], e)
+            for t in quiet:
+                assert rms(t, t + 0.05) < level / 3
+        for s in (s for s in f["sources"] if s["visible"] and s["moving"]):
+            e = s["events"][0]
+            frame = int((e["onset"] + e["duration"] / 2) * 8)
+            still = next((i for i in range(16) if not e["onset"] - 0.2 <= i / 8 <= e["onset"] + e["duration"] + 0.2), None)
+            slot = synth.POSITIONS.index(s["position"])
+            column = clip.frames[:, :, int(slot * 56 / 3):int((slot + 1) * 56 / 3)].astype(float)
+            if still is not None:  # the glyph is bigger and brighter while its event lasts
+                assert column[frame].max(axis=-1).mean() > column[still].max(axis=-1).mean() + 5
+                checked_pulse += 1
+    assert checked_pulse > 0
+
+
+def test_roles_cover_the_hallucination_cases():
+    import random
+
+    roles = set()
+    for seed in range(200):
+        for s in synth.make_scene(random.Random(seed), 2.0):
+            roles.add((s.visible, s.sounding, s.moving))
+    assert (True, True, True) in roles  # seen and heard
+    assert (True, False, True) in roles  # a mime: moves, makes no sound
+    assert (True, False, False) in roles  # seen, still and silent
+    assert (False, True, False) in roles  # heard from off-screen
