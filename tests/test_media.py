@@ -68,10 +68,18 @@ def test_audio_files_resample_to_16k_mono(tmp_path):
 
 
 def test_flac_and_mp3_decode(tmp_path):
+    import av
     import soundfile as sf
 
     sf.write(str(tmp_path / "a.flac"), tone(500, 1.0, 48_000, 1)[0], 48_000)
     assert abs(dominant_frequency(media.decode(tmp_path / "a.flac", num_frames=0).audio) - 500) < 5
+    with av.open(str(tmp_path / "a.mp3"), "w") as c:
+        stream = c.add_stream("libmp3lame", rate=44_100, layout="stereo")
+        frame = av.AudioFrame.from_ndarray(tone(600, 1.0, 44_100, 2), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = 44_100, 0
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            c.mux(packet)
+    assert abs(dominant_frequency(media.decode(tmp_path / "a.mp3", num_frames=0).audio) - 600) < 5
 
 
 def test_silent_video_has_no_audio_and_audio_file_has_no_frames(tmp_path):
