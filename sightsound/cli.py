@@ -2,10 +2,12 @@
 
     sightsound synth --out runs/world --clips 48
     sightsound prepare --dataset synth --root runs/world --split train --out runs/demo
-    sightsound prepare --config configs/demo.yaml split=val num_frames=4
+    sightsound tiny-models --out runs/tiny
+    sightsound teach --out runs/demo model.model=runs/tiny/teacher n=4
+    sightsound score predictions.jsonl --out result.json --scorer mmau
 
-Every subcommand takes `--config FILE` (a YAML file holding the stage's keys, or a section named
-after the stage), its flags, and trailing `key=value` overrides, applied in that order.
+Every stage subcommand takes `--config FILE` (a YAML file holding the stage's keys, or a section
+named after the stage), its flags, and trailing `key=value` overrides, applied in that order.
 """
 
 from __future__ import annotations
@@ -16,22 +18,42 @@ import sys
 from sightsound.config import ConfigError, load_config
 
 
-def _synth(args, overrides):
+def _synth(args):
     from sightsound.datasets.synth import SynthConfig, generate
 
-    cfg = load_config(SynthConfig, args.config, overrides, section="synth",
+    cfg = load_config(SynthConfig, args.config, args.overrides, section="synth",
                       values={"out": args.out, "clips": args.clips, "seed": args.seed})
-    out = generate(cfg)
-    print(f"synth: {cfg.clips} clips → {out}")
+    print(f"synth: {cfg.clips} clips → {generate(cfg)}")
 
 
-def _prepare(args, overrides):
+def _prepare(args):
     from sightsound.stages import prepare
 
-    cfg = load_config(prepare.PrepareConfig, args.config, overrides, section="prepare",
+    cfg = load_config(prepare.PrepareConfig, args.config, args.overrides, section="prepare",
                       values={"dataset": args.dataset, "root": args.root, "split": args.split,
                               "media": args.media, "out": args.out})
     prepare.main(cfg)
+
+
+def _teach(args):
+    from sightsound.stages import teach
+
+    cfg = load_config(teach.TeachConfig, args.config, args.overrides, section="teach", values={"out": args.out})
+    teach.main(cfg)
+
+
+def _tiny_models(args):
+    from sightsound.models import tiny
+
+    for role, path in tiny.build_all(args.out, seed=args.seed).items():
+        print(f"tiny-models: {role} → {path}")
+
+
+def _score(args):
+    from sightsound import scoring
+
+    result = scoring.score_file(args.predictions, args.out, args.scorer)
+    print(f"score: accuracy {result['accuracy']:.4f} over {result['count']} predictions → {args.out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,15 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sightsound",
         description="SightSound-R1: distil audio-focused reasoning from a vision-language teacher "
                     "into an audio-language student.",
-        epilog="Each subcommand also takes --config FILE and trailing key=value overrides.",
+        epilog="Stage subcommands also take --config FILE and trailing key=value overrides.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    stages = []
 
     p = sub.add_parser("synth", help="generate the synthetic audio-visual world (clips, questions, facts)")
     p.add_argument("--out", help="output folder")
     p.add_argument("--clips", type=int, help="number of clips")
     p.add_argument("--seed", type=int, help="random seed")
     p.set_defaults(func=_synth)
+    stages.append(p)
 
     p = sub.add_parser("prepare", help="benchmark metadata + media → samples.jsonl / skipped.jsonl")
     p.add_argument("--dataset", choices=["avqa", "mmau", "music-avqa", "jsonl", "synth"])
@@ -56,18 +80,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--media", help="folder searched for clips by file stem (default: --root)")
     p.add_argument("--out", help="run directory")
     p.set_defaults(func=_prepare)
+    stages.append(p)
 
-    for p in sub.choices.values():
+    p = sub.add_parser("teach", help="teacher CoT on silent video, n samples each → traces.jsonl, consensus.jsonl")
+    p.add_argument("--out", help="run directory (holding samples.jsonl)")
+    p.set_defaults(func=_teach)
+    stages.append(p)
+
+    for p in stages:
         p.add_argument("--config", help="YAML config file")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+    p = sub.add_parser("tiny-models", help="build tiny real-class Qwen models (tests and the CPU demo)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_tiny_models)
+
+    p = sub.add_parser("score", help="score a predictions JSONL file")
+    p.add_argument("predictions", help="JSONL with response, options, answer[, category, id]")
+    p.add_argument("--out", required=True, help="RESULT.json")
+    p.add_argument("--scorer", choices=["default", "mmau"], default="default")
+    p.set_defaults(func=_score)
     return parser
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
-        args.func(args, args.overrides)
+        args.func(args)
     except (ConfigError, ValueError, OSError) as exc:
         print(f"sightsound {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -30,3 +30,42 @@ def format_options(options: list[str]) -> str:
     if len(options) > len(LETTERS):
         raise ValueError(f"at most {len(LETTERS)} options are supported, got {len(options)}")
     return "\n".join(f"{LETTERS[i]}. {option.strip()}" for i, option in enumerate(options))
+
+
+# --- templates ------------------------------------------------------------------------------------
+# `{question}` is the question (the audio variant for the student), `{options}` the lettered options
+# (empty for open-ended questions) and `{answer_format}` what goes inside <answer>.
+
+# The teacher sees frames of a *silent* video and must reason about what sounds (paper §3.1).
+TEACHER_PROMPT = (
+    "These are frames of a silent video: you cannot hear it. Reason step by step about the sounds the "
+    "scene makes: which objects are sounding, when, and how loudly, judging only from what you see. "
+    "Then answer the question about the audio.\n"
+    "Question: {question}\n{options}"
+    "Write your reasoning inside <think> </think>, then {answer_format} inside <answer> </answer>."
+)
+
+# The student hears the audio and answers the audio variant of the question.
+STUDENT_PROMPT = (
+    "{question}\n{options}"
+    "Think step by step about what you hear inside <think> </think>, then give {answer_format} "
+    "inside <answer> </answer>."
+)
+DIRECT_PROMPT = "{question}\n{options}Answer with {answer_format} only."
+
+# The audio-grounded checker (paper §3.2) answers yes or no about one teacher trace.
+CHECKER_PROMPT = (
+    "Here is a description of the sounds in this audio clip, written by someone who could not hear it:\n"
+    "{trace}\n"
+    "Listen to the audio. Is every claim about what is sounding supported by the audio? Answer yes or no."
+)
+
+TEACHER_PROMPTS = {"audio_cot": TEACHER_PROMPT}
+STUDENT_PROMPTS = {"cot": STUDENT_PROMPT, "direct": DIRECT_PROMPT}
+
+
+def fill(template: str, question: str, options: list[str], **extra) -> str:
+    """Fill a template for one question; multiple-choice answers are letters, open-ended ones words."""
+    listed = format_options(options) + "\n" if options else ""
+    answer_format = "only the option letter" if options else "a single word or number"
+    return template.format(question=question, options=listed, answer_format=answer_format, **extra)

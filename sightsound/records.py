@@ -48,7 +48,8 @@ class Trace:
     sample_id: str
     index: int
     text: str
-    pred_index: int | None
+    pred_index: int | None  # the option the trace chose (None: open-ended or unrecognized)
+    answer: str | None = None  # the extracted <answer> (normalized for open-ended questions)
 
     @property
     def id(self) -> str:

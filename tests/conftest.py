@@ -65,3 +65,22 @@ def world(tmp_path_factory) -> Path:
     """A small synthetic world, generated once per test session."""
     cfg = synth.SynthConfig(out=str(tmp_path_factory.mktemp("world")), clips=8, seed=3)
     return synth.generate(cfg, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny real-class Qwen checkpoints, built once per test session and saved as HF folders."""
+    from sightsound.models import tiny
+
+    return tiny.build_all(tmp_path_factory.mktemp("tiny"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def prepared(world, tmp_path_factory) -> Path:
+    """The synthetic world's train split, prepared (4 frames of 56 px per clip)."""
+    from sightsound.stages import prepare
+
+    out = tmp_path_factory.mktemp("prepared")
+    prepare.main(prepare.PrepareConfig(dataset="synth", root=str(world), out=str(out), num_frames=4,
+                                       frame_size=56, progress=False))
+    return out

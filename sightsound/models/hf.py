@@ -1,0 +1,251 @@
+"""Local Hugging Face backend: Qwen2-Audio, Qwen2.5-VL and Qwen2.5-Omni (thinker) checkpoints.
+
+    backend = HFBackend(ModelConfig(backend="hf", model="Qwen/Qwen2-Audio-7B-Instruct", dtype="bfloat16",
+                                    device_map="auto"))
+    generations = backend.generate(requests, Sampling(n=8, temperature=1.0))
+    p_yes = backend.yes_probability(requests)   # P("yes") vs P("no") at the reply's first token
+
+The class is chosen from the checkpoint's `model_type`. Prompts are rendered with the
+checkpoint's own chat template and batched with left padding. Video frames go to the model as a
+video where the processor can take one (it needs torchvision), otherwise as a sequence of images
+(`frames_as` in the config picks; both paths are kept).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sightsound import media
+from sightsound.models import Generation, ModelConfig, Request, Sampling
+
+MODEL_CLASSES = {
+    "qwen2_audio": "Qwen2AudioForConditionalGeneration",
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "qwen2_5_omni_thinker": "Qwen2_5OmniThinkerForConditionalGeneration",
+}
+
+
+@dataclass
+class _Media:
+    """The payloads of one batch, in prompt order."""
+
+    audios: list[np.ndarray]
+    images: list[np.ndarray]
+    videos: list[np.ndarray]
+
+
+class HFBackend:
+    def __init__(self, cfg: ModelConfig):
+        import torch
+        import transformers
+        from transformers import AutoConfig
+
+        self.cfg = cfg
+        config = AutoConfig.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        self.model_type = config.model_type
+        if self.model_type not in MODEL_CLASSES:
+            raise ValueError(f"{cfg.model}: model_type {self.model_type!r} is not supported "
+                             f"(supported: {', '.join(MODEL_CLASSES)})")
+        model_class = getattr(transformers, MODEL_CLASSES[self.model_type])
+        dtype = "auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
+        self.model = model_class.from_pretrained(cfg.model, dtype=dtype, device_map=cfg.device_map,
+                                                 trust_remote_code=cfg.trust_remote_code)
+        self.model.eval()
+        self.processor = _load_processor(cfg.model, cfg.trust_remote_code)
+        self.tokenizer = self.processor.tokenizer
+        self.tokenizer.padding_side = "left"  # generation appends on the right
+        self.video_ok = getattr(self.processor, "video_processor", None) is not None
+        self.frames_as = cfg.frames_as if cfg.frames_as != "auto" else ("video" if self.video_ok else "images")
+        if self.frames_as == "video" and not self.video_ok:
+            raise ValueError(f"{cfg.model}: frames_as=video needs the video processor, which needs "
+                             "torchvision; install it or use frames_as=images")
+
+    @property
+    def device(self):
+        return self.model.device
+
+    # --- inputs -----------------------------------------------------------------------------------
+
+    def encode(self, messages_batch: list[list[dict]], add_generation_prompt: bool = True):
+        """Render, tokenize and featurize a batch of conversations (left-padded tensors on the model's device)."""
+        texts, payload = [], _Media([], [], [])
+        for messages in messages_batch:
+            messages = self._expand_frames(messages)
+            texts.append(self.tokenizer.apply_chat_template(_strip_payloads(messages), tokenize=False,
+                                                            add_generation_prompt=add_generation_prompt))
+            _collect(messages, payload)
+        inputs = self.processor.build(texts, payload) if isinstance(self.processor, _ImageProcessorShim) \
+            else self._call_processor(texts, payload)
+        return inputs.to(self.device)
+
+    def _expand_frames(self, messages: list[dict]) -> list[dict]:
+        """A video part becomes one image part per frame when frames go in as images."""
+        if self.frames_as == "video":
+            return messages
+        out = []
+        for message in messages:
+            content = message["content"]
+            if isinstance(content, list):
+                parts = []
+                for part in content:
+                    if part["type"] == "video":
+                        parts += [{"type": "image", "image": frame} for frame in part["frames"]]
+                    else:
+                        parts.append(part)
+                message = {**message, "content": parts}
+            out.append(message)
+        return out
+
+    def _call_processor(self, texts: list[str], payload: _Media):
+        kwargs = {"text": texts, "padding": True, "return_tensors": "pt"}
+        if payload.audios:
+            kwargs.update(audio=payload.audios, sampling_rate=media.SAMPLE_RATE)
+        if payload.images:
+            kwargs["images"] = [_pil(image) for image in payload.images]
+        if payload.videos:
+            kwargs["videos"] = [list(frames) for frames in payload.videos]
+        return self.processor(**kwargs)
+
+    # --- generation -------------------------------------------------------------------------------
+
+    def generate(self, requests: list[Request], sampling: Sampling) -> list[Generation]:
+        results: list[Generation] = []
+        for start in range(0, len(requests), self.cfg.batch_size):
+            batch = requests[start:start + self.cfg.batch_size]
+            try:
+                results += self._generate_batch(batch, sampling)
+            except Exception as exc:  # find and record the request(s) at fault; keep the others
+                if len(batch) == 1:
+                    results.append(Generation(batch[0].id, [], f"{type(exc).__name__}: {exc}"))
+                else:
+                    for request in batch:
+                        results += self.generate([request], sampling)
+        return results
+
+    def _generate_batch(self, batch: list[Request], sampling: Sampling) -> list[Generation]:
+        import torch
+
+        inputs = self.encode([r.messages for r in batch])
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        greedy = sampling.temperature <= 0
+        with torch.no_grad():
+            output = self.model.generate(
+                **inputs, max_new_tokens=sampling.max_new_tokens, num_return_sequences=sampling.n,
+                do_sample=not greedy, temperature=None if greedy else sampling.temperature,
+                top_p=None if greedy else sampling.top_p, top_k=None,
+                pad_token_id=self.tokenizer.pad_token_id)
+        new_tokens = output[:, inputs["input_ids"].shape[1]:]  # [B*n, T_new]
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        n = sampling.n
+        return [Generation(r.id, texts[i * n:(i + 1) * n]) for i, r in enumerate(batch)]
+
+    def yes_probability(self, requests: list[Request]) -> list[float | None]:
+        """P(yes) / (P(yes) + P(no)) for the first token of the reply, read from the logits."""
+        import torch
+
+        yes = _first_token_ids(self.tokenizer, ["yes", "Yes", " yes", " Yes", "YES"])
+        no = _first_token_ids(self.tokenizer, ["no", "No", " no", " No", "NO"])
+        scores: list[float | None] = []
+        for start in range(0, len(requests), self.cfg.batch_size):
+            batch = requests[start:start + self.cfg.batch_size]
+            inputs = self.encode([r.messages for r in batch])
+            with torch.no_grad():
+                logits = self.model(**inputs).logits[:, -1, :].float()  # [B, V]; left padding: last is real
+            probs = logits.softmax(-1)
+            p_yes, p_no = probs[:, yes].sum(-1), probs[:, no].sum(-1)
+            scores += (p_yes / (p_yes + p_no)).tolist()
+        return scores
+
+
+def _first_token_ids(tokenizer, words: list[str]) -> list[int]:
+    ids = {tokenizer.encode(word, add_special_tokens=False)[0] for word in words}
+    return sorted(ids)
+
+
+def _strip_payloads(messages: list[dict]) -> list[dict]:
+    """The chat template needs only each part's type and text; arrays stay out of the renderer."""
+    out = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            content = [{"type": p["type"], "text": p["text"]} if p["type"] == "text" else {"type": p["type"]}
+                       for p in content]
+        out.append({"role": message["role"], "content": content})
+    return out
+
+
+def _collect(messages: list[dict], payload: _Media) -> None:
+    for message in messages:
+        if not isinstance(message["content"], list):
+            continue
+        for part in message["content"]:
+            if part["type"] == "audio":
+                payload.audios.append(part["audio"] if "audio" in part else media.read_wav(part["path"]))
+            elif part["type"] == "image":
+                payload.images.append(np.asarray(part["image"]))
+            elif part["type"] == "video":
+                payload.videos.append(np.asarray(part["frames"]))
+
+
+def _pil(image: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(np.asarray(image, dtype=np.uint8))
+
+
+# --- processors -------------------------------------------------------------------------------------
+
+
+def _load_processor(path: str, trust_remote_code: bool):
+    """The checkpoint's own processor; for vision checkpoints on machines without torchvision
+    (where transformers cannot build Qwen's video processor, and so not the processor either),
+    the tokenizer and image processor joined by `_ImageProcessorShim`."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoProcessor, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (ImportError, AttributeError, ValueError, OSError):
+        if config.model_type != "qwen2_5_vl":
+            raise
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    images = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return _ImageProcessorShim(tokenizer, images, config)
+
+
+class _ImageProcessorShim:
+    """What Qwen2_5_VLProcessor does for images: each <|image_pad|> is repeated once per merged
+    patch of its image, and `mm_token_type_ids` marks those tokens for the 3-D rotary positions."""
+
+    video_processor = None
+
+    def __init__(self, tokenizer, image_processor, config):
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.image_token = "<|image_pad|>"
+        self.image_token_id = config.image_token_id
+
+    def build(self, texts: list[str], payload: _Media):
+        import torch
+        from transformers import BatchFeature
+
+        if payload.videos:
+            raise ValueError("video input needs torchvision; use frames_as=images")
+        features = {}
+        if payload.images:
+            features = dict(self.image_processor(images=[_pil(i) for i in payload.images], return_tensors="pt"))
+            counts = iter((features["image_grid_thw"].prod(-1) // self.image_processor.merge_size ** 2).tolist())
+            texts = [self._expand(text, counts) for text in texts]
+        tokens = self.tokenizer(texts, padding=True, return_tensors="pt")
+        tokens["mm_token_type_ids"] = (tokens["input_ids"] == self.image_token_id).to(torch.long)
+        return BatchFeature({**tokens, **features})
+
+    def _expand(self, text: str, counts) -> str:
+        pieces = text.split(self.image_token)
+        out = pieces[0]
+        for piece in pieces[1:]:
+            out += self.image_token * next(counts) + piece
+        return out

@@ -1,0 +1,157 @@
+"""Tiny instances of the real Qwen classes, for tests and the CPU demo.
+
+    sightsound tiny-models --out runs/tiny        # → runs/tiny/{teacher,student,omni}/
+
+Each folder is an ordinary Hugging Face checkpoint (config, safetensors, tokenizer, chat template,
+feature extractor / image processor config), loaded back by exactly the code a user's real
+checkpoint goes through (`sightsound.models.hf`). The tokenizer is a byte-level BPE trained here
+on the synthetic world's vocabulary, carrying Qwen's special tokens; the chat template renders
+messages the way Qwen2-Audio's and Qwen2.5-VL's do.
+
+Sizes follow what trains in minutes on 2 CPU cores (text hidden 128, 4 layers). The audio window
+is the clip, not Whisper's 30 s (feature extractor `chunk_length=2`, encoder
+`max_source_positions=100`): with the default window, training runs several times slower.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>",
+    "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>",  # Qwen2-Audio; Omni uses the same <|AUDIO|>
+    "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+    "<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>",  # Qwen2.5-Omni
+]
+
+# Qwen's chat format, one template for all three models: audio parts become Qwen2-Audio's
+# "Audio N: <|audio_bos|><|AUDIO|><|audio_eos|>" line, images and videos Qwen2.5-VL's vision spans.
+CHAT_TEMPLATE = (
+    "{% set audio_count = namespace(value=0) %}"
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'audio' %}{% set audio_count.value = audio_count.value + 1 %}"
+    "Audio {{ audio_count.value }}: <|audio_bos|><|AUDIO|><|audio_eos|>\n"
+    "{% elif content['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+TEXT = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
+            initializer_range=0.1)  # wider than the default 0.02, so an untrained model still varies its output
+
+
+def corpus() -> list[str]:
+    """Text the tokenizer learns from: the prompts, tags, options and words of the synthetic world."""
+    from sightsound import prompts
+    from sightsound.datasets import synth
+
+    words = synth.NAMES + synth.COUNT_WORDS + list(synth.POSITIONS) + ["yes", "no", "louder", "first"]
+    lines = [prompts.TEACHER_PROMPT, prompts.STUDENT_PROMPT, prompts.CHECKER_PROMPT,
+             "You are a helpful assistant.", "Which object is making a sound in the video?",
+             "How many sound sources can be heard in the video?", "Which sound starts first in the video?",
+             "<think>I see the flute pulse, so it sounds.</think><answer>B</answer>",
+             " ".join(f"{c}. {w}" for c, w in zip("ABCDEFGH", words)), " ".join(words), "0 1 2 3 4 5 6 7 8 9 10"]
+    return lines * 20
+
+
+def build_tokenizer(out: Path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(corpus(), trainer)
+    tokenizer = Qwen2Tokenizer(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                               unk_token=None, bos_token=None)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_student(out: Path, tokenizer, seed: int = 0) -> Path:
+    """Qwen2-Audio: Whisper-style encoder (width 64, 2 layers) + Qwen2 decoder."""
+    import torch
+    from transformers import (Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor,
+                              WhisperFeatureExtractor)
+
+    torch.manual_seed(seed)
+    config = Qwen2AudioConfig(
+        audio_config=dict(num_mel_bins=128, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128,
+                          d_model=64, max_source_positions=100),
+        text_config=_text_config(tokenizer, model_type="qwen2"),
+        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
+    )
+    model = Qwen2AudioForConditionalGeneration(config)
+    _set_special_ids(model, tokenizer)
+    features = WhisperFeatureExtractor(feature_size=128, chunk_length=2, sampling_rate=16_000)
+    Qwen2AudioProcessor(feature_extractor=features, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE).save_pretrained(out)
+    model.save_pretrained(out)
+    return out
+
+
+def build_teacher(out: Path, tokenizer, seed: int = 0) -> Path:
+    """Qwen2.5-VL: a 2-block vision tower (width 64) + Qwen2 decoder with 3-D rotary positions."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    torch.manual_seed(seed)
+    ids = tokenizer.convert_tokens_to_ids
+    config = Qwen2_5_VLConfig(
+        vision_config=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
+                           fullatt_block_indexes=[1]),
+        text_config=_text_config(tokenizer, rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]}),
+        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+    )
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    _set_special_ids(model, tokenizer)
+    # The image processor config names the class real checkpoints name; without torchvision,
+    # transformers loads its PIL twin, as it does for a real checkpoint.
+    images = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112, patch_size=14, merge_size=2,
+                                      temporal_patch_size=2)
+    images.save_pretrained(out)
+    _rename_image_processor(out / "preprocessor_config.json")
+    tokenizer.save_pretrained(out)
+    model.save_pretrained(out)
+    return out
+
+
+def _rename_image_processor(path: Path) -> None:
+    import json
+
+    config = json.loads(path.read_text())
+    config.update(image_processor_type="Qwen2VLImageProcessor", processor_class="Qwen2_5_VLProcessor")
+    path.write_text(json.dumps(config, indent=2))
+
+
+def _text_config(tokenizer, **extra) -> dict:
+    """The decoder's config, with the special token ids of our tokenizer (not Qwen's 151k vocab)."""
+    return dict(vocab_size=len(tokenizer), bos_token_id=None, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+                pad_token_id=tokenizer.pad_token_id, **TEXT, **extra)
+
+
+def _set_special_ids(model, tokenizer) -> None:
+    generation = model.generation_config
+    generation.eos_token_id = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+    generation.pad_token_id = tokenizer.pad_token_id
+    generation.bos_token_id = None
+
+
+def build_all(out: str | Path, seed: int = 0) -> dict[str, Path]:
+    out = Path(out)
+    tokenizer = build_tokenizer(out)
+    built = {"teacher": build_teacher(out / "teacher", tokenizer, seed),
+             "student": build_student(out / "student", tokenizer, seed)}
+    return built

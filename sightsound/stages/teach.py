@@ -1,0 +1,179 @@
+"""teach: the vision-language teacher watches each *silent* clip and samples n chains of thought.
+
+    sightsound teach --config configs/demo.yaml            # or: sightsound teach --out RUN_DIR model.model=...
+
+Reads `RUN_DIR/samples.jsonl`; writes `traces.jsonl` (one line per sampled trace: `sample_id`,
+`index`, `text`, `answer`, `pred_index`) and `consensus.jsonl` (one line per sample: the votes,
+`unanimous`, the teacher `label`). A sample is kept for distillation exactly when the paper keeps
+it (§3.1): all n extracted answers are the same, |unique(A)| = 1 — and that answer exists (a vote
+with no recognizable answer never makes a label).
+
+Samples go to the backend in fixed chunks of the sample file, each sampled with seed + chunk
+number, so an interrupted run redoes only its unfinished chunk, with the same draws: the rerun
+ends with the same records as an uninterrupted run. A request the backend failed (after its own
+retries) is logged in `teach_errors.jsonl` and retried on the next run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from sightsound import answers, media, prompts
+from sightsound.config import config_hash, save_config
+from sightsound.models import ModelConfig, Request, Sampling, load_backend
+from sightsound.records import (JsonlWriter, Sample, Trace, mark_started, read_jsonl, read_manifest,
+                                sha256_file, stage_status, write_manifest)
+
+
+@dataclass
+class TeachConfig:
+    out: str = "runs/demo"  # the run directory: reads samples.jsonl, writes traces/consensus
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(model="runs/tiny/teacher"))
+    prompt: str = "audio_cot"  # a key of prompts.TEACHER_PROMPTS
+    n: int = 4  # traces per sample (self-consistency); the paper does not state its n
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    seed: int = 0
+    num_frames: int = 8  # frames shown per clip
+    frame_size: int | None = 448  # longest side in pixels
+    chunk: int = 32  # samples sent to the backend at once; results are written after each chunk
+    limit: int | None = None  # only the first N samples
+    progress: bool = True
+
+
+def main(cfg: TeachConfig) -> dict:
+    run_dir = Path(cfg.out)
+    samples_path = run_dir / "samples.jsonl"
+    if not samples_path.exists():
+        raise FileNotFoundError(f"{samples_path}: not found; run `sightsound prepare` first")
+    if cfg.prompt not in prompts.TEACHER_PROMPTS:
+        raise ValueError(f"unknown teacher prompt {cfg.prompt!r} (known: {', '.join(prompts.TEACHER_PROMPTS)})")
+    inputs = {str(samples_path): sha256_file(samples_path)}
+    digest = config_hash(cfg)
+    status = stage_status(run_dir, "teach", digest, inputs)
+    if status == "done":
+        manifest = read_manifest(run_dir, "teach")
+        print(f"teach: already done in {run_dir} ({manifest['counts']['unanimous']} unanimous samples)")
+        return manifest
+    traces_path, consensus_path = run_dir / "traces.jsonl", run_dir / "consensus.jsonl"
+    if status in ("new", "stale"):
+        for path in (traces_path, consensus_path, run_dir / "teach_errors.jsonl"):
+            path.unlink(missing_ok=True)
+    mark_started(run_dir, "teach", digest)
+    save_config(cfg, run_dir / "config" / "teach.yaml")
+    started = time.time()
+
+    samples = list(read_jsonl(samples_path, Sample))[: cfg.limit]
+    sampling = Sampling(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
+                        max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    backend = None  # loaded only if something is left to do
+    with JsonlWriter(traces_path) as traces, JsonlWriter(consensus_path) as consensus, \
+            JsonlWriter(run_dir / "teach_errors.jsonl") as errors:
+        bar = tqdm(total=len(samples), desc="teach", unit="clip", disable=not cfg.progress)
+        for number, start in enumerate(range(0, len(samples), cfg.chunk)):
+            chunk = samples[start:start + cfg.chunk]
+            todo = [s for s in chunk if s.id not in consensus]
+            bar.update(len(chunk) - len(todo))
+            if not todo:
+                continue
+            backend = backend or load_backend(cfg.model)
+            requests, unusable = [], {}
+            for sample in chunk:  # the whole chunk is sent, so its draws match an uninterrupted run
+                try:
+                    requests.append(Request(sample.id, teacher_messages(sample, cfg)))
+                except media.MediaError as exc:
+                    unusable[sample.id] = str(exc)
+            chunk_sampling = Sampling(**{**sampling.__dict__, "seed": cfg.seed + number})
+            generations = {g.request_id: g for g in backend.generate(requests, chunk_sampling)}
+            for sample in todo:
+                if sample.id in unusable:
+                    consensus.write(vote(sample, [], error=unusable[sample.id]))
+                    continue
+                generation = generations[sample.id]
+                if generation.error or len(generation.texts) < cfg.n:
+                    errors.write({"id": f"{sample.id}@{time.time()}", "sample_id": sample.id,
+                                  "error": generation.error or f"{len(generation.texts)} of {cfg.n} texts came back"})
+                    continue
+                sample_traces = [make_trace(sample, i, text) for i, text in enumerate(generation.texts)]
+                for trace in sample_traces:
+                    traces.write(trace)
+                consensus.write(vote(sample, sample_traces))
+            bar.update(len(todo))
+        bar.close()
+
+    return _finish(run_dir, cfg, digest, inputs, started, samples)
+
+
+def teacher_messages(sample: Sample, cfg: TeachConfig) -> list[dict]:
+    """The silent frames and the audio-focused prompt, as one user turn."""
+    if not sample.video:
+        raise media.MediaError(f"sample {sample.id}: no video for the teacher to watch", "media-missing")
+    text = prompts.fill(prompts.TEACHER_PROMPTS[cfg.prompt], sample.question, sample.options)
+    return [{"role": "user", "content": [{"type": "video", "frames": load_frames(sample, cfg)},
+                                         {"type": "text", "text": text}]}]
+
+
+def load_frames(sample: Sample, cfg: TeachConfig) -> np.ndarray:
+    """The frames `prepare` cached when their spec matches; otherwise decoded now (video only)."""
+    cached = sample.meta.get("frames")
+    spec = f".{cfg.num_frames}x{cfg.frame_size or 'full'}.frames.npy"
+    if cached and cached.endswith(spec) and Path(cached).exists():
+        return media.load_frames(cached)
+    return media.decode(sample.video, num_frames=cfg.num_frames, frame_size=cfg.frame_size, audio=False).frames
+
+
+def make_trace(sample: Sample, index: int, text: str) -> Trace:
+    answer = answers.extract_answer(text)
+    if sample.options:
+        pred = answers.match_option(text, sample.options, similarity_threshold=None)
+        return Trace(sample.id, index, text, pred, answer=answer)
+    return Trace(sample.id, index, text, None, answer=answers.normalize_open(answer) or None)
+
+
+def vote(sample: Sample, traces: list[Trace], error: str | None = None) -> dict:
+    """Self-consistency: unanimous when every trace gives the same, recognizable answer."""
+    votes = [t.pred_index if sample.options else t.answer for t in traces]
+    unanimous = bool(votes) and len(set(votes)) == 1 and votes[0] is not None
+    label = votes[0] if unanimous else None
+    if sample.options:
+        correct = None if sample.answer is None or label is None else label == sample.answer
+    else:
+        correct = None if label is None else answers.match_open(label, sample.answer_text)
+    return {"id": sample.id, "votes": votes, "unanimous": unanimous, "label": label,
+            "label_text": sample.options[label] if (sample.options and label is not None) else label,
+            "label_correct": correct, "category": sample.category, "error": error}
+
+
+def _finish(run_dir: Path, cfg: TeachConfig, digest: str, inputs: dict, started: float, samples) -> dict:
+    ids = {s.id for s in samples}
+    rows = [r for r in read_jsonl(run_dir / "consensus.jsonl") if r["id"] in ids]
+    traces = [t for t in read_jsonl(run_dir / "traces.jsonl") if t["sample_id"] in ids]
+    by_id = {s.id: s for s in samples}
+    kept = [r for r in rows if r["unanimous"]]
+    judged = [t for t in traces if by_id[t["sample_id"]].options and by_id[t["sample_id"]].answer is not None]
+    counts = {
+        "samples": len(rows),
+        "pending": len(samples) - len(rows),
+        "traces": len(traces),
+        "unanimous": len(kept),
+        "unanimity_rate": round(len(kept) / len(rows), 4) if rows else 0.0,
+        "trace_accuracy": round(sum(t["pred_index"] == by_id[t["sample_id"]].answer for t in judged) / len(judged), 4)
+        if judged else None,
+        "label_accuracy": round(sum(bool(r["label_correct"]) for r in kept) / len(kept), 4) if kept else None,
+        "unusable": sum(1 for r in rows if r["error"]),
+    }
+    if counts["pending"]:
+        print(f"teach: {counts['pending']} samples failed and will be retried on the next run "
+              f"(see {run_dir / 'teach_errors.jsonl'}); no manifest written")
+        return {"counts": counts}
+    manifest = write_manifest(run_dir, "teach", config_hash=digest, inputs=inputs, counts=counts, started=started,
+                              model=cfg.model.model, backend=cfg.model.backend)
+    print(f"teach: {counts['samples']} samples, {counts['traces']} traces, {counts['unanimous']} unanimous "
+          f"({counts['unanimity_rate']:.0%}); label accuracy {counts['label_accuracy']}")
+    return manifest
