@@ -31,7 +31,8 @@ def teacher(tiny_models):
 
 
 def test_saved_folders_are_ordinary_checkpoints(tiny_models):
-    for role, model_type in (("student", "qwen2_audio"), ("teacher", "qwen2_5_vl")):
+    for role, model_type in (("student", "qwen2_audio"), ("teacher", "qwen2_5_vl"),
+                             ("omni", "qwen2_5_omni_thinker")):
         folder = tiny_models[role]
         assert json.loads((folder / "config.json").read_text())["model_type"] == model_type
         assert (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
@@ -58,6 +59,30 @@ def test_teacher_takes_frames_as_images_without_torchvision(teacher):
     assert inputs["mm_token_type_ids"].sum() == 16 and inputs["image_grid_thw"].tolist() == [[1, 4, 4]] * 4
     [gen] = teacher.generate([video_request(0, frames)], Sampling(n=2, temperature=1.0, max_new_tokens=6))
     assert gen.error is None and len(gen.texts) == 2
+
+
+@pytest.fixture(scope="module")
+def omni(tiny_models):
+    return load_backend(ModelConfig(model=str(tiny_models["omni"]), batch_size=4))
+
+
+def test_omni_thinker_takes_audio_video_or_both_and_batches_like_singles(omni, tmp_path):
+    assert type(omni.model).__name__ == "Qwen2_5OmniThinkerForConditionalGeneration"
+    rng = np.random.default_rng(2)
+    wav = make_wav(tmp_path / "a.wav", seconds=1.0, rate=16_000)
+    frames = rng.integers(0, 255, (2, 56, 56, 3), dtype=np.uint8)
+    audio_part, video_part = {"type": "audio", "path": str(wav)}, {"type": "video", "frames": frames}
+    requests = [Request(name, [{"role": "user", "content": parts + [{"type": "text", "text": name}]}])
+                for name, parts in (("audio", [audio_part]), ("video", [video_part]),
+                                    ("both", [video_part, audio_part]))]
+    inputs = omni.encode([requests[2].messages])
+    ids = omni.tokenizer.convert_tokens_to_ids
+    assert int((inputs["input_ids"] == ids("<|AUDIO|>")).sum()) == 25
+    assert int((inputs["input_ids"] == ids("<|IMAGE|>")).sum()) == 2 * 4
+    greedy = Sampling(n=1, temperature=0, max_new_tokens=8)
+    batched = omni.generate(requests, greedy)
+    assert all(g.error is None and g.texts for g in batched)
+    assert [g.texts for g in batched] == [omni.generate([r], greedy)[0].texts for r in requests]
 
 
 @pytest.mark.parametrize("role", ["student", "teacher"])

@@ -24,6 +24,7 @@ MODEL_CLASSES = {
     "qwen2_audio": "Qwen2AudioForConditionalGeneration",
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
     "qwen2_5_omni_thinker": "Qwen2_5OmniThinkerForConditionalGeneration",
+    "qwen2_5_omni": "Qwen2_5OmniForConditionalGeneration",  # released Omni checkpoints: we use its thinker
 }
 
 
@@ -52,6 +53,8 @@ class HFBackend:
         dtype = "auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
         self.model = model_class.from_pretrained(cfg.model, dtype=dtype, device_map=cfg.device_map,
                                                  trust_remote_code=cfg.trust_remote_code)
+        if self.model_type == "qwen2_5_omni":  # the thinker writes the text; the talker only speaks it
+            self.model = self.model.thinker
         self.model.eval()
         self.processor = _load_processor(cfg.model, cfg.trust_remote_code)
         self.tokenizer = self.processor.tokenizer
@@ -76,7 +79,7 @@ class HFBackend:
             texts.append(self.tokenizer.apply_chat_template(_strip_payloads(messages), tokenize=False,
                                                             add_generation_prompt=add_generation_prompt))
             _collect(messages, payload)
-        inputs = self.processor.build(texts, payload) if isinstance(self.processor, _ImageProcessorShim) \
+        inputs = self.processor.build(texts, payload) if isinstance(self.processor, _ProcessorShim) \
             else self._call_processor(texts, payload)
         return inputs.to(self.device)
 
@@ -200,33 +203,45 @@ def _pil(image: np.ndarray):
 
 
 def _load_processor(path: str, trust_remote_code: bool):
-    """The checkpoint's own processor; for vision checkpoints on machines without torchvision
-    (where transformers cannot build Qwen's video processor, and so not the processor either),
-    the tokenizer and image processor joined by `_ImageProcessorShim`."""
-    from transformers import AutoConfig, AutoImageProcessor, AutoProcessor, AutoTokenizer
+    """The checkpoint's own processor. Where transformers cannot build it — Qwen2.5-VL's and
+    Qwen2.5-Omni's processors include a video processor, which needs torchvision — the tokenizer,
+    image processor and feature extractor are joined by `_ProcessorShim` instead."""
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoImageProcessor, AutoProcessor, AutoTokenizer
 
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     try:
         return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (ImportError, AttributeError, ValueError, OSError):
-        if config.model_type != "qwen2_5_vl":
+        if config.model_type not in SHIM_TOKENS:
             raise
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     images = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
-    return _ImageProcessorShim(tokenizer, images, config)
+    features = None
+    if config.model_type.startswith("qwen2_5_omni"):
+        features = AutoFeatureExtractor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return _ProcessorShim(tokenizer, images, features, **SHIM_TOKENS[config.model_type])
 
 
-class _ImageProcessorShim:
-    """What Qwen2_5_VLProcessor does for images: each <|image_pad|> is repeated once per merged
-    patch of its image, and `mm_token_type_ids` marks those tokens for the 3-D rotary positions."""
+# The placeholder each model's processor expands, and whether the model wants `mm_token_type_ids`.
+SHIM_TOKENS = {
+    "qwen2_5_vl": dict(image_token="<|image_pad|>", audio_token=None, token_types=True),
+    "qwen2_5_omni_thinker": dict(image_token="<|IMAGE|>", audio_token="<|AUDIO|>", token_types=False),
+    "qwen2_5_omni": dict(image_token="<|IMAGE|>", audio_token="<|AUDIO|>", token_types=False),
+}
+
+
+class _ProcessorShim:
+    """What Qwen's processors do for images and audio: each image placeholder is repeated once per
+    merged patch of its image, each audio placeholder once per encoder output frame, and (for
+    Qwen2.5-VL) `mm_token_type_ids` marks image tokens for the 3-D rotary positions."""
 
     video_processor = None
 
-    def __init__(self, tokenizer, image_processor, config):
+    def __init__(self, tokenizer, image_processor, feature_extractor, image_token, audio_token, token_types):
         self.tokenizer = tokenizer
         self.image_processor = image_processor
-        self.image_token = "<|image_pad|>"
-        self.image_token_id = config.image_token_id
+        self.feature_extractor = feature_extractor
+        self.image_token, self.audio_token, self.token_types = image_token, audio_token, token_types
 
     def build(self, texts: list[str], payload: _Media):
         import torch
@@ -236,16 +251,29 @@ class _ImageProcessorShim:
             raise ValueError("video input needs torchvision; use frames_as=images")
         features = {}
         if payload.images:
-            features = dict(self.image_processor(images=[_pil(i) for i in payload.images], return_tensors="pt"))
-            counts = iter((features["image_grid_thw"].prod(-1) // self.image_processor.merge_size ** 2).tolist())
-            texts = [self._expand(text, counts) for text in texts]
+            features.update(self.image_processor(images=[_pil(i) for i in payload.images], return_tensors="pt"))
+            counts = (features["image_grid_thw"].prod(-1) // self.image_processor.merge_size ** 2).tolist()
+            texts = _repeat_placeholders(texts, self.image_token, counts)
+        if payload.audios:
+            if self.feature_extractor is None:
+                raise ValueError("this model takes no audio")
+            audio = self.feature_extractor(payload.audios, sampling_rate=media.SAMPLE_RATE, padding="max_length",
+                                           return_attention_mask=True, return_tensors="pt")
+            features.update(input_features=audio["input_features"], feature_attention_mask=audio["attention_mask"])
+            lengths = (audio["attention_mask"].sum(-1) - 1) // 2 + 1  # the encoder's conv, then its pooling
+            texts = _repeat_placeholders(texts, self.audio_token, ((lengths - 2) // 2 + 1).tolist())
         tokens = self.tokenizer(texts, padding=True, return_tensors="pt")
-        tokens["mm_token_type_ids"] = (tokens["input_ids"] == self.image_token_id).to(torch.long)
+        if self.token_types:
+            image_id = self.tokenizer.convert_tokens_to_ids(self.image_token)
+            tokens["mm_token_type_ids"] = (tokens["input_ids"] == image_id).to(torch.long)
         return BatchFeature({**tokens, **features})
 
-    def _expand(self, text: str, counts) -> str:
-        pieces = text.split(self.image_token)
-        out = pieces[0]
-        for piece in pieces[1:]:
-            out += self.image_token * next(counts) + piece
-        return out
+
+def _repeat_placeholders(texts: list[str], token: str, counts: list[int]) -> list[str]:
+    """Replace the k-th `token` across the batch by counts[k] copies of it."""
+    counts = iter(counts)
+    out = []
+    for text in texts:
+        pieces = text.split(token)
+        out.append(pieces[0] + "".join(token * next(counts) + piece for piece in pieces[1:]))
+    return out

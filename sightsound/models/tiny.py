@@ -15,6 +15,7 @@ is the clip, not Whisper's 30 s (feature extractor `chunk_length=2`, encoder
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 SPECIAL_TOKENS = [
@@ -24,24 +25,32 @@ SPECIAL_TOKENS = [
     "<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>",  # Qwen2.5-Omni
 ]
 
-# Qwen's chat format, one template for all three models: audio parts become Qwen2-Audio's
-# "Audio N: <|audio_bos|><|AUDIO|><|audio_eos|>" line, images and videos Qwen2.5-VL's vision spans.
-CHAT_TEMPLATE = (
-    "{% set audio_count = namespace(value=0) %}"
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'audio' %}{% set audio_count.value = audio_count.value + 1 %}"
-    "Audio {{ audio_count.value }}: <|audio_bos|><|AUDIO|><|audio_eos|>\n"
-    "{% elif content['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}<|im_end|>\n{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+
+def chat_template(audio: str, image: str, video: str) -> str:
+    """Qwen's chat format: each audio, image and video part becomes its model's placeholder span."""
+    return (
+        "{% set audio_count = namespace(value=0) %}"
+        "{% for message in messages %}"
+        "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+        "<|im_start|>{{ message['role'] }}\n"
+        "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+        "{% else %}{% for content in message['content'] %}"
+        "{% if content['type'] == 'audio' %}{% set audio_count.value = audio_count.value + 1 %}" + audio +
+        "{% elif content['type'] == 'image' %}" + image +
+        "{% elif content['type'] == 'video' %}" + video +
+        "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+        "{% endfor %}<|im_end|>\n{% endif %}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+
+
+# Qwen2-Audio's "Audio N: ..." line and Qwen2.5-VL's vision spans; Qwen2.5-Omni's own spans.
+CHAT_TEMPLATE = chat_template("Audio {{ audio_count.value }}: <|audio_bos|><|AUDIO|><|audio_eos|>\n",
+                              "<|vision_start|><|image_pad|><|vision_end|>", "<|vision_start|><|video_pad|><|vision_end|>")
+OMNI_CHAT_TEMPLATE = chat_template("<|audio_bos|><|AUDIO|><|audio_eos|>", "<|vision_bos|><|IMAGE|><|vision_eos|>",
+                                   "<|vision_bos|><|VIDEO|><|vision_eos|>")
+MROPE = {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [4, 6, 6]}  # sums to head_dim / 2
 
 TEXT = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
@@ -62,7 +71,7 @@ def corpus() -> list[str]:
     return lines * 20
 
 
-def build_tokenizer(out: Path):
+def build_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
@@ -81,8 +90,7 @@ def build_tokenizer(out: Path):
 def build_student(out: Path, tokenizer, seed: int = 0) -> Path:
     """Qwen2-Audio: Whisper-style encoder (width 64, 2 layers) + Qwen2 decoder."""
     import torch
-    from transformers import (Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor,
-                              WhisperFeatureExtractor)
+    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor
 
     torch.manual_seed(seed)
     config = Qwen2AudioConfig(
@@ -93,8 +101,8 @@ def build_student(out: Path, tokenizer, seed: int = 0) -> Path:
     )
     model = Qwen2AudioForConditionalGeneration(config)
     _set_special_ids(model, tokenizer)
-    features = WhisperFeatureExtractor(feature_size=128, chunk_length=2, sampling_rate=16_000)
-    Qwen2AudioProcessor(feature_extractor=features, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE).save_pretrained(out)
+    Qwen2AudioProcessor(feature_extractor=_feature_extractor(), tokenizer=tokenizer,
+                        chat_template=CHAT_TEMPLATE).save_pretrained(out)
     model.save_pretrained(out)
     return out
 
@@ -103,7 +111,6 @@ def build_teacher(out: Path, tokenizer, seed: int = 0) -> Path:
     """Qwen2.5-VL: a 2-block vision tower (width 64) + Qwen2 decoder with 3-D rotary positions."""
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     torch.manual_seed(seed)
     ids = tokenizer.convert_tokens_to_ids
@@ -111,7 +118,7 @@ def build_teacher(out: Path, tokenizer, seed: int = 0) -> Path:
         vision_config=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128,
                            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
                            fullatt_block_indexes=[1]),
-        text_config=_text_config(tokenizer, rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]}),
+        text_config=_text_config(tokenizer, rope_parameters=MROPE),
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
     )
@@ -119,20 +126,64 @@ def build_teacher(out: Path, tokenizer, seed: int = 0) -> Path:
     _set_special_ids(model, tokenizer)
     # The image processor config names the class real checkpoints name; without torchvision,
     # transformers loads its PIL twin, as it does for a real checkpoint.
-    images = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112, patch_size=14, merge_size=2,
-                                      temporal_patch_size=2)
-    images.save_pretrained(out)
-    _rename_image_processor(out / "preprocessor_config.json")
+    _image_processor().save_pretrained(out)
+    _edit_json(out / "preprocessor_config.json", image_processor_type="Qwen2VLImageProcessor",
+               processor_class="Qwen2_5_VLProcessor")
     tokenizer.save_pretrained(out)
     model.save_pretrained(out)
     return out
 
 
-def _rename_image_processor(path: Path) -> None:
+def build_omni(out: Path, tokenizer, seed: int = 0) -> Path:
+    """Qwen2.5-Omni's thinker: audio encoder + vision tower + Qwen2 decoder (the talker is not needed)."""
+    import torch
+    from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
+
+    torch.manual_seed(seed)
+    ids = tokenizer.convert_tokens_to_ids
+    config = Qwen2_5OmniThinkerConfig(
+        audio_config=dict(num_mel_bins=128, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128,
+                          d_model=64, max_source_positions=100, n_window=50, output_dim=TEXT["hidden_size"]),
+        vision_config=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2,
+                           out_hidden_size=TEXT["hidden_size"], patch_size=14, spatial_merge_size=2,
+                           temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1]),
+        text_config=_text_config(tokenizer, rope_parameters=MROPE),
+        audio_token_index=ids("<|AUDIO|>"), image_token_index=ids("<|IMAGE|>"), video_token_index=ids("<|VIDEO|>"),
+        audio_start_token_id=ids("<|audio_bos|>"), audio_end_token_id=ids("<|audio_eos|>"),
+        vision_start_token_id=ids("<|vision_bos|>"), vision_end_token_id=ids("<|vision_eos|>"),
+    )
+    model = Qwen2_5OmniThinkerForConditionalGeneration(config)
+    _set_special_ids(model, tokenizer)
+    # Real Omni checkpoints keep the image processor's and the feature extractor's settings in one file.
+    _image_processor().save_pretrained(out)
+    features = {k: v for k, v in _feature_extractor().to_dict().items() if k != "mel_filters"}
+    _edit_json(out / "preprocessor_config.json", **features, image_processor_type="Qwen2VLImageProcessor",
+               processor_class="Qwen2_5OmniProcessor")
+    omni_tokenizer = copy.deepcopy(tokenizer)
+    omni_tokenizer.chat_template = OMNI_CHAT_TEMPLATE
+    omni_tokenizer.save_pretrained(out)
+    model.save_pretrained(out)
+    return out
+
+
+def _image_processor():
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    return Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112, patch_size=14, merge_size=2,
+                                    temporal_patch_size=2)
+
+
+def _feature_extractor():
+    from transformers import WhisperFeatureExtractor
+
+    return WhisperFeatureExtractor(feature_size=128, chunk_length=2, sampling_rate=16_000)
+
+
+def _edit_json(path: Path, **changes) -> None:
     import json
 
     config = json.loads(path.read_text())
-    config.update(image_processor_type="Qwen2VLImageProcessor", processor_class="Qwen2_5_VLProcessor")
+    config.update(changes)
     path.write_text(json.dumps(config, indent=2))
 
 
@@ -151,7 +202,7 @@ def _set_special_ids(model, tokenizer) -> None:
 
 def build_all(out: str | Path, seed: int = 0) -> dict[str, Path]:
     out = Path(out)
-    tokenizer = build_tokenizer(out)
-    built = {"teacher": build_teacher(out / "teacher", tokenizer, seed),
-             "student": build_student(out / "student", tokenizer, seed)}
-    return built
+    tokenizer = build_tokenizer()
+    return {"teacher": build_teacher(out / "teacher", tokenizer, seed),
+            "student": build_student(out / "student", tokenizer, seed),
+            "omni": build_omni(out / "omni", tokenizer, seed)}
