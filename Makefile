@@ -14,9 +14,10 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 demo: $(BIN)/.installed
-	$(BIN)/sightsound --help
-	$(BIN)/sightsound synth --out runs/demo-world --clips 24
-	$(BIN)/sightsound prepare --dataset synth --root runs/demo-world --split train --out runs/demo num_frames=4 frame_size=56
+	$(BIN)/sightsound synth --config configs/demo.yaml
+	$(BIN)/sightsound prepare --config configs/demo.yaml
+	test -f runs/tiny/teacher/config.json || $(BIN)/sightsound tiny-models --out runs/tiny
+	$(BIN)/sightsound teach --config configs/demo.yaml
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,124 @@
+"""The teach stage on prepared synthetic clips with the tiny teacher."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sightsound.models import ModelConfig
+from sightsound.records import Sample, Trace, read_jsonl, read_manifest
+from sightsound.stages import teach
+
+
+def config(run_dir, tiny_models, **kw) -> teach.TeachConfig:
+    kw = {"n": 3, "max_new_tokens": 12, "num_frames": 4, "frame_size": 56, "chunk": 4, "progress": False, **kw}
+    return teach.TeachConfig(out=str(run_dir), model=ModelConfig(model=str(tiny_models["teacher"]), batch_size=4), **kw)
+
+
+def copy_prepared(prepared, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(prepared, run_dir)
+    return run_dir
+
+
+def sample(options=("flute", "drum", "bell"), answer=1):
+    return Sample(id="s", dataset="synth", split="train", question="Which?", options=list(options),
+                  answer=answer, answer_text=options[answer] if options else "two", category="Which")
+
+
+@pytest.mark.parametrize("preds, unanimous, label", [
+    ([1, 1, 1], True, 1),
+    ([1, 1, 0], False, None),
+    ([1, None, 1], False, None),
+    ([None, None, None], False, None),  # agreement on "no answer" is not a label
+    ([2], True, 2),
+])
+def test_unanimity_is_the_papers_rule(preds, unanimous, label):
+    traces = [Trace("s", i, "", p) for i, p in enumerate(preds)]
+    row = teach.vote(sample(), traces)
+    assert (row["unanimous"], row["label"]) == (unanimous, label)
+    assert row["votes"] == preds
+    assert row["label_correct"] == (None if label is None else label == 1)
+
+
+def test_open_ended_votes_compare_normalized_answers():
+    s = sample(options=(), answer=None)
+    s.options, s.answer, s.answer_text = [], None, "two"
+    traces = [teach.make_trace(s, i, text) for i, text in
+              enumerate(["<think>x</think><answer>2</answer>", "<answer>Two</answer>", "<answer>two.</answer>"])]
+    row = teach.vote(s, traces)
+    assert row["unanimous"] and row["label_correct"] is True
+
+
+def test_make_trace_extracts_from_answer_tag():
+    trace = teach.make_trace(sample(), 0, "<think>I see the bell pulse, not the drum</think><answer>B</answer>")
+    assert (trace.pred_index, trace.answer) == (1, "B")
+
+
+def test_teach_writes_traces_and_consensus(prepared, tiny_models, tmp_path, capsys):
+    run_dir = copy_prepared(prepared, tmp_path)
+    manifest = teach.main(config(run_dir, tiny_models))
+    samples = list(read_jsonl(run_dir / "samples.jsonl", Sample))
+    traces = list(read_jsonl(run_dir / "traces.jsonl", Trace))
+    consensus = list(read_jsonl(run_dir / "consensus.jsonl"))
+    assert len(traces) == 3 * len(samples) and len(consensus) == len(samples)
+    assert {(t.sample_id, t.index) for t in traces} == {(s.id, i) for s in samples for i in range(3)}
+    by_sample = {}
+    for t in traces:
+        by_sample.setdefault(t.sample_id, []).append(t.pred_index)
+    for row in consensus:
+        assert row["votes"] == by_sample[row["id"]]
+        assert row["unanimous"] == (len(set(row["votes"])) == 1 and row["votes"][0] is not None)
+    counts = manifest["counts"]
+    assert counts["samples"] == len(samples) and counts["traces"] == len(traces)
+    assert counts["unanimous"] == sum(r["unanimous"] for r in consensus)
+    assert (run_dir / "config" / "teach.yaml").exists()
+    assert teach.main(config(run_dir, tiny_models))["finished_at"] == manifest["finished_at"]
+    assert "already done" in capsys.readouterr().out
+
+
+def test_cached_frames_are_used_and_other_specs_decoded(prepared, tiny_models):
+    s = next(read_jsonl(prepared / "samples.jsonl", Sample))
+    cfg = config(prepared, tiny_models)
+    assert teach.load_frames(s, cfg).shape == (4, 56, 56, 3)
+    cfg.num_frames, cfg.frame_size = 2, 32
+    assert teach.load_frames(s, cfg).shape == (2, 32, 32, 3)
+
+
+RUNNER = """
+import sys
+from sightsound.models import ModelConfig
+from sightsound.stages import teach
+cfg = teach.TeachConfig(out=sys.argv[1], model=ModelConfig(model=sys.argv[2], batch_size=2), n=3,
+                        max_new_tokens=24, num_frames=4, frame_size=56, chunk=2, progress=False)
+teach.main(cfg)
+"""
+
+
+def test_killed_teach_resumes_to_the_same_records(prepared, tiny_models, tmp_path):
+    script = tmp_path / "run_teach.py"
+    script.write_text(RUNNER)
+    clean, killed = copy_prepared(prepared, tmp_path / "clean"), copy_prepared(prepared, tmp_path / "killed")
+    args = [str(tiny_models["teacher"])]
+    subprocess.run([sys.executable, str(script), str(clean), *args], check=True, capture_output=True)
+
+    proc = subprocess.Popen([sys.executable, str(script), str(killed), *args], stderr=subprocess.DEVNULL)
+    consensus = killed / "consensus.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if consensus.exists() and consensus.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert read_manifest(killed, "teach") is None, "the run must be killed before it finishes"
+
+    subprocess.run([sys.executable, str(script), str(killed), *args], check=True, capture_output=True)
+    for name in ("traces.jsonl", "consensus.jsonl"):
+        rows = lambda d: sorted(json.dumps(r, sort_keys=True) for r in read_jsonl(d / name))
+        assert rows(killed) == rows(clean), name
+    assert read_manifest(killed, "teach")["counts"] == read_manifest(clean, "teach")["counts"]
