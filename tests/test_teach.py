@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from sightsound import prompts
 from sightsound.models import ModelConfig
 from sightsound.records import Sample, Trace, read_jsonl, read_manifest
 from sightsound.stages import teach
@@ -91,6 +92,7 @@ def test_cached_frames_are_used_and_other_specs_decoded(prepared, tiny_models):
 
 RUNNER = """
 import sys
+from sightsound import prompts
 from sightsound.models import ModelConfig
 from sightsound.stages import teach
 cfg = teach.TeachConfig(out=sys.argv[1], model=ModelConfig(model=sys.argv[2], batch_size=2), n=3,
@@ -122,3 +124,67 @@ def test_killed_teach_resumes_to_the_same_records(prepared, tiny_models, tmp_pat
         rows = lambda d: sorted(json.dumps(r, sort_keys=True) for r in read_jsonl(d / name))
         assert rows(killed) == rows(clean), name
     assert read_manifest(killed, "teach")["counts"] == read_manifest(clean, "teach")["counts"]
+
+
+def test_teach_through_the_http_backend_never_writes_the_key(prepared, tmp_path, monkeypatch):
+    from tests.http_server import ChatServer, Reply, completion
+
+    key = "sk-test-7f3a9c1e5b2d-never-on-disk"
+    monkeypatch.setenv("SIGHTSOUND_TEST_KEY", key)
+    run_dir = copy_prepared(prepared, tmp_path)
+    samples = {s.id: s for s in read_jsonl(run_dir / "samples.jsonl", Sample)}
+    by_prompt = {}  # the server knows a sample by its prompt; a few prompts repeat across clips
+    for s in samples.values():
+        by_prompt.setdefault(prompts.fill(prompts.TEACHER_PROMPT, s.question, s.options), []).append(s)
+    with ChatServer() as server:
+        def reply(body, headers):
+            sample = by_prompt[body["messages"][0]["content"][-1]["text"]][0]
+            letter = "ABCDEFGH"[sample.answer]
+            if sample.category == "Count":  # disagree on counting questions: not unanimous
+                return Reply(body=completion([f"<think>{i}</think><answer>{'ABCD'[i % 4]}</answer>"
+                                              for i in range(body["n"])]))
+            if sample.category == "Louder":  # always refused, with the key echoed back in the error
+                return Reply.error(500, message=f"bad auth {headers.get('Authorization')}")
+            if sample.category == "Order":  # an answer the server refuses once, then gives
+                if not any(r.body and r.body["messages"] == body["messages"] for r in server.received[:-1]):
+                    return Reply.error(500, message=f"echo {headers.get('Authorization')}")
+            return Reply(body=completion([f"<think>heard it</think><answer>{letter}</answer>"] * body["n"]))
+
+        server.rule = reply
+        model = ModelConfig(backend="openai", model="teacher", base_url=server.url,
+                            api_key_env="SIGHTSOUND_TEST_KEY", max_retries=2)
+        cfg = teach.TeachConfig(out=str(run_dir), model=model, n=3, num_frames=4, frame_size=56, progress=False)
+        import sightsound.models.openai_http as http
+
+        monkeypatch.setattr(http.OpenAIBackend, "__init__", _fast_retries(http.OpenAIBackend.__init__))
+        result = teach.main(cfg)
+        first = server.received[0]
+    assert first.headers.get("Authorization") == f"Bearer {key}"
+    parts = first.body["messages"][0]["content"]
+    assert [p["type"] for p in parts] == ["image_url"] * 4 + ["text"]
+    assert "silent video" in parts[-1]["text"]
+    rows = {r["id"]: r for r in read_jsonl(run_dir / "consensus.jsonl")}
+    louder = {sid for sid, s in samples.items() if s.category == "Louder"}
+    assert louder and set(rows) == set(samples) - louder  # failed requests are retried next run
+    errors = list(read_jsonl(run_dir / "teach_errors.jsonl"))
+    assert {e["sample_id"] for e in errors} == louder and all("status=500" in e["error"] for e in errors)
+    assert result["counts"]["pending"] == len(louder) and read_manifest(run_dir, "teach") is None
+    for sid, row in rows.items():
+        assert row["unanimous"] == (samples[sid].category != "Count")
+        same_prompt = by_prompt[prompts.fill(prompts.TEACHER_PROMPT, samples[sid].question, samples[sid].options)]
+        if row["unanimous"] and len({s.answer for s in same_prompt}) == 1:
+            assert row["label"] == samples[sid].answer and row["label_correct"] is True
+    assert result["counts"]["unanimous"] == sum(s.category not in ("Count", "Louder") for s in samples.values())
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path
+
+
+def _fast_retries(init):
+    def wrapped(self, cfg, **kw):
+        async def no_sleep(seconds):
+            return None
+
+        init(self, cfg, **{"sleep": no_sleep, **kw})
+
+    return wrapped

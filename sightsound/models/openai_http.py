@@ -1,0 +1,307 @@
+"""The OpenAI-compatible chat-completions backend: vLLM serve, SGLang, OpenAI and the like.
+
+    export OPENAI_API_KEY=...   # optional: local servers usually need none
+    backend = OpenAIBackend(ModelConfig(backend="openai", model="Qwen/Qwen2.5-VL-32B-Instruct",
+                                        base_url="http://127.0.0.1:8000/v1", max_concurrency=32))
+    gens = backend.generate(requests, Sampling(n=4, temperature=1.0, max_new_tokens=512))
+    probs = backend.yes_probability(requests)  # P("yes") / (P("yes") + P("no")) per request, or None
+
+What it does, and the choices made where servers differ:
+
+- Content parts become chat-completions parts: text as is; `{"type": "audio", "path": wav}` becomes
+  `input_audio` holding the wav file's bytes in base64 (format "wav"); an image becomes one
+  `image_url` data URL, encoded as JPEG (quality 95) because video frames as PNG make payloads
+  several times larger and the server's processor resizes them anyway; a video becomes one such
+  `image_url` per frame, in order. Parts already in the OpenAI shape pass through.
+- Each request POSTs `{base_url}/chat/completions` with model, messages, n, temperature, top_p,
+  max_tokens (= max_new_tokens) and seed (left out when None). Some servers ignore or cap `n`:
+  when fewer choices come back, the missing ones are asked for again with seed+1, seed+2, ...
+  so the extra samples differ. A request gets exactly n texts or none (the teacher's unanimous
+  vote must not pass more easily on fewer samples).
+- At most `max_concurrency` requests are in flight: a semaphore is held for each request's whole
+  life (conversion, retries and top-ups), which also bounds memory and eases a rate-limited
+  server while we back off. All requests share one connection pool.
+- 429, 408 and 5xx answers, connection errors, time-outs (`timeout` seconds per attempt) and
+  malformed bodies are retried up to `max_retries` times, after the server's Retry-After on
+  429/503 (seconds or an HTTP date, capped at 5 minutes) or else an exponential backoff
+  (0.5 s * 2^k with jitter, capped at 30 s). Other 4xx answers fail at once.
+- A request that still fails comes back as `Generation(id, [], error="<reason>; status=...;
+  attempts=...")`; `generate` never raises because of one request, the others complete.
+- The API key is read from the variable named by `api_key_env` on each call and is never kept on
+  the backend; it is scrubbed from every message we log or return (servers may echo it back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import io
+import logging
+import math
+import os
+import random
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from sightsound.models import Generation, ModelConfig, Request, Sampling
+
+log = logging.getLogger(__name__)
+
+JPEG_QUALITY = 95
+RETRY_AFTER_CAP = 300.0  # seconds: a broken Retry-After must not stall a run for hours
+OPENAI_PARTS = {"image_url", "input_audio", "video_url", "audio_url"}  # passed through unchanged
+SNIPPET = 300  # characters of an error body kept in messages
+
+
+# ---------------------------------------------------------------- message conversion
+
+
+def to_openai_messages(messages: list[dict]) -> list[dict]:
+    """Our chat messages (see sightsound.models) → chat-completions messages."""
+    out = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = [p for part in content for p in _convert_part(part)]
+        out.append({**message, "content": content})
+    return out
+
+
+def _convert_part(part: dict) -> list[dict]:
+    kind = part.get("type")
+    if kind == "text" or kind in OPENAI_PARTS:
+        return [part]
+    if kind == "audio":
+        return [audio_part(part["path"])]
+    if kind == "image":
+        return [image_part(part["image"])]
+    if kind == "video":
+        return [image_part(frame) for frame in part["frames"]]  # frames: uint8 [N, H, W, 3]
+    raise ValueError(f"unknown content part type {kind!r}")
+
+
+def audio_part(path: str | Path) -> dict:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}
+
+
+def image_part(image: np.ndarray) -> dict:
+    """uint8 [H, W, 3] → a JPEG data URL part."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{data}"}}
+
+
+# ---------------------------------------------------------------- reading replies
+
+
+def choice_texts(data: dict) -> list[str]:
+    """The texts of a chat-completions reply; raises on a malformed one (which is retried)."""
+    choices = data["choices"]
+    if not isinstance(choices, list) or not choices:
+        raise ValueError("no choices in the reply")
+    texts = [choice["message"]["content"] for choice in choices]
+    if not all(text is None or isinstance(text, str) for text in texts):
+        raise ValueError("a choice's content is not a string")
+    return [text or "" for text in texts]
+
+
+def yes_share(data: dict) -> float | None:
+    """P(yes) / (P(yes) + P(no)) over the first token's top log-probs; None when unavailable."""
+    logprobs = data["choices"][0].get("logprobs") or {}
+    content = logprobs.get("content") or []
+    if not content:
+        return None
+    first = content[0]
+    candidates = {first.get("token"): first.get("logprob")}  # the chosen token may be missing from the top list
+    candidates |= {t.get("token"): t.get("logprob") for t in first.get("top_logprobs") or []}
+    mass = {"yes": 0.0, "no": 0.0}
+    for token, logprob in candidates.items():
+        word = _word(token)
+        if word in mass and logprob is not None:
+            mass[word] += math.exp(logprob)
+    total = mass["yes"] + mass["no"]
+    return mass["yes"] / total if total > 0 else None
+
+
+def _word(token) -> str:
+    # Servers return decoded tokens (" Yes") or byte-level / SentencePiece forms ("ĠYes", "▁yes").
+    return str(token or "").replace("Ġ", " ").replace("▁", " ").strip().lower()
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date form)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
+
+
+# ---------------------------------------------------------------- the backend
+
+
+class _AttemptFailed(Exception):
+    """One failed attempt: why, the HTTP status if there was one, whether to retry and when."""
+
+    def __init__(self, reason: str, status: int | None = None, retryable: bool = True,
+                 retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason, self.status, self.retryable, self.retry_after = reason, status, retryable, retry_after
+
+
+class RequestFailed(Exception):
+    """A request that failed for good; the message says why, the last status and the attempts."""
+
+
+class OpenAIBackend:
+    def __init__(self, cfg: ModelConfig, *, sleep=asyncio.sleep, backoff_base: float = 0.5,
+                 backoff_cap: float = 30.0, rng: random.Random | None = None):
+        self.cfg = cfg
+        self._sleep = sleep  # injectable so that tests can record delays instead of waiting
+        self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
+        self._rng = rng or random.Random()
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(model={self.cfg.model!r}, base_url={self.cfg.base_url!r})"
+
+    def generate(self, requests: list[Request], sampling: Sampling) -> list[Generation]:
+        async def job(client, request):
+            return Generation(request.id, await self._sample(client, request, sampling))
+
+        return _run(self._each(requests, job, lambda request, error: Generation(request.id, error=error)))
+
+    def yes_probability(self, requests: list[Request]) -> list[float | None]:
+        """For a verifier: the share of "yes" against "no" in the first token, greedy; None when
+        the server returns no log-probs or the request fails."""
+        async def job(client, request):
+            messages = await asyncio.to_thread(to_openai_messages, request.messages)
+            body = {"model": self.cfg.model, "messages": messages, "n": 1, "max_tokens": 1,
+                    "temperature": 0, "logprobs": True, "top_logprobs": 20}
+            return await self._post(client, body, yes_share)
+
+        return _run(self._each(requests, job, lambda request, error: None))
+
+    # -- plumbing
+
+    async def _each(self, requests, job, on_error) -> list:
+        """Run job(client, request) for every request, at most max_concurrency at a time; a failure
+        becomes on_error(request, message) so that the other requests carry on."""
+        semaphore = asyncio.Semaphore(max(1, self.cfg.max_concurrency))
+
+        async def guarded(client, request):
+            async with semaphore:
+                try:
+                    return await job(client, request)
+                except Exception as e:  # noqa: BLE001 - anything, even a missing wav, is per request
+                    message = str(e) if isinstance(e, RequestFailed) else f"{type(e).__name__}: {e}"
+                    message = self._scrub(message)
+                    log.warning("request %s failed: %s", request.id, message)
+                    return on_error(request, message)
+
+        async with self._client() as client:
+            return list(await asyncio.gather(*(guarded(client, r) for r in requests)))
+
+    def _client(self) -> httpx.AsyncClient:
+        key = self._api_key()
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        size = max(1, self.cfg.max_concurrency)
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        return httpx.AsyncClient(headers=headers, timeout=self.cfg.timeout, limits=limits)
+
+    def _api_key(self) -> str | None:
+        if not self.cfg.api_key_env:
+            return None
+        return os.environ.get(self.cfg.api_key_env) or None  # unset or empty: no Authorization header
+
+    def _scrub(self, text: str) -> str:
+        key = self._api_key()
+        return text.replace(key, "***") if key else text
+
+    async def _sample(self, client, request: Request, sampling: Sampling) -> list[str]:
+        messages = await asyncio.to_thread(to_openai_messages, request.messages)  # JPEG encoding off the loop
+        texts: list[str] = []
+        round_ = 0
+        while len(texts) < sampling.n:  # ends: a reply without texts is malformed and raises
+            seed = None if sampling.seed is None else sampling.seed + round_
+            round_ += 1
+            body = {"model": self.cfg.model, "messages": messages, "n": sampling.n - len(texts),
+                    "temperature": sampling.temperature, "top_p": sampling.top_p,
+                    "max_tokens": sampling.max_new_tokens, **({} if seed is None else {"seed": seed})}
+            texts += await self._post(client, body, choice_texts)
+            if len(texts) < sampling.n:
+                log.debug("request %s: %d of %d texts, asking again", request.id, len(texts), sampling.n)
+        return texts[: sampling.n]
+
+    async def _post(self, client, body: dict, parse):
+        """POST with retries; returns parse(reply JSON) or raises RequestFailed."""
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return parse(await self._attempt(client, body))
+            except _AttemptFailed as e:
+                failure = e
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+                failure = _AttemptFailed(f"malformed response ({type(e).__name__}: {e})", 200)
+            reason = self._scrub(failure.reason)
+            if not failure.retryable or attempts > self.cfg.max_retries:
+                raise RequestFailed(f"{reason}; status={failure.status}; attempts={attempts}")
+            delay = failure.retry_after if failure.retry_after is not None else self._backoff(attempts)
+            log.info("retrying in %.2f s after attempt %d: %s", delay, attempts, reason)
+            await self._sleep(delay)
+
+    async def _attempt(self, client, body: dict) -> dict:
+        url = self.cfg.base_url.rstrip("/") + "/chat/completions"
+        try:
+            # wait_for bounds the whole attempt; httpx's own timeout only bounds each read/write.
+            response = await asyncio.wait_for(client.post(url, json=body), self.cfg.timeout)
+        except (TimeoutError, httpx.TimeoutException):
+            raise _AttemptFailed(f"timed out after {self.cfg.timeout:g} s") from None
+        except httpx.TransportError as e:
+            raise _AttemptFailed(f"connection error ({type(e).__name__}: {e})") from None
+        status = response.status_code
+        if status >= 400:
+            retryable = status in (408, 429) or status >= 500
+            retry_after = parse_retry_after(response.headers.get("retry-after")) if status in (429, 503) else None
+            snippet = self._scrub(response.text)[:SNIPPET].strip()  # scrub first: a cut key would survive
+            raise _AttemptFailed(f"HTTP {status}: {snippet}", status, retryable, retry_after)
+        try:
+            data = response.json()
+        except ValueError:
+            raise _AttemptFailed(f"malformed JSON: {self._scrub(response.text)[:SNIPPET].strip()!r}", status) from None
+        if not isinstance(data, dict):
+            raise _AttemptFailed("malformed response (not a JSON object)", status)
+        return data
+
+    def _backoff(self, attempt: int) -> float:
+        # Jitter spreads the retries of many requests that failed together.
+        return min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)) * self._rng.uniform(0.5, 1.0)
+
+
+def _run(coro):
+    """Run a coroutine to completion from synchronous code, even inside a running loop (notebooks)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
