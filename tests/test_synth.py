@@ -75,3 +75,17 @@ def test_roles_cover_the_hallucination_cases():
     assert (True, False, True) in roles  # a mime: moves, makes no sound
     assert (True, False, False) in roles  # seen, still and silent
     assert (False, True, False) in roles  # heard from off-screen
+
+
+def test_visual_reasoning_hallucinates_exactly_on_mimes():
+    sources = [
+        {"name": "flute", "visible": True, "position": "left", "moving": True, "sounding": True},
+        {"name": "bell", "visible": True, "position": "right", "moving": True, "sounding": False},  # a mime
+        {"name": "drum", "visible": True, "position": "middle", "moving": False, "sounding": False},
+        {"name": "bird", "visible": False, "position": None, "moving": False, "sounding": True},  # off-screen
+    ]
+    text = synth.visual_reasoning(sources)
+    assert text.startswith("The flute on the left moves, so the flute is sounding.")
+    assert synth.claimed_sounds(text) == {"flute", "bell"}
+    assert synth.hallucinated(text, {"audible": ["flute", "bird"]})
+    assert not synth.hallucinated("<think>The flute is sounding.</think>", {"audible": ["flute", "bird"]})

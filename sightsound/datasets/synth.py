@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -121,6 +122,35 @@ def questions(sources: list[Source], rng: random.Random) -> list[dict]:
         result.append({"question_type": qtype, "question_text": text, "multi_choice": options,
                        "answer": options.index(answer)})
     return result
+
+
+# --- what a watcher can tell ---------------------------------------------------------------------
+
+
+def visual_reasoning(sources: list[dict]) -> str:
+    """The chain of thought a model that only watches can write: a moving glyph is taken to sound,
+    a still one to be silent, and off-screen sources go unmentioned. It is right about what is seen
+    and sounding, and hallucinates on mimes (moving but silent). `sources` are facts records."""
+    steps = []
+    for s in sorted((s for s in sources if s["visible"]), key=lambda s: POSITIONS.index(s["position"])):
+        if s["moving"]:
+            steps.append(f"The {s['name']} on the {s['position']} moves, so the {s['name']} is sounding.")
+        else:
+            steps.append(f"The {s['name']} on the {s['position']} is still, so the {s['name']} is silent.")
+    return " ".join(steps) or "I see nothing that could make a sound."
+
+
+_CLAIM = re.compile(r"\bthe (\w+) is sounding\b", re.IGNORECASE)
+
+
+def claimed_sounds(text: str) -> set[str]:
+    """The sources a trace says are sounding ("... the flute is sounding")."""
+    return {name.lower() for name in _CLAIM.findall(text) if name.lower() in NAMES}
+
+
+def hallucinated(text: str, facts: dict) -> bool:
+    """Whether a trace claims a sound the clip's audio does not contain."""
+    return bool(claimed_sounds(text) - set(facts["audible"]))
 
 
 # --- rendering ----------------------------------------------------------------------------------
