@@ -66,6 +66,15 @@ def extract_answer(text: str) -> str:
     return (blocks[-1] if blocks else text).strip()
 
 
+def think_text(text: str) -> str:
+    """The reasoning of a trace: the content of its first <think> block, else the text before any
+    <answer> block (so a teacher's trace can be shown without its answer)."""
+    match = re.search(r"<\s*think\s*>(.*?)(?:<\s*/\s*think\s*>|$)", text, re.IGNORECASE | re.DOTALL)
+    if match:
+        return match.group(1).strip()
+    return re.split(r"<\s*answer\s*>", text, maxsplit=1, flags=re.IGNORECASE)[0].strip()
+
+
 def has_answer_block(text: str) -> bool:
     """Whether the text holds an `<answer>…</answer>` block (a reward pays nothing without one)."""
     return _ANSWER_BLOCK.search(text) is not None

@@ -51,7 +51,15 @@ STUDENT_PROMPT = (
     "Think step by step about what you hear inside <think> </think>, then give {answer_format} "
     "inside <answer> </answer>."
 )
-DIRECT_PROMPT = "{question}\n{options}Answer with {answer_format} only."
+DIRECT_PROMPT = "{question}\n{options}Answer with {answer_format}."
+
+# Test-time CoT distillation (paper Table 1): the teacher's reasoning about the same clip, in the
+# student's prompt.
+DISTILL_PROMPT = (
+    "Someone who watched this clip without sound reasoned about it:\n{trace}\n"
+    "Now listen to the audio. {question}\n{options}"
+    "Think step by step inside <think> </think>, then give {answer_format} inside <answer> </answer>."
+)
 
 # The audio-grounded checker (paper §3.2) answers yes or no about one teacher trace.
 CHECKER_PROMPT = (

@@ -84,6 +84,7 @@ class Prediction:
     pred_index: int | None = None
     correct: bool | None = None
     category: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # dataset, difficulty, modality: report groups
 
 
 def to_json(record) -> dict:
@@ -228,12 +229,17 @@ def write_manifest(run_dir, stage: str, *, config_hash: str, inputs: dict, count
         "seconds": round(finished - started, 3),
         **extra,
     }
-    path = manifest_path(run_dir, stage)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(manifest_path(run_dir, stage), manifest)
     return manifest
+
+
+def write_json(path: str | Path, data) -> None:
+    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def stage_status(run_dir, stage: str, config_hash: str, inputs: dict) -> str:

@@ -29,11 +29,11 @@ the scoring with an error naming the file, the line and the field.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from sightsound.answers import (SIMILARITY_THRESHOLD, Embedder, extract_answer, is_correct,
                                 match_option, mmau_correct, option_index)
+from sightsound.records import write_json
 
 SCORERS = ("default", "mmau")
 
@@ -42,11 +42,7 @@ def score_file(predictions_path: str | Path, out_path: str | Path, scorer: str =
                **match_kwargs) -> dict:
     """Score `predictions_path` and write the result to `out_path` atomically; returns the result."""
     result = score_predictions(predictions_path, scorer, **match_kwargs)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out_path)  # a reader sees the old result or the new one, never half of one
+    write_json(out_path, result)
     return result
 
 
@@ -62,12 +58,7 @@ def score_predictions(path: str | Path, scorer: str = "default", *,
     for where, row in _read(Path(path)):
         if scorer == "mmau" and not row["options"]:
             raise ValueError(f"{where}: field 'options' is empty, and the mmau scorer needs choices")
-        if scorer == "mmau":
-            pred = match_option(row["response"], row["options"], **match_kwargs)
-            answer_text = row["options"][option_index(row["answer"], row["options"])]
-            correct = mmau_correct(extract_answer(row["response"]), answer_text, row["options"])
-        else:
-            pred, correct = is_correct(row["response"], row, **match_kwargs)
+        pred, correct = judge(row, scorer, **match_kwargs)
         if row["options"] and pred is None:
             unmatched += 1
         records.append({"id": row["id"], "pred_index": pred, "correct": correct})
@@ -78,14 +69,23 @@ def score_predictions(path: str | Path, scorer: str = "default", *,
     return {
         "scorer": scorer,
         "predictions": str(path),
-        **_tally([r["correct"] for r in records]),
+        **tally([r["correct"] for r in records]),
         "unmatched": unmatched,
-        "per_category": {name: _tally(marks) for name, marks in sorted(categories.items())},
+        "per_category": {name: tally(marks) for name, marks in sorted(categories.items())},
         "records": records,
     }
 
 
-def _tally(marks: list[bool]) -> dict:
+def judge(row, scorer: str = "default", **match_kwargs) -> tuple[int | None, bool]:
+    """(pred_index, correct) for one prediction (`response`, `options`, `answer`) by a scorer."""
+    if scorer == "mmau":
+        pred = match_option(row["response"], row["options"], **match_kwargs)
+        answer_text = row["options"][option_index(row["answer"], row["options"])]
+        return pred, mmau_correct(extract_answer(row["response"]), answer_text, row["options"])
+    return is_correct(row["response"], row, **match_kwargs)
+
+
+def tally(marks: list[bool]) -> dict:
     return {"accuracy": sum(marks) / len(marks), "count": len(marks), "correct": sum(marks)}
 
 

@@ -1,0 +1,118 @@
+"""eval → score → report on the tiny student and synthetic clips, and the paper's columns."""
+
+import json
+
+import pytest
+
+from sightsound import report
+from sightsound.cli import main as cli
+from sightsound.models import ModelConfig
+from sightsound.records import Prediction, Sample, read_jsonl, read_manifest, write_json
+from sightsound.stages import evaluate
+
+
+def config(prepared, tiny_models, tmp_path, **kw):
+    kw = {"max_new_tokens": 8, "progress": False, "chunk": 8, "limit": 12, **kw}
+    model = ModelConfig(model=str(tiny_models[kw.pop("role", "student")]), batch_size=4)
+    return evaluate.EvalConfig(samples=str(prepared / "samples.jsonl"), out=str(tmp_path / kw.pop("name", "direct")),
+                               model=model, **kw)
+
+
+def test_direct_eval_writes_predictions_result_and_is_resumable(prepared, tiny_models, tmp_path, capsys):
+    cfg = config(prepared, tiny_models, tmp_path)
+    result = evaluate.main(cfg)
+    rows = list(read_jsonl(tmp_path / "direct" / "predictions.jsonl"))
+    assert len(rows) == result["count"] == 12
+    samples = {s.id: s for s in read_jsonl(prepared / "samples.jsonl", Sample)}
+    for row in rows:
+        s = samples[row["id"]]
+        assert "Answer with only the option letter only." not in row["prompt"]
+        assert row["prompt"].startswith(s.question.replace("video", "audio"))  # the audio variant
+        assert row["correct"] == (row["pred_index"] is not None and s.options[row["pred_index"]] == s.options[s.answer])
+    assert result["accuracy"] == sum(r["correct"] for r in rows) / 12
+    assert set(result["per_category"]) <= {"Which", "Count", "Order", "Louder"}
+    assert result["dataset_files"] and result["label"] == cfg.model.model
+
+    # an interrupted run: the manifest and a few predictions are gone; the rerun fills them in
+    lines = (tmp_path / "direct" / "predictions.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "direct" / "predictions.jsonl").write_text("".join(lines[:5]))
+    (tmp_path / "direct" / "manifests" / "eval.json").unlink()
+    again = evaluate.main(cfg)
+    assert again["count"] == 12 and again["accuracy"] == result["accuracy"]
+    assert evaluate.main(cfg)["counts"]["questions"] == 12 and "already done" in capsys.readouterr().out
+
+
+def test_methods_build_their_prompts(prepared, tiny_models, tmp_path):
+    sample = next(read_jsonl(prepared / "samples.jsonl", Sample))
+    traces = {sample.id: "The flute on the left moves, so the flute is sounding."}
+    cfg = config(prepared, tiny_models, tmp_path, method="test_time_cot_distill", teacher_traces="x")
+    [turn] = evaluate.messages(sample, cfg, traces)
+    kinds = [p["type"] for p in turn["content"]]
+    assert kinds == ["audio", "text"] and traces[sample.id] in turn["content"][-1]["text"]
+    cfg = config(prepared, tiny_models, tmp_path, method="zero_shot_audio_cot", num_frames=4, frame_size=56)
+    [turn] = evaluate.messages(sample, cfg, {})
+    assert [p["type"] for p in turn["content"]] == ["video", "text"]
+    assert "silent video" in turn["content"][-1]["text"] and sample.question in turn["content"][-1]["text"]
+    cfg = config(prepared, tiny_models, tmp_path, method="zero_shot_cot", inputs="both", num_frames=2)
+    [turn] = evaluate.messages(sample, cfg, {})
+    assert [p["type"] for p in turn["content"]] == ["video", "audio", "text"]
+    with pytest.raises(ValueError, match="unknown method"):
+        evaluate.main(config(prepared, tiny_models, tmp_path, method="guess"))
+
+
+def test_teacher_on_silent_video_and_distill_from_teacher_traces(prepared, tiny_models, tmp_path):
+    result = evaluate.main(config(prepared, tiny_models, tmp_path, role="teacher", method="zero_shot_audio_cot",
+                                  name="teacher", num_frames=4, frame_size=56, limit=4))
+    assert result["inputs"] == "video" and result["count"] == 4
+    traces = tmp_path / "traces.jsonl"
+    traces.write_text("".join(json.dumps({"sample_id": s.id, "index": 0, "text": "<think>flute</think><answer>A</answer>",
+                                          "pred_index": 0}) + "\n" for s in read_jsonl(prepared / "samples.jsonl", Sample)))
+    result = evaluate.main(config(prepared, tiny_models, tmp_path, method="test_time_cot_distill", name="distill",
+                                  teacher_traces=str(traces), limit=4))
+    rows = list(read_jsonl(tmp_path / "distill" / "predictions.jsonl"))
+    assert result["count"] == 4 and all("flute" in r["prompt"] and "<answer>A" not in r["prompt"] for r in rows)
+
+
+def test_eval_score_report_round_trip(prepared, tiny_models, tmp_path):
+    for method in ("direct", "zero_shot_cot"):
+        assert cli(["eval", "--samples", str(prepared / "samples.jsonl"), "--out", str(tmp_path / method),
+                    "--method", method, f"model.model={tiny_models['student']}", "max_new_tokens=6", "limit=6",
+                    "progress=false", "label=tiny"]) == 0
+    scored = tmp_path / "scored.json"
+    assert cli(["score", str(tmp_path / "direct" / "predictions.jsonl"), "--out", str(scored)]) == 0
+    direct = json.loads((tmp_path / "direct" / "result.json").read_text())
+    assert json.loads(scored.read_text())["accuracy"] == direct["accuracy"]  # one extractor, one number
+    assert cli(["report", str(tmp_path / "direct" / "result.json"), str(tmp_path / "zero_shot_cot" / "result.json"),
+                "--out", str(tmp_path / "report.md")]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "| tiny | direct | " in text and "| tiny | zero_shot_cot | " in text
+    assert f"{100 * direct['accuracy']:.1f}" in text
+    assert (tmp_path / "report.csv").read_text().startswith("Model,Method,synthetic")
+
+
+def fake_rows(tmp_path, samples, correct):
+    path = tmp_path / "predictions.jsonl"
+    path.write_text("".join(json.dumps(Prediction(s.id, "", "", s.options, s.answer, None, c, s.category,
+                                                  meta={k: s.meta[k] for k in ("difficulty", "modality") if k in s.meta}).__dict__) + "\n"
+                            for s, c in zip(samples, correct)))
+    return path
+
+
+def test_paper_columns_for_mmau_and_music_avqa(tmp_path):
+    mmau = [Sample(f"m{i}", "mmau", "test-mini", "q", ["a", "b"], 0, "a", task, meta={"difficulty": d})
+            for i, (task, d) in enumerate([("sound", "easy"), ("sound", "hard"), ("speech", "easy"), ("music", "hard")])]
+    cfg = evaluate.EvalConfig(samples=str(tmp_path / "none.jsonl"), label="M", method="direct")
+    result = evaluate.summarize(fake_rows(tmp_path, mmau, [True, False, True, False]), mmau, cfg, {})
+    assert result["paper"]["columns"]["sound"]["accuracy"] == 0.5 and result["per_difficulty"]["easy"]["accuracy"] == 1.0
+    music = [Sample(f"v{i}", "music-avqa", "test", "q", [], None, "two", cat, meta={"modality": mod})
+             for i, (cat, mod) in enumerate([("Counting", "Audio"), ("Counting", "Visual"), ("Temporal", "Audio-Visual"),
+                                             ("Location", "Audio-Visual"), ("Existential", "Audio")])]
+    result = evaluate.summarize(fake_rows(tmp_path, music, [True, False, False, True, True]), music, cfg, {})
+    columns = result["paper"]["columns"]
+    assert columns["Counting"] == {"accuracy": 1.0, "count": 1, "correct": 1}  # the visual question is left out
+    assert columns["Comparative"] is None and result["paper"]["avg"]["count"] == 3  # Location left out
+    assert result["accuracy"] == 0.6  # every question, for the record
+    headers, body = report.build_table([result])
+    assert headers[2:] == ["MUSIC-AVQA test Temp", "MUSIC-AVQA test Comp", "MUSIC-AVQA test Cnt",
+                           "MUSIC-AVQA test Exist", "MUSIC-AVQA test Avg"]
+    assert body == [["M", "direct", "0.0", "—", "100.0", "100.0", "66.7"]]
