@@ -4,6 +4,8 @@
     sightsound prepare --dataset synth --root runs/world --split train --out runs/demo
     sightsound tiny-models --out runs/tiny
     sightsound teach --out runs/demo model.model=runs/tiny/teacher n=4
+    sightsound eval --samples runs/mmau/samples.jsonl --out runs/eval/mmau-direct method=direct
+    sightsound report runs/eval/*/result.json --out runs/report.md
     sightsound score predictions.jsonl --out result.json --scorer mmau
 
 Every stage subcommand takes `--config FILE` (a YAML file holding the stage's keys, or a section
@@ -40,6 +42,20 @@ def _teach(args):
 
     cfg = load_config(teach.TeachConfig, args.config, args.overrides, section="teach", values={"out": args.out})
     teach.main(cfg)
+
+
+def _eval(args):
+    from sightsound.stages import evaluate
+
+    cfg = load_config(evaluate.EvalConfig, args.config, args.overrides, section="eval",
+                      values={"samples": args.samples, "out": args.out, "method": args.method})
+    evaluate.main(cfg)
+
+
+def _report(args):
+    from sightsound import report
+
+    print(report.write_report(args.results, args.out))
 
 
 def _tiny_models(args):
@@ -87,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_teach)
     stages.append(p)
 
+    p = sub.add_parser("eval", help="a model on a prepared benchmark with one of the paper's methods")
+    p.add_argument("--samples", help="a prepared benchmark's samples.jsonl")
+    p.add_argument("--out", help="output folder (predictions.jsonl, result.json)")
+    p.add_argument("--method", help="direct | zero_shot_cot | zero_shot_audio_cot | test_time_cot_distill")
+    p.set_defaults(func=_eval)
+    stages.append(p)
+
     for p in stages:
         p.add_argument("--config", help="YAML config file")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
@@ -95,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_tiny_models)
+
+    p = sub.add_parser("report", help="the paper's tables (Markdown + CSV) from result.json files")
+    p.add_argument("results", nargs="+", help="result.json files written by `sightsound eval`")
+    p.add_argument("--out", required=True, help="report.md (report.csv is written beside it)")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("score", help="score a predictions JSONL file")
     p.add_argument("predictions", help="JSONL with response, options, answer[, category, id]")

@@ -5,7 +5,8 @@ down: set up, loop over records, save, write the manifest last.
 """
 
 from sightsound.datasets.synth import SynthConfig
+from sightsound.stages.evaluate import EvalConfig
 from sightsound.stages.prepare import PrepareConfig
 from sightsound.stages.teach import TeachConfig
 
-SECTIONS = {"synth": SynthConfig, "prepare": PrepareConfig, "teach": TeachConfig}
+SECTIONS = {"synth": SynthConfig, "prepare": PrepareConfig, "teach": TeachConfig, "eval": EvalConfig}
