@@ -14,6 +14,7 @@ video where the processor can take one (it needs torchvision), otherwise as a se
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -44,6 +45,12 @@ class HFBackend:
         from transformers import AutoConfig
 
         self.cfg = cfg
+        if (Path(cfg.model) / "adapter_config.json").exists():  # a LoRA checkpoint: base + adapter
+            from sightsound.student import load_model
+
+            model, processor = load_model(cfg.model, cfg.dtype, cfg.device_map)
+            self.__dict__.update(HFBackend.from_loaded(model.eval(), processor, cfg).__dict__)
+            return
         config = AutoConfig.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
         self.model_type = config.model_type
         if self.model_type not in MODEL_CLASSES:
@@ -58,12 +65,22 @@ class HFBackend:
         self.model.eval()
         self.processor = _load_processor(cfg.model, cfg.trust_remote_code)
         self.tokenizer = self.processor.tokenizer
-        self.tokenizer.padding_side = "left"  # generation appends on the right
         self.video_ok = getattr(self.processor, "video_processor", None) is not None
         self.frames_as = cfg.frames_as if cfg.frames_as != "auto" else ("video" if self.video_ok else "images")
         if self.frames_as == "video" and not self.video_ok:
             raise ValueError(f"{cfg.model}: frames_as=video needs the video processor, which needs "
                              "torchvision; install it or use frames_as=images")
+
+    @classmethod
+    def from_loaded(cls, model, processor, cfg: ModelConfig | None = None) -> "HFBackend":
+        """A backend over a model already in memory (a student in training, for validation)."""
+        backend = cls.__new__(cls)
+        backend.cfg = cfg or ModelConfig()
+        backend.model, backend.processor, backend.tokenizer = model, processor, processor.tokenizer
+        backend.model_type = model.config.model_type
+        backend.video_ok = getattr(processor, "video_processor", None) is not None
+        backend.frames_as = "video" if backend.video_ok and backend.cfg.frames_as == "video" else "images"
+        return backend
 
     @property
     def device(self):
@@ -79,6 +96,7 @@ class HFBackend:
             texts.append(self.tokenizer.apply_chat_template(_strip_payloads(messages), tokenize=False,
                                                             add_generation_prompt=add_generation_prompt))
             _collect(messages, payload)
+        self.tokenizer.padding_side = "left"  # generation appends on the right
         inputs = self.processor.build(texts, payload) if isinstance(self.processor, _ProcessorShim) \
             else self._call_processor(texts, payload)
         return inputs.to(self.device)

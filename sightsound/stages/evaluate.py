@@ -82,7 +82,6 @@ def main(cfg: EvalConfig) -> dict:
 
     samples = list(read_jsonl(samples_path, Sample))[: cfg.limit]
     traces = _first_traces(cfg.teacher_traces) if cfg.method == "test_time_cot_distill" else {}
-    sampling = Sampling(n=1, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=0)
     backend = None
     failures, unusable = 0, {}
     with JsonlWriter(predictions_path) as predictions:
@@ -90,20 +89,13 @@ def main(cfg: EvalConfig) -> dict:
         bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"eval {cfg.method}", unit="q",
                    disable=not cfg.progress)
         for start in range(0, len(todo), cfg.chunk):
-            chunk = {s.id: s for s in todo[start:start + cfg.chunk]}
-            requests = {}
-            for sample in chunk.values():
-                try:
-                    requests[sample.id] = Request(sample.id, messages(sample, cfg, traces))
-                except (media.MediaError, ValueError) as exc:  # cannot be asked: reported, not scored
-                    unusable[sample.id] = str(exc)
+            chunk = todo[start:start + cfg.chunk]
             backend = backend or load_backend(cfg.model)
-            for generation in backend.generate(list(requests.values()), sampling):
-                if generation.error:  # left for the next run
-                    failures += 1
-                    continue
-                prompt = requests[generation.request_id].messages[0]["content"][-1]["text"]
-                predictions.write(predict(chunk[generation.request_id], prompt, generation.texts[0], cfg))
+            answered, bad, failed = answer_all(backend, chunk, cfg, traces)
+            for prediction in answered:
+                predictions.write(prediction)
+            unusable.update(bad)
+            failures += failed
             bar.update(len(chunk))
         bar.close()
 
@@ -129,6 +121,27 @@ def _check(cfg: EvalConfig) -> None:
         raise ValueError("test_time_cot_distill needs teacher_traces (a teach stage's traces.jsonl)")
     if not Path(cfg.samples).exists():
         raise FileNotFoundError(f"{cfg.samples}: not found; run `sightsound prepare` first")
+
+
+def answer_all(backend, samples: list[Sample], cfg: EvalConfig, traces: dict[str, str] | None = None
+               ) -> tuple[list[Prediction], dict[str, str], int]:
+    """Ask each sample once, greedily: (predictions, unusable sample → why, backend failures)."""
+    requests, unusable = {}, {}
+    for sample in samples:
+        try:
+            requests[sample.id] = Request(sample.id, messages(sample, cfg, traces or {}))
+        except (media.MediaError, ValueError) as exc:  # cannot be asked: reported, not scored
+            unusable[sample.id] = str(exc)
+    by_id = {s.id: s for s in samples}
+    sampling = Sampling(n=1, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=0)
+    predictions, failures = [], 0
+    for generation in backend.generate(list(requests.values()), sampling):
+        if generation.error:  # left for the next run
+            failures += 1
+            continue
+        prompt = requests[generation.request_id].messages[0]["content"][-1]["text"]
+        predictions.append(predict(by_id[generation.request_id], prompt, generation.texts[0], cfg))
+    return predictions, unusable, failures
 
 
 def messages(sample: Sample, cfg: EvalConfig, traces: dict[str, str]) -> list[dict]:

@@ -1,0 +1,242 @@
+"""grpo: GRPO from the SFT student, rewarded against the teacher's labels (paper §3.3 eq. 2, §4.1).
+
+    sightsound grpo --config configs/sightsound-r1.yaml       # paper: G=8, lr 1e-6, T=1.0, beta 0.04, ≤1000 steps
+
+Each step takes `prompts_per_step` unanimous samples (the teacher's label is the target), samples
+`group_size` completions per prompt *with that prompt's audio*, scores them with the weighted
+rewards named in `rewards` (sightsound.rl.REWARDS: accuracy against the teacher label, format),
+normalizes advantages within each group, and minimizes eq. 2 — clipped ratio to the policy that
+sampled, plus beta times the k3 KL to a frozen reference: the SFT model (with LoRA GRPO, the same
+model with the GRPO adapter disabled). Log-probs are always computed with each sample's own audio
+features. Prompts are never truncated (that could cut the audio placeholders); completions stop at
+`max_completion_tokens`. Writes `RUN_DIR/grpo/` like the SFT stage: metrics.jsonl (+ TensorBoard),
+checkpoints (resumed from), best/ by validation accuracy, final/ (a full model, or an adapter).
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from sightsound import prompts, rl
+from sightsound.config import config_hash, save_config
+from sightsound.models.hf import HFBackend
+from sightsound.records import (JsonlWriter, Sample, mark_started, read_jsonl, read_manifest, sha256_file,
+                                stage_status, write_manifest)
+from sightsound.stages.sft import student_messages
+from sightsound.student import LoraConfig, add_lora, completion_logps, load_model
+from sightsound.training import (Batches, latest_checkpoint, open_board, read_state, save_checkpoint, save_model,
+                                 validate)
+
+
+@dataclass
+class GRPOConfig:
+    out: str = "runs/demo"  # the run directory (samples.jsonl, consensus.jsonl)
+    model: str = "runs/demo/sft/final"  # the SFT student: an adapter or a full folder
+    lora: LoraConfig = field(default_factory=lambda: LoraConfig(enabled=False))  # paper: full-parameter
+    rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0, "format": 1.0})
+    group_size: int = 8  # G (paper: 8)
+    prompts_per_step: int = 4  # per device (paper: 4 prompts x 8 completions on each of 6 GPUs)
+    lr: float = 1e-6  # paper
+    steps: int = 1000  # paper: up to 1000
+    temperature: float = 1.0  # paper
+    top_p: float = 1.0
+    max_completion_tokens: int = 256
+    epsilon: float = 0.2  # the clip range; not stated in the paper (TRL's default)
+    beta: float = 0.04  # paper
+    updates_per_batch: int = 1  # optimizer steps on each batch of completions (1: ratio = 1 at the step)
+    max_grad_norm: float = 1.0
+    dtype: str = "float32"
+    seed: int = 0
+    log_every: int = 1
+    save_every: int = 100
+    keep_checkpoints: int = 2
+    val_samples: str | None = None
+    val_every: int = 100
+    val_limit: int | None = 200
+    val_max_new_tokens: int = 256
+    subdir: str = "grpo"
+    progress: bool = True
+
+
+def main(cfg: GRPOConfig) -> dict:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    unknown = set(cfg.rewards) - set(rl.REWARDS)
+    if unknown:
+        raise ValueError(f"unknown rewards {sorted(unknown)} (known: {', '.join(rl.REWARDS)})")
+    run_dir, out = Path(cfg.out), Path(cfg.out) / cfg.subdir
+    items, inputs = load_prompts(run_dir)
+    digest = config_hash(cfg)
+    accelerator = Accelerator()
+    status = stage_status(run_dir, cfg.subdir, digest, inputs)
+    if status == "done":
+        accelerator.print(f"grpo: already done in {out}")
+        return read_manifest(run_dir, cfg.subdir)
+    if accelerator.is_main_process:
+        if status in ("new", "stale") and out.exists():
+            shutil.rmtree(out)
+        mark_started(run_dir, cfg.subdir, digest)
+        save_config(cfg, run_dir / "config" / f"{cfg.subdir}.yaml")
+    accelerator.wait_for_everyone()
+    started = time.time()
+    set_seed(cfg.seed)
+
+    policy, reference, processor = load_policy_and_reference(cfg)
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.0)
+    policy, optimizer = accelerator.prepare(policy, optimizer)
+    if reference is not None:
+        reference.to(accelerator.device)
+    state = {"step": 0, "best_accuracy": None, "best_step": None}
+    last = latest_checkpoint(out)
+    if last is not None:
+        accelerator.load_state(str(last / "state"))
+        state = read_state(last)
+        accelerator.print(f"grpo: resuming from {last} (step {state['step']})")
+
+    order = Batches(len(items), cfg.prompts_per_step * accelerator.num_processes, cfg.seed, state["step"])
+    metrics = JsonlWriter(out / "metrics.jsonl", id_of=lambda r: str(r["step"])) if accelerator.is_main_process else None
+    board = open_board(out) if accelerator.is_main_process else None
+    bar = tqdm(total=cfg.steps, initial=state["step"], desc="grpo", unit="step",
+               disable=not (cfg.progress and accelerator.is_main_process))
+    while state["step"] < cfg.steps:
+        batch = [items[i] for i in order.next()[accelerator.process_index::accelerator.num_processes]]
+        row = grpo_step(accelerator, policy, reference, processor, optimizer, trainable, batch, cfg, state["step"])
+        state["step"] += 1
+        row["step"] = state["step"]
+        bar.update(1)
+        if cfg.val_samples and (state["step"] % cfg.val_every == 0 or state["step"] == cfg.steps):
+            row["val_accuracy"] = validate(accelerator, policy, processor, cfg, "zero_shot_cot")
+            if state["best_accuracy"] is None or row["val_accuracy"] > state["best_accuracy"]:
+                state.update(best_accuracy=row["val_accuracy"], best_step=state["step"])
+                save_model(accelerator, policy, processor, out / "best")
+        if accelerator.is_main_process and (state["step"] % cfg.log_every == 0 or state["step"] == cfg.steps):
+            metrics.write(row)
+            for key, value in row.items():
+                if key != "step":
+                    board.add_scalar(f"grpo/{key}", value, state["step"])
+            bar.set_postfix(reward=f"{row['reward']:.3f}", kl=f"{row['kl']:.4f}")
+        if state["step"] % cfg.save_every == 0 or state["step"] == cfg.steps:
+            save_checkpoint(accelerator, policy, processor, out, state, cfg.keep_checkpoints)
+    bar.close()
+
+    save_model(accelerator, policy, processor, out / "final")
+    if not accelerator.is_main_process:
+        return {}
+    metrics.close()
+    board.close()
+    rows = list(read_jsonl(out / "metrics.jsonl"))
+    manifest = write_manifest(run_dir, cfg.subdir, config_hash=digest, inputs=inputs, started=started,
+                              counts={"prompts": len(items), "steps": state["step"],
+                                      "first_reward": rows[0]["reward"], "last_reward": rows[-1]["reward"],
+                                      "best_val_accuracy": state["best_accuracy"], "best_step": state["best_step"]},
+                              model=cfg.model)
+    print(f"grpo: {state['step']} steps; reward {rows[0]['reward']:.3f} → {rows[-1]['reward']:.3f} → {out}")
+    return manifest
+
+
+def load_prompts(run_dir: Path) -> tuple[list[tuple[Sample, object]], dict]:
+    """(sample, teacher label) for every unanimous sample, and the hashes of the files read."""
+    samples_path, consensus_path = run_dir / "samples.jsonl", run_dir / "consensus.jsonl"
+    if not consensus_path.exists():
+        raise FileNotFoundError(f"{consensus_path}: not found; run `sightsound teach` first")
+    samples = {s.id: s for s in read_jsonl(samples_path, Sample)}
+    items = [(samples[r["id"]], r["label"]) for r in read_jsonl(consensus_path) if r["unanimous"]]
+    if not items:
+        raise ValueError(f"{consensus_path}: no unanimous samples to train on")
+    return items, {str(samples_path): sha256_file(samples_path), str(consensus_path): sha256_file(consensus_path)}
+
+
+def load_policy_and_reference(cfg: GRPOConfig):
+    """The policy starts as the SFT model (an SFT adapter is merged into its base first). The
+    reference is that same model, frozen: a copy, or — with LoRA GRPO — the policy with its new
+    adapter disabled (no second copy in memory)."""
+    model, processor = load_model(cfg.model, cfg.dtype)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    if cfg.lora.enabled:
+        return add_lora(model, cfg.lora), None, processor
+    reference = copy.deepcopy(model).eval().requires_grad_(False)
+    return model.requires_grad_(True), reference, processor
+
+
+def grpo_step(accelerator, policy, reference, processor, optimizer, trainable, batch, cfg: GRPOConfig,
+              step: int) -> dict:
+    """Sample G completions per prompt, reward them, and take `updates_per_batch` optimizer steps."""
+    G = cfg.group_size
+    unwrapped = accelerator.unwrap_model(policy)
+    backend = HFBackend.from_loaded(unwrapped, processor)
+    prompt_inputs = backend.encode([student_messages(s, prompts.STUDENT_PROMPT) for s, _ in batch])
+    prompt_inputs = prompt_inputs.to(accelerator.device)
+    torch.manual_seed(cfg.seed * 1_000_003 + step * 97 + accelerator.process_index)
+    unwrapped.eval()
+    with torch.no_grad():
+        output = unwrapped.generate(**prompt_inputs, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
+                                    top_k=None, num_return_sequences=G, max_new_tokens=cfg.max_completion_tokens,
+                                    pad_token_id=processor.tokenizer.pad_token_id)
+    completion_ids = output[:, prompt_inputs["input_ids"].shape[1]:]  # [B*G, T]
+    mask = completion_mask(completion_ids, _eos_ids(unwrapped))  # [B*G, T]
+    texts = [processor.tokenizer.decode(ids[:n], skip_special_tokens=True)
+             for ids, n in zip(completion_ids, mask.sum(dim=1))]
+    labels = [label for _, label in batch for _ in range(G)]  # completion i answers prompt i // G
+    options = [sample.options for sample, _ in batch for _ in range(G)]
+    components = {name: torch.tensor([rl.REWARDS[name](t, lab, opt) for t, lab, opt in zip(texts, labels, options)])
+                  for name in cfg.rewards}
+    rewards = sum(cfg.rewards[name] * values for name, values in components.items())  # [B*G]
+    advantages = rl.group_advantages(rewards, G).to(accelerator.device)
+
+    policy.train()
+    with torch.no_grad():
+        old_logps = completion_logps(policy, prompt_inputs, completion_ids, repeats=G)
+        ref_logps = old_logps if cfg.beta == 0 else _reference_logps(policy, reference, prompt_inputs, completion_ids, G)
+    losses = []
+    for _ in range(cfg.updates_per_batch):
+        logps = completion_logps(policy, prompt_inputs, completion_ids, repeats=G)  # [B*G, T], with grad
+        loss = rl.grpo_loss(logps, old_logps, ref_logps, advantages, mask, epsilon=cfg.epsilon, beta=cfg.beta)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+
+    stats = rl.grpo_metrics(logps.detach(), old_logps, ref_logps, advantages, mask, epsilon=cfg.epsilon)
+    row = {"loss": sum(losses) / len(losses), "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
+           **{f"reward_{name}": float(values.mean()) for name, values in components.items()},
+           "kl": stats["kl"], "clip_fraction": stats["clip_fraction"],
+           "zero_variance_groups": rl.zero_variance_share(rewards, G),
+           "completion_length": float(mask.sum(dim=1).float().mean())}
+    if "accuracy" not in components:  # agreement with the teacher is logged even when not rewarded
+        row["reward_accuracy"] = sum(map(rl.accuracy_reward, texts, labels, options)) / len(texts)
+    return _mean_over_processes(accelerator, row)
+
+
+def completion_mask(completion_ids: torch.Tensor, eos_ids: list[int]) -> torch.Tensor:
+    """1 for every completion token up to and including the first EOS, 0 after it."""
+    is_eos = torch.isin(completion_ids, torch.tensor(eos_ids, device=completion_ids.device))  # [N, T]
+    after_first = (is_eos.cumsum(dim=1) - is_eos.long()) > 0  # tokens that follow an EOS
+    return (~after_first).long()
+
+
+def _eos_ids(model) -> list[int]:
+    eos = model.generation_config.eos_token_id
+    return eos if isinstance(eos, list) else [eos]
+
+
+def _reference_logps(policy, reference, prompt_inputs, completion_ids, G):
+    if reference is not None:
+        return completion_logps(reference, prompt_inputs, completion_ids, repeats=G)
+    with policy.disable_adapter():  # LoRA GRPO: the SFT model is the policy without its new adapter
+        return completion_logps(policy, prompt_inputs, completion_ids, repeats=G)
+
+
+def _mean_over_processes(accelerator, row: dict) -> dict:
+    values = torch.tensor(list(row.values()), dtype=torch.float64, device=accelerator.device)
+    return dict(zip(row, accelerator.gather(values).view(-1, len(row)).mean(dim=0).tolist()))
