@@ -179,9 +179,12 @@ def grpo_step(accelerator, policy, reference, processor, optimizer, trainable, b
     torch.manual_seed(cfg.seed * 1_000_003 + step * 97 + accelerator.process_index)
     unwrapped.eval()
     with torch.no_grad():
+        # A sampled media placeholder (<|AUDIO|>, ...) would make the scoring forward expect media
+        # it does not have, so such tokens are never sampled.
         output = unwrapped.generate(**prompt_inputs, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
                                     top_k=None, num_return_sequences=G, max_new_tokens=cfg.max_completion_tokens,
-                                    pad_token_id=processor.tokenizer.pad_token_id)
+                                    pad_token_id=processor.tokenizer.pad_token_id,
+                                    suppress_tokens=placeholder_ids(processor.tokenizer))
     completion_ids = output[:, prompt_inputs["input_ids"].shape[1]:]  # [B*G, T]
     mask = completion_mask(completion_ids, _eos_ids(unwrapped))  # [B*G, T]
     texts = [processor.tokenizer.decode(ids[:n], skip_special_tokens=True)
@@ -223,6 +226,16 @@ def completion_mask(completion_ids: torch.Tensor, eos_ids: list[int]) -> torch.T
     is_eos = torch.isin(completion_ids, torch.tensor(eos_ids, device=completion_ids.device))  # [N, T]
     after_first = (is_eos.cumsum(dim=1) - is_eos.long()) > 0  # tokens that follow an EOS
     return (~after_first).long()
+
+
+PLACEHOLDERS = ["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
+                "<|vision_end|>", "<|vision_pad|>", "<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>"]
+
+
+def placeholder_ids(tokenizer) -> list[int]:
+    """Ids of the multimodal placeholder tokens this tokenizer has."""
+    vocab = tokenizer.get_vocab()
+    return [vocab[t] for t in PLACEHOLDERS if t in vocab]
 
 
 def _eos_ids(model) -> list[int]:

@@ -1,0 +1,151 @@
+"""SFT and GRPO on the tiny student: learning signal, the audio-alignment trap, resume, pinned values."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from sightsound import rl
+from sightsound.models import ModelConfig, load_backend
+from sightsound.models.hf import HFBackend
+from sightsound.records import Sample, read_jsonl, read_manifest
+from sightsound.stages import evaluate, grpo, sft
+from sightsound.student import LoraConfig, add_lora, build_batch, completion_logps, load_model
+from tests.conftest import make_wav
+
+
+@pytest.fixture(scope="module")
+def toy_run(prepared, tmp_path_factory):
+    """A run directory with 16 samples, a corpus of short CoT traces and unanimous teacher labels."""
+    run = tmp_path_factory.mktemp("toy")
+    samples = list(read_jsonl(prepared / "samples.jsonl", Sample))[:16]
+    (run / "samples.jsonl").write_text("".join(json.dumps(s.__dict__) + "\n" for s in samples))
+    (run / "corpus.jsonl").write_text("".join(
+        json.dumps({"sample_id": s.id, "index": 0, "text": f"<think>I hear it.</think><answer>{'ABCD'[s.answer]}</answer>"})
+        + "\n" for s in samples))
+    (run / "consensus.jsonl").write_text("".join(
+        json.dumps({"id": s.id, "unanimous": True, "label": s.answer}) + "\n" for s in samples))
+    return run
+
+
+def sft_config(run, tiny_models, **kw):
+    kw = {"target": "cot", "steps": 4, "batch_size": 4, "lr": 1e-3, "log_every": 1, "save_every": 2,
+          "progress": False, **kw}
+    return sft.SFTConfig(out=str(run), model=str(tiny_models["student"]), **kw)
+
+
+def copy_run(toy_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(toy_run, run)
+    return run
+
+
+def test_lora_targets_the_language_model_only(tiny_models):
+    model, _ = load_model(tiny_models["student"])
+    model = add_lora(model, LoraConfig())
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trained and all("language_model" in n and "lora_" in n for n in trained)
+    assert not any("audio_tower" in n for n in trained)
+
+
+def test_labels_cover_the_response_only(tiny_models, toy_run):
+    _, processor = load_model(tiny_models["student"])
+    examples, _ = sft.load_examples(toy_run, "cot")
+    batch = build_batch(processor, examples[:3])
+    for row, (_, response) in zip(batch["labels"], examples[:3]):
+        kept = row[row != -100]
+        assert processor.tokenizer.decode(kept) == response + processor.tokenizer.eos_token
+
+
+def test_sft_loss_falls_and_the_checkpoint_evaluates(toy_run, tiny_models, tmp_path):
+    run = copy_run(toy_run, tmp_path)
+    manifest = sft.main(sft_config(run, tiny_models, steps=24, batch_size=8, save_every=100,
+                                   val_samples=str(run / "samples.jsonl"), val_every=12, val_limit=4,
+                                   val_max_new_tokens=4))
+    counts = manifest["counts"]
+    assert counts["last_loss"] < 0.6 * counts["first_loss"]
+    assert (run / "sft" / "final" / "adapter_config.json").exists() and (run / "sft" / "best").exists()
+    result = evaluate.main(evaluate.EvalConfig(samples=str(run / "samples.jsonl"), out=str(tmp_path / "eval"),
+                                               model=ModelConfig(model=str(run / "sft" / "final")), method="zero_shot_cot",
+                                               max_new_tokens=16, limit=4, progress=False))
+    assert result["count"] == 4
+
+
+def test_sft_resumes_from_its_last_checkpoint_to_the_same_weights(toy_run, tiny_models, tmp_path):
+    whole, cut = copy_run(toy_run, tmp_path / "whole"), copy_run(toy_run, tmp_path / "cut")
+    sft.main(sft_config(whole, tiny_models))
+    sft.main(sft_config(cut, tiny_models))
+    # as if killed after the checkpoint at step 2: later outputs and the manifest are gone
+    shutil.rmtree(cut / "sft" / "checkpoint-4")
+    shutil.rmtree(cut / "sft" / "final")
+    (cut / "manifests" / "sft.json").unlink()
+    sft.main(sft_config(cut, tiny_models))
+    a = _weights(whole / "sft" / "final")
+    b = _weights(cut / "sft" / "final")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
+    rows = list(read_jsonl(cut / "sft" / "metrics.jsonl"))
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_sft_two_seeded_steps_pin_their_losses(toy_run, tiny_models, tmp_path):
+    run = copy_run(toy_run, tmp_path)
+    sft.main(sft_config(run, tiny_models, steps=2, save_every=100))
+    losses = [r["loss"] for r in read_jsonl(run / "sft" / "metrics.jsonl")]
+    assert losses == pytest.approx(PINNED_SFT_LOSSES, abs=1e-4)
+
+
+PINNED_SFT_LOSSES = [6.596015, 6.622033]  # torch 2.13 CPU, seed 0, the tiny student of tiny.build_all(seed=0)
+
+
+def test_each_completion_is_scored_with_its_own_audio(tiny_models, tmp_path):
+    """The R1-AQA trap: with two prompts of different audio and G completions each, tiling the
+    audio with .repeat pairs completion 1 of prompt 0 with the audio of prompt 1."""
+    model, processor = load_model(tiny_models["student"])
+    model.eval()
+    backend = HFBackend.from_loaded(model, processor)
+    wavs = [make_wav(tmp_path / "low.wav", seconds=1.0, freq=200, rate=16_000),
+            make_wav(tmp_path / "high.wav", seconds=1.6, freq=3000, rate=16_000)]
+    messages = [[{"role": "user", "content": [{"type": "audio", "path": str(w)}, {"type": "text", "text": t}]}]
+                for w, t in zip(wavs, ["What do you hear?", "Which sound is it, and how loud?"])]
+    G = 2
+    completions = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16], [17, 18, 19, 20]])
+    with torch.no_grad():
+        batched = completion_logps(model, backend.encode(messages), completions, repeats=G)  # [4, 4]
+        for i in range(4):
+            alone = completion_logps(model, backend.encode([messages[i // G]]), completions[i:i + 1])
+            assert torch.allclose(batched[i], alone[0], atol=1e-5), i
+        tiled = dict(backend.encode(messages))  # what R1-AQA does: tokens interleaved, audio tiled
+        features = {k: tiled[k].repeat(G, *[1] * (tiled[k].dim() - 1)) for k in ("input_features", "feature_attention_mask")}
+        prompt = {k: v.repeat_interleave(G, dim=0) for k, v in tiled.items() if k not in features}
+        wrong = completion_logps(model, {**prompt, **features}, completions, repeats=1)
+    assert not torch.allclose(wrong[1], batched[1], atol=1e-3)  # completion 1 heard prompt 1's audio
+
+
+def test_completion_mask_runs_through_the_first_eos():
+    ids = torch.tensor([[4, 5, 2, 7, 2], [4, 5, 6, 7, 8], [2, 0, 0, 0, 0]])
+    assert grpo.completion_mask(ids, [2]).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
+
+
+def test_grpo_runs_logs_and_saves_a_loadable_model(toy_run, tiny_models, tmp_path):
+    run = copy_run(toy_run, tmp_path)
+    sft.main(sft_config(run, tiny_models, steps=2, save_every=100))
+    manifest = grpo.main(grpo.GRPOConfig(out=str(run), model=str(run / "sft" / "final"), steps=2, group_size=4,
+                                         prompts_per_step=2, lr=1e-4, max_completion_tokens=12, save_every=1,
+                                         progress=False))
+    rows = list(read_jsonl(run / "grpo" / "metrics.jsonl"))
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in ("reward", "reward_accuracy", "reward_format", "kl", "clip_fraction", "zero_variance_groups",
+                "completion_length", "loss"):
+        assert key in rows[0]
+    assert manifest["counts"]["steps"] == 2 and (run / "grpo" / "tensorboard").exists()
+    backend = load_backend(ModelConfig(model=str(run / "grpo" / "final")))
+    assert type(backend.model).__name__ == "Qwen2AudioForConditionalGeneration"
+    assert read_manifest(run, "grpo")["counts"]["prompts"] == 16
