@@ -4,6 +4,8 @@
     sightsound prepare --dataset synth --root runs/world --split train --out runs/demo
     sightsound tiny-models --out runs/tiny
     sightsound teach --out runs/demo model.model=runs/tiny/teacher n=4
+    sightsound verify --out runs/demo --checker local model.model=runs/tiny/student
+    sightsound verifier train --calibration calibration.jsonl --out runs/verifier audio_encoder=runs/tiny/student
     sightsound eval --samples runs/mmau/samples.jsonl --out runs/eval/mmau-direct method=direct
     sightsound report runs/eval/*/result.json --out runs/report.md
     sightsound score predictions.jsonl --out result.json --scorer mmau
@@ -58,6 +60,34 @@ def _report(args):
     print(report.write_report(args.results, args.out))
 
 
+def _verify(args):
+    from sightsound.stages import verify
+
+    cfg = load_config(verify.VerifyConfig, args.config, args.overrides, section="verify",
+                      values={"out": args.out, "checker": args.checker})
+    verify.main(cfg)
+
+
+def _verifier_train(args):
+    from sightsound import verifier
+
+    cfg = load_config(verifier.TrainConfig, None, args.overrides,
+                      values={"calibration": args.calibration, "from_run": args.from_run, "out": args.out})
+    verifier.train(cfg)
+
+
+def _sft(args):
+    from sightsound.stages import sft
+
+    sft.main(load_config(sft.SFTConfig, args.config, args.overrides, section="sft", values={"out": args.out}))
+
+
+def _grpo(args):
+    from sightsound.stages import grpo
+
+    grpo.main(load_config(grpo.GRPOConfig, args.config, args.overrides, section="grpo", values={"out": args.out}))
+
+
 def _tiny_models(args):
     from sightsound.models import tiny
 
@@ -103,6 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_teach)
     stages.append(p)
 
+    p = sub.add_parser("sft", help="LoRA SFT of the student on verified traces (or labels) → sft/")
+    p.add_argument("--out", help="run directory")
+    p.set_defaults(func=_sft)
+    stages.append(p)
+
+    p = sub.add_parser("grpo", help="GRPO from the SFT student against the teacher's labels → grpo/")
+    p.add_argument("--out", help="run directory")
+    p.set_defaults(func=_grpo)
+    stages.append(p)
+
     p = sub.add_parser("eval", help="a model on a prepared benchmark with one of the paper's methods")
     p.add_argument("--samples", help="a prepared benchmark's samples.jsonl")
     p.add_argument("--out", help="output folder (predictions.jsonl, result.json)")
@@ -110,9 +150,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_eval)
     stages.append(p)
 
+    p = sub.add_parser("verify", help="a checker that hears says yes/no to each trace → verdicts.jsonl, corpus.jsonl")
+    p.add_argument("--out", help="run directory (holding traces.jsonl, consensus.jsonl)")
+    p.add_argument("--checker", help="local | api | trained")
+    p.set_defaults(func=_verify)
+    stages.append(p)
+
     for p in stages:
         p.add_argument("--config", help="YAML config file")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+    p = sub.add_parser("verifier", help="the lightweight audio-text verifier (checker=trained)")
+    verifier_sub = p.add_subparsers(dest="verifier_command", metavar="COMMAND", required=True)
+    p = verifier_sub.add_parser("train", help="train it on a calibration set; reports rejection precision/recall")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--calibration", help="JSONL lines with audio, text, label (true = supported by the audio)")
+    source.add_argument("--from-run", help="a run directory whose verdicts.jsonl gives the labels")
+    p.add_argument("--out", required=True, help="folder the verifier is saved to")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="training settings (audio_encoder=..., rank=, steps=, holdout=, seed=, ...)")
+    p.set_defaults(func=_verifier_train)
 
     p = sub.add_parser("tiny-models", help="build tiny real-class Qwen models (tests and the CPU demo)")
     p.add_argument("--out", required=True, help="output folder")

@@ -28,3 +28,14 @@ def test_paper_config_matches_the_paper():
     assert teach.model.model == "Qwen/Qwen2.5-VL-32B-Instruct" and teach.n >= 2
     prepare = load_config(SECTIONS["prepare"], path, section="prepare")
     assert (prepare.dataset, prepare.split) == ("avqa", "train")
+
+
+ACCELERATE = sorted((Path(__file__).resolve().parents[1] / "configs" / "accelerate").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", ACCELERATE, ids=lambda p: p.name)
+def test_accelerate_configs_load(path):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    config = ClusterConfig.from_yaml_file(str(path))
+    assert config.num_processes >= 2

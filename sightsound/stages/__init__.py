@@ -6,7 +6,11 @@ down: set up, loop over records, save, write the manifest last.
 
 from sightsound.datasets.synth import SynthConfig
 from sightsound.stages.evaluate import EvalConfig
+from sightsound.stages.grpo import GRPOConfig
 from sightsound.stages.prepare import PrepareConfig
+from sightsound.stages.sft import SFTConfig
 from sightsound.stages.teach import TeachConfig
+from sightsound.stages.verify import VerifyConfig
 
-SECTIONS = {"synth": SynthConfig, "prepare": PrepareConfig, "teach": TeachConfig, "eval": EvalConfig}
+SECTIONS = {"synth": SynthConfig, "prepare": PrepareConfig, "teach": TeachConfig, "verify": VerifyConfig,
+            "sft": SFTConfig, "grpo": GRPOConfig, "eval": EvalConfig}

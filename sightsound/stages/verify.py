@@ -1,0 +1,295 @@
+"""verify: a checker that can hear says yes or no to each teacher trace against the real audio (AGFV, §3.2).
+
+    sightsound verify --config configs/demo.yaml                 # the checker the config names
+    sightsound verify --out runs/demo checker=trained verifier=runs/verifier
+    sightsound verify --config configs/sightsound-r1.yaml        # GPT-4o-audio, key from OPENAI_API_KEY
+
+Reads `samples.jsonl`, `traces.jsonl` and `consensus.jsonl` of the run directory and checks every
+trace of every unanimous sample. Writes `verdicts.jsonl` (one line per trace: `sample_id`,
+`index`, `accept`, `score`, `reply`, `checker`) and then the fact-checked corpus D_FC,
+`corpus.jsonl`: one line per accepted trace holding what SFT trains (audio, question) → trace on,
+so that it joins no files: `id`, `sample_id`, `index`, `dataset`, `split`, `category`, `audio`,
+`question`, `options`, `text` (the whole trace), `label` and `label_text` (the teacher's unanimous
+answer). The manifest, written last, has the acceptance rate overall and per category and — where
+samples carry the synthetic world's ground truth (`meta["facts"]`) — TP/FP/FN/TN, precision and
+recall of rejecting the traces that claim sounds the clip does not contain (`synth.hallucinated`).
+
+What a checker is shown: the trace's reasoning, `answers.think_text` (its <think> block, or the
+text before <answer> when there is none), inside prompts.CHECKER_PROMPT, with the clip's audio.
+The claims about sounds are in the reasoning; the answer is a bare option letter that means nothing
+without the question, and would invite the checker to judge the answer instead of the claims.
+
+Checkers, chosen by `checker` (CHECKERS; to add one, write a class and add an entry):
+
+- `local`: an audio LM (Qwen2-Audio, or Qwen2.5-Omni's thinker) through `model` (the HF backend;
+  a served model with log-probs works too). The decision comes from the probabilities of "yes" and
+  "no" as the reply's first token (`backend.yes_probability`): accept when P(yes) / (P(yes) + P(no))
+  ≥ `threshold`; never from parsing generated text. `score` is that share, `reply` "p_yes=0.7312".
+- `api`: an audio LM behind an OpenAI-compatible API (paper: GPT-4o-audio), greedy (temperature 0),
+  the audio sent as `input_audio`. The reply decides, read by a strict grammar (`parse_reply`):
+  after optional dressing (spaces, quotes, `*`, backticks, brackets), the first word must be "yes"
+  or "no" in any case, followed by nothing but dressing, or by one of `. , ! ; :` or a line break
+  and then anything (an explanation). So "Yes", "no.", "**No**, the drum is silent." parse;
+  "Yes and no", "I think yes", "The answer is yes", "Yesterday", "y" do not. An unparseable reply
+  is a rejection (accept=false) whose `reply` is the raw text behind the marker "[unparseable] ",
+  and is counted in the manifest. `api_logprobs: true` adds a second, one-token request per trace
+  for P(yes) from the server's log-probs as `score` (where the server gives them); the decision
+  stays the parsed text.
+- `trained`: the cost-sensitive verifier trained on a calibration set (sightsound/verifier.py);
+  `score` is its P(accept), accepted at ≥ `threshold`, `reply` "p_accept=0.8120".
+
+Traces go to the checker in chunks of `chunk`, and each chunk's verdicts are appended as soon as
+it returns, so an interrupted run loses at most one chunk and a rerun checks only the traces
+without a verdict. A trace whose request failed (after the backend's own retries) or whose audio
+file is missing gets no verdict: it is logged in `verify_errors.jsonl` and retried by the next run,
+and no corpus or manifest is written while any is pending.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from sightsound import answers, prompts
+from sightsound.config import config_hash, save_config
+from sightsound.datasets import synth
+from sightsound.models import ModelConfig, Request, Sampling, load_backend
+from sightsound.records import (JsonlWriter, Sample, Trace, Verdict, mark_started, read_jsonl, read_manifest,
+                                sha256_file, stage_status, write_manifest)
+from sightsound.verifier import rejection_metrics
+
+UNPARSEABLE = "[unparseable] "  # starts the `reply` of an api verdict whose text was neither yes nor no
+
+
+@dataclass
+class VerifyConfig:
+    out: str = "runs/demo"  # the run directory: reads samples/traces/consensus, writes verdicts/corpus
+    checker: str = "local"  # a key of CHECKERS: local | api | trained
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(model="runs/tiny/student"))  # local, api
+    verifier: str = "runs/verifier"  # trained: the folder `sightsound verifier train` wrote
+    threshold: float = 0.5  # local, trained: accept when the probability is at least this
+    max_new_tokens: int = 16  # api: the reply's length (only its first word decides)
+    api_logprobs: bool = False  # api: also ask for P(yes) from log-probs as `score` (one more request each)
+    device: str | None = None  # trained: where its audio encoder runs (None: cuda when available)
+    chunk: int = 64  # traces per checker call; verdicts are written after each
+    limit: int | None = None  # only the first N unanimous samples
+    progress: bool = True
+
+
+def main(cfg: VerifyConfig) -> dict:
+    run_dir = Path(cfg.out)
+    paths = {name: run_dir / f"{name}.jsonl" for name in ("samples", "traces", "consensus")}
+    for name, path in paths.items():
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: not found; run `sightsound {'prepare' if name == 'samples' else 'teach'}` first")
+    if cfg.checker not in CHECKERS:
+        raise ValueError(f"unknown checker {cfg.checker!r} (known: {', '.join(CHECKERS)})")
+    inputs = {str(p): sha256_file(p) for p in paths.values()}
+    if cfg.checker == "trained":  # verdicts depend on the verifier's weights too
+        inputs |= {str(p): sha256_file(p) for p in sorted(Path(cfg.verifier).glob("*")) if p.is_file()}
+    digest = config_hash(cfg, exclude=("out", "progress", "chunk"))  # chunking changes no verdict
+    status = stage_status(run_dir, "verify", digest, inputs)
+    if status == "done":
+        manifest = read_manifest(run_dir, "verify")
+        print(f"verify: already done in {run_dir} ({manifest['counts']['accepted']} traces accepted)")
+        return manifest
+    verdicts_path, errors_path = run_dir / "verdicts.jsonl", run_dir / "verify_errors.jsonl"
+    if status in ("new", "stale"):
+        for path in (verdicts_path, errors_path, run_dir / "corpus.jsonl"):
+            path.unlink(missing_ok=True)
+    mark_started(run_dir, "verify", digest)
+    save_config(cfg, run_dir / "config" / "verify.yaml")
+    started = time.time()
+
+    samples = {s.id: s for s in read_jsonl(paths["samples"], Sample)}
+    consensus = [row for row in read_jsonl(paths["consensus"]) if row["unanimous"]][: cfg.limit]
+    kept = {row["id"] for row in consensus}
+    items = [(samples[t.sample_id], t) for t in read_jsonl(paths["traces"], Trace) if t.sample_id in kept]
+    checker = None  # loaded only if something is left to check
+    with JsonlWriter(verdicts_path) as verdicts, JsonlWriter(errors_path) as errors:
+        bar = tqdm(total=len(items), desc=f"verify ({cfg.checker})", unit="trace", disable=not cfg.progress)
+        for start in range(0, len(items), cfg.chunk):
+            chunk = items[start:start + cfg.chunk]
+            todo = [(s, t) for s, t in chunk if t.id not in verdicts]
+            bar.update(len(chunk) - len(todo))
+            audible = []
+            for sample, trace in todo:
+                if sample.audio and Path(sample.audio).exists():
+                    audible.append((sample, trace))
+                else:
+                    errors.write(_error(trace, f"audio file {sample.audio} not found"))
+            if audible:
+                checker = checker or CHECKERS[cfg.checker](cfg)
+                for (sample, trace), result in zip(audible, checker(audible), strict=True):
+                    if isinstance(result, Verdict):
+                        verdicts.write(result)
+                    else:
+                        errors.write(_error(trace, result))
+            bar.update(len(todo))
+        bar.close()
+
+    return _finish(run_dir, cfg, digest, inputs, started, items, {row["id"]: row for row in consensus})
+
+
+def checker_messages(sample: Sample, trace: Trace) -> list[dict]:
+    """The clip's audio and the yes/no question about the trace's reasoning, as one user turn."""
+    text = prompts.CHECKER_PROMPT.format(trace=answers.think_text(trace.text))
+    return [{"role": "user", "content": [{"type": "audio", "path": sample.audio}, {"type": "text", "text": text}]}]
+
+
+def _requests(items) -> list[Request]:
+    return [Request(trace.id, checker_messages(sample, trace)) for sample, trace in items]
+
+
+def _error(trace: Trace, reason: str) -> dict:
+    return {"id": f"{trace.id}@{time.time()}", "sample_id": trace.sample_id, "index": trace.index, "error": reason}
+
+
+# --- checkers: each is called with a chunk of (sample, trace) pairs and returns, in order, a
+# Verdict or a string saying why that trace got none (it is then retried on the next run) ---------
+
+
+class LocalChecker:
+    """Accept when P(yes) at the reply's first token reaches the threshold."""
+
+    def __init__(self, cfg: VerifyConfig):
+        self.backend = load_backend(cfg.model)
+        self.threshold = cfg.threshold
+
+    def __call__(self, items) -> list:
+        results = []
+        for (sample, trace), p_yes in zip(items, self.backend.yes_probability(_requests(items)), strict=True):
+            if p_yes is None:  # a served model that gave no log-probs for this request
+                results.append("no yes/no probabilities came back")
+                continue
+            results.append(Verdict(sample.id, trace.index, p_yes >= self.threshold, float(p_yes),
+                                   f"p_yes={p_yes:.4f}", "local"))
+        return results
+
+
+_REPLY = re.compile(r"""[\s"'*`(\[]*(yes|no)[\s"'*`)\]]*(?:[.,!;:\n].*)?""", re.IGNORECASE | re.DOTALL)
+
+
+def parse_reply(text: str) -> str | None:
+    """'yes' or 'no' when the reply follows the strict grammar in the module doc, else None."""
+    match = _REPLY.fullmatch(text or "")
+    return match.group(1).lower() if match else None
+
+
+class ApiChecker:
+    """Greedy reply of an audio LM API, parsed strictly; unparseable replies are rejections."""
+
+    def __init__(self, cfg: VerifyConfig):
+        self.backend = load_backend(cfg.model)
+        self.sampling = Sampling(n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens)
+        self.logprobs = cfg.api_logprobs
+
+    def __call__(self, items) -> list:
+        requests = _requests(items)
+        generations = {g.request_id: g for g in self.backend.generate(requests, self.sampling)}
+        scores = self.backend.yes_probability(requests) if self.logprobs else [None] * len(items)
+        results = []
+        for (sample, trace), score in zip(items, scores, strict=True):
+            generation = generations[trace.id]
+            if generation.error or not generation.texts:
+                results.append(generation.error or "no reply came back")
+                continue
+            reply = generation.texts[0]
+            word = parse_reply(reply)
+            results.append(Verdict(sample.id, trace.index, word == "yes", score,
+                                   reply if word else UNPARSEABLE + reply, "api"))
+        return results
+
+
+class TrainedChecker:
+    """The lightweight audio–text verifier: accept when its P(accept) reaches the threshold."""
+
+    def __init__(self, cfg: VerifyConfig):
+        from sightsound.verifier import Verifier
+
+        self.verifier = Verifier.load(cfg.verifier, device=cfg.device)
+        self.threshold = cfg.threshold
+
+    def __call__(self, items) -> list:
+        scores = self.verifier.predict([s.audio for s, _ in items], [t.text for _, t in items])
+        return [Verdict(sample.id, trace.index, bool(p >= self.threshold), float(p), f"p_accept={p:.4f}", "trained")
+                for (sample, trace), p in zip(items, scores, strict=True)]
+
+
+CHECKERS = {"local": LocalChecker, "api": ApiChecker, "trained": TrainedChecker}
+
+
+# --- the summary and the corpus ----------------------------------------------------------------
+
+
+def _finish(run_dir: Path, cfg: VerifyConfig, digest: str, inputs: dict, started: float, items,
+            consensus: dict) -> dict:
+    wanted = {t.id for _, t in items}
+    found = {v.id: v for v in read_jsonl(run_dir / "verdicts.jsonl", Verdict) if v.id in wanted}
+    judged = [(s, t, found[t.id]) for s, t in items if t.id in found]
+    accepted = [(s, t) for s, t, v in judged if v.accept]
+    counts = {
+        "samples": len(consensus),
+        "traces": len(items),
+        "pending": len(items) - len(judged),
+        "accepted": len(accepted),
+        "rejected": len(judged) - len(accepted),
+        "acceptance_rate": _rate(len(accepted), len(judged)),
+        "unparseable": sum(v.reply.startswith(UNPARSEABLE) for _, _, v in judged),
+    }
+    if counts["pending"]:
+        print(f"verify: {counts['pending']} traces got no verdict and will be retried on the next run "
+              f"(see {run_dir / 'verify_errors.jsonl'}); no corpus or manifest written")
+        return {"counts": counts}
+
+    per_category = {}
+    totals, taken = Counter(s.category for s, _, _ in judged), Counter(s.category for s, _ in accepted)
+    for category in sorted(totals):
+        per_category[category] = {"traces": totals[category], "accepted": taken[category],
+                                  "acceptance_rate": _rate(taken[category], totals[category])}
+    with_facts = [(s, t, v) for s, t, v in judged if s.meta.get("facts")]
+    quality = None
+    if with_facts:  # ground truth: a trace claiming a sound the clip does not contain should be rejected
+        hallucinated = [synth.hallucinated(t.text, s.meta["facts"]) for s, t, _ in with_facts]
+        quality = {"traces": len(with_facts), "hallucinated": sum(hallucinated),
+                   **rejection_metrics(hallucinated, [not v.accept for _, _, v in with_facts])}
+
+    _write_corpus(run_dir / "corpus.jsonl", accepted, consensus)
+    manifest = write_manifest(run_dir, "verify", config_hash=digest, inputs=inputs, counts=counts, started=started,
+                              checker=cfg.checker, model=cfg.model.model if cfg.checker != "trained" else None,
+                              verifier=cfg.verifier if cfg.checker == "trained" else None,
+                              per_category=per_category, quality=quality)
+    print(f"verify ({cfg.checker}): {counts['accepted']} of {counts['traces']} traces accepted "
+          f"({counts['acceptance_rate']:.0%}) from {counts['samples']} unanimous samples"
+          + (f"; {counts['unparseable']} replies unparseable" if counts["unparseable"] else ""))
+    for category, row in per_category.items():
+        print(f"  {category}: {row['accepted']}/{row['traces']} ({row['acceptance_rate']:.0%})")
+    if quality:
+        print(f"  against ground truth, rejecting hallucinated traces: precision {quality['precision']} "
+              f"recall {quality['recall']} (TP {quality['tp']} FP {quality['fp']} FN {quality['fn']} TN {quality['tn']})")
+    return manifest
+
+
+def _rate(part: int, whole: int) -> float:
+    return round(part / whole, 4) if whole else 0.0
+
+
+def _write_corpus(path: Path, accepted, consensus: dict) -> None:
+    """All accepted traces at once, atomically: the corpus is whole or absent."""
+    lines = []
+    for sample, trace in accepted:
+        row = consensus[sample.id]
+        lines.append({"id": trace.id, "sample_id": sample.id, "index": trace.index, "dataset": sample.dataset,
+                      "split": sample.split, "category": sample.category, "audio": sample.audio,
+                      "question": sample.question, "options": sample.options, "text": trace.text,
+                      "label": row["label"], "label_text": row["label_text"]})
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
+    os.replace(tmp, path)
