@@ -133,7 +133,8 @@ def completion_logps(model, prompt_inputs, completion_ids: torch.Tensor, repeats
     inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(completion_ids)], dim=1)
     if "mm_token_type_ids" in inputs:
         inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(completion_ids)], dim=1)
-    if model.config.model_type == "qwen2_audio":  # positions as generate() counts them: pads take none
+    inner = getattr(model, "module", model)  # DDP and DeepSpeed wrap the model; its config is inside
+    if inner.config.model_type == "qwen2_audio":  # positions as generate() counts them: pads take none
         inputs["position_ids"] = (inputs["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
     logits = model(**inputs).logits[:, prompt_len - 1:-1, :].float()  # [N, T_c, V]: position t predicts t+1
     return torch.log_softmax(logits, dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)

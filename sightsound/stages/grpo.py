@@ -198,11 +198,14 @@ def grpo_step(accelerator, policy, reference, processor, optimizer, trainable, b
 
     policy.train()
     with torch.no_grad():
-        old_logps = completion_logps(policy, prompt_inputs, completion_ids, repeats=G)
-        ref_logps = old_logps if cfg.beta == 0 else _reference_logps(policy, reference, prompt_inputs, completion_ids, G)
-    losses = []
+        ref_logps = None if cfg.beta == 0 else _reference_logps(policy, unwrapped, reference, prompt_inputs,
+                                                                completion_ids, G)
+    old_logps, losses = None, []
     for _ in range(cfg.updates_per_batch):
         logps = completion_logps(policy, prompt_inputs, completion_ids, repeats=G)  # [B*G, T], with grad
+        if old_logps is None:  # before the first update the policy is the one that sampled: no extra pass
+            old_logps = logps.detach()
+            ref_logps = old_logps if ref_logps is None else ref_logps  # beta = 0: the KL term is off anyway
         loss = rl.grpo_loss(logps, old_logps, ref_logps, advantages, mask, epsilon=cfg.epsilon, beta=cfg.beta)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
@@ -243,10 +246,11 @@ def _eos_ids(model) -> list[int]:
     return eos if isinstance(eos, list) else [eos]
 
 
-def _reference_logps(policy, reference, prompt_inputs, completion_ids, G):
+def _reference_logps(policy, unwrapped, reference, prompt_inputs, completion_ids, G):
+    """The frozen reference's log-probs (`unwrapped` is the policy without its DDP/DeepSpeed wrapper)."""
     if reference is not None:
         return completion_logps(reference, prompt_inputs, completion_ids, repeats=G)
-    with policy.disable_adapter():  # LoRA GRPO: the SFT model is the policy without its new adapter
+    with unwrapped.disable_adapter():  # LoRA GRPO: the SFT model is the policy without its new adapter
         return completion_logps(policy, prompt_inputs, completion_ids, repeats=G)
 
 
