@@ -2,7 +2,7 @@
 
     pip install -e '.[bench]'                     # TRL 1.16 (and `datasets`)
     python benchmarks/grpo_step.py [--prompts 4] [--group 8] [--completion-tokens 64] [--steps 3] [--rounds 2]
-                                   [--phases] [--what-if]
+                                   [--phases]
 
 The model is a tiny Qwen2ForCausalLM (hidden 128, 4 layers, the byte-level BPE tokenizer with Qwen's
 special tokens and chat template from `sightsound.models.tiny`), saved to a temporary folder so that
@@ -54,8 +54,6 @@ see how the log-prob passes and their memory scale with a realistic vocabulary.
 
 `--phases` also prints where each side's step CPU time goes (TRL's pieces are timed by wrapping its
 `_generate`, `_calculate_rewards`, `_get_per_token_logps_and_entropies` and `accelerator.backward`).
-`--what-if` adds "ours, no old pass": ours with `old_logps = logps.detach()` instead of a separate
-no-grad forward, which is what TRL does when each batch gets one update (ratio = 1 at the step).
 """
 
 from __future__ import annotations
@@ -224,14 +222,10 @@ def run_ours(args) -> dict:
 
         policy.train()
         with torch.no_grad():
-            if not args.no_old_pass:
-                old_logps = completion_logps(policy, prompt_inputs, completion_ids, repeats=G)
-                t = _lap(phases, "old log-probs (no grad)", t)
             ref_logps = completion_logps(reference, prompt_inputs, completion_ids, repeats=G)
             t = _lap(phases, "reference log-probs (no grad)", t)
         logps = completion_logps(policy, prompt_inputs, completion_ids, repeats=G)
-        if args.no_old_pass:  # what-if: one update per batch, so the sampling policy IS the current one
-            old_logps = logps.detach()
+        old_logps = logps.detach()  # as grpo_step: before the update the policy is the one that sampled
         loss = rl.grpo_loss(logps, old_logps, ref_logps, advantages, mask, epsilon=0.2, beta=args.beta)
         t = _lap(phases, "policy forward + loss", t)
         accelerator.backward(loss)
@@ -396,14 +390,10 @@ def main() -> None:
     parser.add_argument("--no-trl-default", action="store_true",
                         help="skip the extra TRL variant with its default gradient checkpointing")
     parser.add_argument("--phases", action="store_true", help="print where each side's step CPU time goes")
-    parser.add_argument("--what-if", action="store_true",
-                        help="also run ours with old log-probs = logps.detach() (no extra forward), as TRL does "
-                             "with one update per batch")
     parser.add_argument("--side", choices=["ours", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--trl-gradient-checkpointing", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--no-old-pass", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.side:  # a child: one side, results as JSON
@@ -417,8 +407,6 @@ def main() -> None:
     variants = {"ours": ("ours", []), "TRL": ("trl", [])}
     if not args.no_trl_default:
         variants["TRL grad-ckpt"] = ("trl", ["--trl-gradient-checkpointing"])
-    if args.what_if:
-        variants["ours, no old pass"] = ("ours", ["--no-old-pass"])
     results = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
