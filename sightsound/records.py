@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,6 +254,27 @@ def stage_status(run_dir, stage: str, config_hash: str, inputs: dict) -> str:
     if started.exists() and started.read_text().strip() == config_hash:
         return "resume"
     return "new"
+
+
+def begin_stage(run_dir, stage: str, cfg, digest: str, inputs: dict, outputs: list[Path]) -> dict | None:
+    """The stage's manifest when it already finished with this config and these inputs (nothing to
+    do). Otherwise get ready to run: outputs left by another config or other inputs are removed
+    (an interrupted run's, with this config, are kept to be resumed), the start is marked and the
+    resolved config saved as `RUN_DIR/config/<stage>.yaml`."""
+    from sightsound.config import save_config
+
+    status = stage_status(run_dir, stage, digest, inputs)
+    if status == "done":
+        return read_manifest(run_dir, stage)
+    if status in ("new", "stale"):
+        for path in map(Path, outputs):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    mark_started(run_dir, stage, digest)
+    save_config(cfg, Path(run_dir) / "config" / f"{stage}.yaml")
+    return None
 
 
 def mark_started(run_dir, stage: str, config_hash: str) -> None:

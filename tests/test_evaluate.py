@@ -7,7 +7,7 @@ import pytest
 from sightsound import report
 from sightsound.cli import main as cli
 from sightsound.models import ModelConfig
-from sightsound.records import Prediction, Sample, read_jsonl, read_manifest, write_json
+from sightsound.records import Prediction, Sample, read_jsonl
 from sightsound.stages import evaluate
 
 

@@ -25,10 +25,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sightsound import answers, media, prompts, scoring
-from sightsound.config import config_hash, save_config
+from sightsound.config import config_hash
 from sightsound.models import ModelConfig, Request, Sampling, load_backend
-from sightsound.records import (JsonlWriter, Prediction, Sample, mark_started, read_jsonl, read_manifest,
-                                sha256_file, stage_status, write_json, write_manifest)
+from sightsound.records import (JsonlWriter, Prediction, Sample, begin_stage, read_jsonl, read_manifest,
+                                sha256_file, write_json, write_manifest)
 
 METHODS = ("direct", "zero_shot_cot", "zero_shot_audio_cot", "test_time_cot_distill")
 
@@ -69,15 +69,11 @@ def main(cfg: EvalConfig) -> dict:
     if cfg.teacher_traces:
         inputs[cfg.teacher_traces] = sha256_file(cfg.teacher_traces)
     digest = config_hash(cfg)
-    status = stage_status(out, "eval", digest, inputs)
-    if status == "done":
-        print(f"eval: already done in {out}")
-        return read_manifest(out, "eval")
     predictions_path = out / "predictions.jsonl"
-    if status in ("new", "stale"):
-        predictions_path.unlink(missing_ok=True)
-    mark_started(out, "eval", digest)
-    save_config(cfg, out / "config" / "eval.yaml")
+    manifest = begin_stage(out, "eval", cfg, digest, inputs, [predictions_path])
+    if manifest is not None:
+        print(f"eval: already done in {out}")
+        return manifest
     started = time.time()
 
     samples = list(read_jsonl(samples_path, Sample))[: cfg.limit]

@@ -20,10 +20,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sightsound import datasets, media
-from sightsound.config import config_hash, save_config
+from sightsound.config import config_hash
 from sightsound.datasets import Entry, Skip
-from sightsound.records import (JsonlWriter, mark_started, read_jsonl, read_manifest, sha256_file,
-                                stage_status, write_manifest)
+from sightsound.records import (JsonlWriter, begin_stage, read_jsonl, sha256_file, write_manifest)
 
 
 @dataclass
@@ -44,17 +43,11 @@ def main(cfg: PrepareConfig) -> dict:
     metadata = datasets.read(cfg.dataset, cfg.root, cfg.split)
     inputs = {str(f): sha256_file(f) for f in metadata.files}
     digest = config_hash(cfg)
-    status = stage_status(run_dir, "prepare", digest, inputs)
-    if status == "done":
-        manifest = read_manifest(run_dir, "prepare")
+    samples_path, skipped_path = run_dir / "samples.jsonl", run_dir / "skipped.jsonl"
+    manifest = begin_stage(run_dir, "prepare", cfg, digest, inputs, [samples_path, skipped_path])
+    if manifest is not None:
         print(f"prepare: already done in {run_dir} ({manifest['counts']['samples']} samples)")
         return manifest
-    samples_path, skipped_path = run_dir / "samples.jsonl", run_dir / "skipped.jsonl"
-    if status in ("new", "stale"):  # outputs from another config or input are not resumed
-        samples_path.unlink(missing_ok=True)
-        skipped_path.unlink(missing_ok=True)
-    mark_started(run_dir, "prepare", digest)
-    save_config(cfg, run_dir / "config" / "prepare.yaml")
     started = time.time()
 
     media_root = Path(cfg.media or cfg.root)

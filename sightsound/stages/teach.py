@@ -24,10 +24,10 @@ import numpy as np
 from tqdm import tqdm
 
 from sightsound import answers, media, prompts
-from sightsound.config import config_hash, save_config
+from sightsound.config import config_hash
 from sightsound.models import ModelConfig, Request, Sampling, load_backend
-from sightsound.records import (JsonlWriter, Sample, Trace, mark_started, read_jsonl, read_manifest,
-                                sha256_file, stage_status, write_manifest)
+from sightsound.records import (JsonlWriter, Sample, Trace, begin_stage, read_jsonl, sha256_file,
+                                write_manifest)
 
 
 @dataclass
@@ -56,17 +56,12 @@ def main(cfg: TeachConfig) -> dict:
         raise ValueError(f"unknown teacher prompt {cfg.prompt!r} (known: {', '.join(prompts.TEACHER_PROMPTS)})")
     inputs = {str(samples_path): sha256_file(samples_path)}
     digest = config_hash(cfg)
-    status = stage_status(run_dir, "teach", digest, inputs)
-    if status == "done":
-        manifest = read_manifest(run_dir, "teach")
+    traces_path, consensus_path = run_dir / "traces.jsonl", run_dir / "consensus.jsonl"
+    manifest = begin_stage(run_dir, "teach", cfg, digest, inputs,
+                           [traces_path, consensus_path, run_dir / "teach_errors.jsonl"])
+    if manifest is not None:
         print(f"teach: already done in {run_dir} ({manifest['counts']['unanimous']} unanimous samples)")
         return manifest
-    traces_path, consensus_path = run_dir / "traces.jsonl", run_dir / "consensus.jsonl"
-    if status in ("new", "stale"):
-        for path in (traces_path, consensus_path, run_dir / "teach_errors.jsonl"):
-            path.unlink(missing_ok=True)
-    mark_started(run_dir, "teach", digest)
-    save_config(cfg, run_dir / "config" / "teach.yaml")
     started = time.time()
 
     samples = list(read_jsonl(samples_path, Sample))[: cfg.limit]

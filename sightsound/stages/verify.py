@@ -58,11 +58,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sightsound import answers, prompts
-from sightsound.config import config_hash, save_config
+from sightsound.config import config_hash
 from sightsound.datasets import synth
 from sightsound.models import ModelConfig, Request, Sampling, load_backend
-from sightsound.records import (JsonlWriter, Sample, Trace, Verdict, mark_started, read_jsonl, read_manifest,
-                                sha256_file, stage_status, write_manifest)
+from sightsound.records import (JsonlWriter, Sample, Trace, Verdict, begin_stage, read_jsonl, sha256_file,
+                                write_manifest)
 from sightsound.verifier import rejection_metrics
 
 UNPARSEABLE = "[unparseable] "  # starts the `reply` of an api verdict whose text was neither yes nor no
@@ -95,17 +95,12 @@ def main(cfg: VerifyConfig) -> dict:
     if cfg.checker == "trained":  # verdicts depend on the verifier's weights too
         inputs |= {str(p): sha256_file(p) for p in sorted(Path(cfg.verifier).glob("*")) if p.is_file()}
     digest = config_hash(cfg, exclude=("out", "progress", "chunk"))  # chunking changes no verdict
-    status = stage_status(run_dir, "verify", digest, inputs)
-    if status == "done":
-        manifest = read_manifest(run_dir, "verify")
+    verdicts_path, errors_path = run_dir / "verdicts.jsonl", run_dir / "verify_errors.jsonl"
+    manifest = begin_stage(run_dir, "verify", cfg, digest, inputs,
+                           [verdicts_path, errors_path, run_dir / "corpus.jsonl"])
+    if manifest is not None:
         print(f"verify: already done in {run_dir} ({manifest['counts']['accepted']} traces accepted)")
         return manifest
-    verdicts_path, errors_path = run_dir / "verdicts.jsonl", run_dir / "verify_errors.jsonl"
-    if status in ("new", "stale"):
-        for path in (verdicts_path, errors_path, run_dir / "corpus.jsonl"):
-            path.unlink(missing_ok=True)
-    mark_started(run_dir, "verify", digest)
-    save_config(cfg, run_dir / "config" / "verify.yaml")
     started = time.time()
 
     samples = {s.id: s for s in read_jsonl(paths["samples"], Sample)}
