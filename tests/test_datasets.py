@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from sightsound import datasets
-from sightsound.datasets import DatasetError, Entry, Skip, avqa, mmau, music_avqa
+from sightsound.datasets import DatasetError, Entry, Skip, avqa, music_avqa
 from tests.conftest import SHARED_DATA, write_json
 
 AVQA_RECORD = {"id": 183, "video_name": "-HG3Omg_89c_000030", "video_id": 341,
@@ -194,6 +194,9 @@ def test_music_avqa_template_filling_checks_counts():
 
 
 def test_mmau_answer_index_prefers_exact_first_match():
-    assert mmau.answer_index("fourteen", ["four", "fourteen", "fourteen"]) == 1
-    assert mmau.answer_index("Four", ["four", "Four"]) == 1
-    assert mmau.answer_index("five", ["four"]) is None
+    from sightsound.answers import option_index
+
+    assert option_index("fourteen", ["four", "fourteen", "fourteen"]) == 1
+    assert option_index("Four", ["four", "Four"]) == 1
+    with pytest.raises(ValueError):
+        option_index("five", ["four"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sightsound.answers import option_index
 from sightsound.datasets import Entry, Metadata, field, load_json_list, parse_each
 from sightsound.records import Sample
 
@@ -33,9 +34,10 @@ def _parse(record: dict, where: str, split: str) -> Entry:
     if not 2 <= len(choices) <= 8 or not all(isinstance(c, str) for c in choices):
         raise ValueError(f"{where}: field 'choices' should hold 2 to 8 strings, found {choices!r}")
     answer_text = field(record, "answer", str, where)
-    answer = answer_index(answer_text, choices)
-    if answer is None:
-        raise ValueError(f"{where}: field 'answer' {answer_text!r} is not one of the choices")
+    try:
+        answer = option_index(answer_text, choices)  # the first equal choice (then ignoring case and spaces)
+    except ValueError:
+        raise ValueError(f"{where}: field 'answer' {answer_text!r} is not one of the choices") from None
     audio_id = field(record, "audio_id", str, where)
     meta = {k: v for k, v in record.items() if k not in {"id", "question", "choices", "answer", "task"}}
     if isinstance(meta.get("category"), list):
@@ -54,13 +56,3 @@ def _parse(record: dict, where: str, split: str) -> Entry:
     )
     return Entry(sample=sample, stems=[Path(audio_id).stem])
 
-
-def answer_index(answer: str, choices: list[str]) -> int | None:
-    """The first choice equal to `answer`; failing that, equal after trimming and case-folding."""
-    if answer in choices:
-        return choices.index(answer)
-    key = answer.strip().casefold()
-    for i, choice in enumerate(choices):
-        if choice.strip().casefold() == key:
-            return i
-    return None
