@@ -22,36 +22,13 @@ import sys
 from sightsound.config import ConfigError, load_config
 
 
-def _synth(args):
-    from sightsound.datasets.synth import SynthConfig, generate
+def _stage(args):
+    """Any pipeline stage: its config from --config, then its flags, then key=value overrides."""
+    from sightsound.stages import MAINS, SECTIONS
 
-    cfg = load_config(SynthConfig, args.config, args.overrides, section="synth",
-                      values={"out": args.out, "clips": args.clips, "seed": args.seed})
-    print(f"synth: {cfg.clips} clips → {generate(cfg)}")
-
-
-def _prepare(args):
-    from sightsound.stages import prepare
-
-    cfg = load_config(prepare.PrepareConfig, args.config, args.overrides, section="prepare",
-                      values={"dataset": args.dataset, "root": args.root, "split": args.split,
-                              "media": args.media, "out": args.out})
-    prepare.main(cfg)
-
-
-def _teach(args):
-    from sightsound.stages import teach
-
-    cfg = load_config(teach.TeachConfig, args.config, args.overrides, section="teach", values={"out": args.out})
-    teach.main(cfg)
-
-
-def _eval(args):
-    from sightsound.stages import evaluate
-
-    cfg = load_config(evaluate.EvalConfig, args.config, args.overrides, section="eval",
-                      values={"samples": args.samples, "out": args.out, "method": args.method})
-    evaluate.main(cfg)
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "overrides")}
+    cfg = load_config(SECTIONS[args.command], args.config, args.overrides, section=args.command, values=flags)
+    MAINS[args.command](cfg)
 
 
 def _report(args):
@@ -60,32 +37,12 @@ def _report(args):
     print(report.write_report(args.results, args.out))
 
 
-def _verify(args):
-    from sightsound.stages import verify
-
-    cfg = load_config(verify.VerifyConfig, args.config, args.overrides, section="verify",
-                      values={"out": args.out, "checker": args.checker})
-    verify.main(cfg)
-
-
 def _verifier_train(args):
     from sightsound import verifier
 
     cfg = load_config(verifier.TrainConfig, None, args.overrides,
                       values={"calibration": args.calibration, "from_run": args.from_run, "out": args.out})
     verifier.train(cfg)
-
-
-def _sft(args):
-    from sightsound.stages import sft
-
-    sft.main(load_config(sft.SFTConfig, args.config, args.overrides, section="sft", values={"out": args.out}))
-
-
-def _grpo(args):
-    from sightsound.stages import grpo
-
-    grpo.main(load_config(grpo.GRPOConfig, args.config, args.overrides, section="grpo", values={"out": args.out}))
 
 
 def _tiny_models(args):
@@ -116,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder")
     p.add_argument("--clips", type=int, help="number of clips")
     p.add_argument("--seed", type=int, help="random seed")
-    p.set_defaults(func=_synth)
+    p.set_defaults(func=_stage)
     stages.append(p)
 
     p = sub.add_parser("prepare", help="benchmark metadata + media → samples.jsonl / skipped.jsonl")
@@ -125,35 +82,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="avqa: train|val; mmau: test-mini; music-avqa: test; ...")
     p.add_argument("--media", help="folder searched for clips by file stem (default: --root)")
     p.add_argument("--out", help="run directory")
-    p.set_defaults(func=_prepare)
+    p.set_defaults(func=_stage)
     stages.append(p)
 
     p = sub.add_parser("teach", help="teacher CoT on silent video, n samples each → traces.jsonl, consensus.jsonl")
     p.add_argument("--out", help="run directory (holding samples.jsonl)")
-    p.set_defaults(func=_teach)
+    p.set_defaults(func=_stage)
     stages.append(p)
 
     p = sub.add_parser("sft", help="LoRA SFT of the student on verified traces (or labels) → sft/")
     p.add_argument("--out", help="run directory")
-    p.set_defaults(func=_sft)
+    p.set_defaults(func=_stage)
     stages.append(p)
 
     p = sub.add_parser("grpo", help="GRPO from the SFT student against the teacher's labels → grpo/")
     p.add_argument("--out", help="run directory")
-    p.set_defaults(func=_grpo)
+    p.set_defaults(func=_stage)
     stages.append(p)
 
     p = sub.add_parser("eval", help="a model on a prepared benchmark with one of the paper's methods")
     p.add_argument("--samples", help="a prepared benchmark's samples.jsonl")
     p.add_argument("--out", help="output folder (predictions.jsonl, result.json)")
     p.add_argument("--method", help="direct | zero_shot_cot | zero_shot_audio_cot | test_time_cot_distill")
-    p.set_defaults(func=_eval)
+    p.set_defaults(func=_stage)
     stages.append(p)
 
     p = sub.add_parser("verify", help="a checker that hears says yes/no to each trace → verdicts.jsonl, corpus.jsonl")
     p.add_argument("--out", help="run directory (holding traces.jsonl, consensus.jsonl)")
     p.add_argument("--checker", help="local | api | trained")
-    p.set_defaults(func=_verify)
+    p.set_defaults(func=_stage)
     stages.append(p)
 
     for p in stages:

@@ -294,6 +294,7 @@ def generate(cfg: SynthConfig, progress: bool = True) -> Path:
     for split, records in splits.items():
         (out / f"{split}_qa.json").write_text(json.dumps(records, indent=1))
     (out / "facts.jsonl").write_text("".join(json.dumps(f) + "\n" for f in facts))
+    print(f"synth: {cfg.clips} clips → {out}")
     return out
 
 
