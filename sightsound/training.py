@@ -71,7 +71,8 @@ def save_model(accelerator, model, processor, path: Path, merge: bool = False) -
     accelerator.wait_for_everyone()
 
 
-def save_checkpoint(accelerator, model, processor, out: Path, state: dict, keep: int) -> None:
+def save_checkpoint(accelerator, out: Path, state: dict, keep: int) -> None:
+    """Everything accelerate prepared (weights, optimizer, scheduler, RNG), then the trainer state."""
     path = out / f"checkpoint-{state['step']}"
     accelerator.save_state(str(path / "state"))
     if accelerator.is_main_process:

@@ -57,6 +57,13 @@ TEXT = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_att
             initializer_range=0.1)  # wider than the default 0.02, so an untrained model still varies its output
 
 
+# The tiny encoders: a Whisper-style audio encoder over a 2 s window, a 2-block vision tower.
+AUDIO = dict(num_mel_bins=128, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128, d_model=64,
+             max_source_positions=100)
+VISION = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=TEXT["hidden_size"],
+              patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1])
+
+
 def corpus() -> list[str]:
     """Text the tokenizer learns from: the prompts, tags, options and words of the synthetic world."""
     from sightsound import prompts
@@ -94,8 +101,7 @@ def build_student(out: Path, tokenizer, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     config = Qwen2AudioConfig(
-        audio_config=dict(num_mel_bins=128, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128,
-                          d_model=64, max_source_positions=100),
+        audio_config=AUDIO,
         text_config=_text_config(tokenizer, model_type="qwen2"),
         audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
     )
@@ -115,9 +121,7 @@ def build_teacher(out: Path, tokenizer, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     ids = tokenizer.convert_tokens_to_ids
     config = Qwen2_5_VLConfig(
-        vision_config=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128,
-                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
-                           fullatt_block_indexes=[1]),
+        vision_config=VISION,
         text_config=_text_config(tokenizer, rope_parameters=MROPE),
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
@@ -142,11 +146,8 @@ def build_omni(out: Path, tokenizer, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     ids = tokenizer.convert_tokens_to_ids
     config = Qwen2_5OmniThinkerConfig(
-        audio_config=dict(num_mel_bins=128, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128,
-                          d_model=64, max_source_positions=100, n_window=50, output_dim=TEXT["hidden_size"]),
-        vision_config=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2,
-                           out_hidden_size=TEXT["hidden_size"], patch_size=14, spatial_merge_size=2,
-                           temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1]),
+        audio_config={**AUDIO, "n_window": 50, "output_dim": TEXT["hidden_size"]},
+        vision_config=VISION,
         text_config=_text_config(tokenizer, rope_parameters=MROPE),
         audio_token_index=ids("<|AUDIO|>"), image_token_index=ids("<|IMAGE|>"), video_token_index=ids("<|VIDEO|>"),
         audio_start_token_id=ids("<|audio_bos|>"), audio_end_token_id=ids("<|audio_eos|>"),

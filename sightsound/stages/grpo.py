@@ -125,7 +125,7 @@ def main(cfg: GRPOConfig) -> dict:
                     board.add_scalar(f"grpo/{key}", value, state["step"])
             bar.set_postfix(reward=f"{row['reward']:.3f}", kl=f"{row['kl']:.4f}")
         if state["step"] % cfg.save_every == 0 or state["step"] == cfg.steps:
-            save_checkpoint(accelerator, policy, processor, out, state, cfg.keep_checkpoints)
+            save_checkpoint(accelerator, out, state, cfg.keep_checkpoints)
     bar.close()
 
     save_model(accelerator, policy, processor, out / "final")

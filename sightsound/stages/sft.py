@@ -138,7 +138,7 @@ def main(cfg: SFTConfig) -> dict:
                     board.add_scalar(f"sft/{key}", value, state["step"])
             bar.set_postfix(loss=f"{row['loss']:.4f}")
         if state["step"] % cfg.save_every == 0 or state["step"] == cfg.steps:
-            save_checkpoint(accelerator, model, processor, out, state, cfg.keep_checkpoints)
+            save_checkpoint(accelerator, out, state, cfg.keep_checkpoints)
     bar.close()
 
     save_model(accelerator, model, processor, out / "final")
