@@ -14,14 +14,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 demo: $(BIN)/.installed
-	$(BIN)/sightsound synth --config configs/demo.yaml
-	$(BIN)/sightsound prepare --config configs/demo.yaml
-	test -f runs/tiny/teacher/config.json || $(BIN)/sightsound tiny-models --out runs/tiny
-	$(BIN)/sightsound teach --config configs/demo.yaml
-	$(BIN)/sightsound verify --config configs/demo.yaml
-	$(BIN)/sightsound prepare --config configs/demo.yaml split=val out=runs/demo-val
-	$(BIN)/sightsound eval --config configs/demo.yaml
-	$(BIN)/sightsound report runs/demo/eval/*/result.json --out runs/demo/report.md
+	$(BIN)/sightsound run configs/demo.yaml
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q

@@ -1,13 +1,14 @@
 """The `sightsound` command: one subcommand per stage.
 
     sightsound synth --out runs/world --clips 48
+    sightsound run configs/demo.yaml --out runs/demo     # the whole pipeline (see sightsound/pipeline.py)
     sightsound prepare --dataset synth --root runs/world --split train --out runs/demo
     sightsound tiny-models --out runs/tiny
     sightsound teach --out runs/demo model.model=runs/tiny/teacher n=4
     sightsound verify --out runs/demo --checker local model.model=runs/tiny/student
     sightsound verifier train --calibration calibration.jsonl --out runs/verifier audio_encoder=runs/tiny/student
     sightsound eval --samples runs/mmau/samples.jsonl --out runs/eval/mmau-direct method=direct
-    sightsound report runs/eval/*/result.json --out runs/report.md
+    sightsound report runs/eval/*/result.json --out runs/report.md    # or: sightsound report RUN_DIR
     sightsound score predictions.jsonl --out result.json --scorer mmau
 
 Every stage subcommand takes `--config FILE` (a YAML file holding the stage's keys, or a section
@@ -17,9 +18,11 @@ named after the stage), its flags, and trailing `key=value` overrides, applied i
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 
 from sightsound.config import ConfigError, load_config
+from sightsound.pipeline import StageIncomplete
 
 
 def _stage(args):
@@ -31,9 +34,32 @@ def _stage(args):
     MAINS[args.command](cfg)
 
 
+def _run(args):
+    from pathlib import Path
+
+    from sightsound import pipeline
+
+    config, overrides = args.config, list(args.overrides)
+    if config and "=" in config and not Path(config).exists():  # `sightsound run sft.steps=5`: no config named
+        config, overrides = None, [config, *overrides]
+    plan = pipeline.load_plan(config or pipeline.DEFAULT_CONFIG, overrides, out=args.out)
+    if args.dry_run:
+        print(pipeline.describe(plan))
+        return
+    pipeline.run(plan, start=args.start, until=args.until)
+
+
 def _report(args):
+    from pathlib import Path
+
     from sightsound import report
 
+    if len(args.results) == 1 and Path(args.results[0]).is_dir():  # a run directory: its whole report
+        report.write_run_report(args.results[0])
+        print(f"report: {Path(args.results[0]) / 'report.md'}, report.html, report.csv, plots/")
+        return
+    if not args.out:
+        raise ValueError("--out is needed when reporting result.json files")
     print(report.write_report(args.results, args.out))
 
 
@@ -68,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     stages = []
+
+    p = sub.add_parser("run", help="the whole pipeline from one config: bootstrap → synth → prepare → teach → "
+                                   "verify → sft → grpo → eval → report (finished stages are skipped)")
+    p.add_argument("config", nargs="?", help="pipeline config (default: configs/demo.yaml, the CPU demo)")
+    p.add_argument("--out", help="run directory (default: the config's run.out)")
+    p.add_argument("--from", dest="start", metavar="STAGE", help="first stage to run")
+    p.add_argument("--until", metavar="STAGE", help="last stage to run")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. sft.steps=10")
+    p.set_defaults(func=_run)
 
     p = sub.add_parser("synth", help="generate the synthetic audio-visual world (clips, questions, facts)")
     p.add_argument("--out", help="output folder")
@@ -133,9 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_tiny_models)
 
-    p = sub.add_parser("report", help="the paper's tables (Markdown + CSV) from result.json files")
-    p.add_argument("results", nargs="+", help="result.json files written by `sightsound eval`")
-    p.add_argument("--out", required=True, help="report.md (report.csv is written beside it)")
+    p = sub.add_parser("report", help="a run directory's report, or the paper's tables from result.json files")
+    p.add_argument("results", nargs="+", help="a run directory, or result.json files written by `sightsound eval`")
+    p.add_argument("--out", help="with result.json files: report.md (report.csv is written beside it)")
     p.set_defaults(func=_report)
 
     p = sub.add_parser("score", help="score a predictions JSONL file")
@@ -147,10 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse takes positionals in one run; `key=value` overrides written after an option land here
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.func(args)
-    except (ConfigError, ValueError, OSError) as exc:
+    except (ConfigError, ValueError, OSError, StageIncomplete, subprocess.CalledProcessError) as exc:
         print(f"sightsound {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -48,11 +48,11 @@ def load_config(cls, path: str | Path | None = None, overrides=(), section: str 
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key=value")
-        _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+        set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
     return from_dict(cls, data, source)
 
 
-def _set_dotted(data: dict, dotted: str, value) -> None:
+def set_dotted(data: dict, dotted: str, value) -> None:
     *parents, last = dotted.split(".")
     for part in parents:
         data = data.setdefault(part, {})
@@ -137,4 +137,6 @@ def save_config(cfg, path: str | Path) -> None:
     """Write the resolved config, so a run directory says exactly what produced it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    if not path.exists() or path.read_text() != text:  # an unchanged config is left untouched
+        path.write_text(text)

@@ -72,8 +72,16 @@ TEACHER_PROMPTS = {"audio_cot": TEACHER_PROMPT}
 STUDENT_PROMPTS = {"cot": STUDENT_PROMPT, "direct": DIRECT_PROMPT}
 
 
-def fill(template: str, question: str, options: list[str], **extra) -> str:
-    """Fill a template for one question; multiple-choice answers are letters, open-ended ones words."""
+# What goes inside <answer> for a multiple-choice question: the option letter (the benchmarks' way),
+# or the option's own words (tiny models learn that far sooner; the extractor reads both).
+ANSWER_FORMATS = {"letter": "only the option letter", "text": "the words of the option"}
+
+
+def fill(template: str, question: str, options: list[str], answer: str = "letter", **extra) -> str:
+    """Fill a template for one question; multiple-choice answers are given as `answer` says
+    (a key of ANSWER_FORMATS), open-ended ones as a word or number."""
+    if answer not in ANSWER_FORMATS:
+        raise ValueError(f"unknown answer format {answer!r} (known: {', '.join(ANSWER_FORMATS)})")
     listed = format_options(options) + "\n" if options else ""
-    answer_format = "only the option letter" if options else "a single word or number"
+    answer_format = ANSWER_FORMATS[answer] if options else "a single word or number"
     return template.format(question=question, options=listed, answer_format=answer_format, **extra)

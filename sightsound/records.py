@@ -204,6 +204,26 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def model_inputs(*models: str | None) -> dict:
+    """A fingerprint of each local model folder (its files' names, sizes and modification times; a
+    LoRA adapter's base folder too), for a stage's `inputs`: a model retrained in place makes the
+    stages that used it run again. Hub ids are left out (their name is in the config already)."""
+    out = {}
+    for model in models:
+        folder = Path(model) if model else None
+        if folder is None or not folder.is_dir():
+            continue
+        digest = hashlib.sha256()
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            stat = path.stat()
+            digest.update(f"{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        out[f"model:{folder}"] = digest.hexdigest()
+        adapter = folder / "adapter_config.json"
+        if adapter.exists():
+            out |= model_inputs(json.loads(adapter.read_text()).get("base_model_name_or_path"))
+    return out
+
+
 # --- stage manifests ---------------------------------------------------------------------------
 
 

@@ -47,7 +47,8 @@ def validate(accelerator, model, processor, cfg, method: str) -> float:
     if accelerator.is_main_process:
         samples = list(read_jsonl(cfg.val_samples, Sample))[: cfg.val_limit]
         backend = HFBackend.from_loaded(accelerator.unwrap_model(model).eval(), processor)
-        eval_cfg = evaluate.EvalConfig(samples=cfg.val_samples, method=method, max_new_tokens=cfg.val_max_new_tokens)
+        eval_cfg = evaluate.EvalConfig(samples=cfg.val_samples, method=method, answer=cfg.answer,
+                                       max_new_tokens=cfg.val_max_new_tokens)
         predictions, _, _ = evaluate.answer_all(backend, samples, eval_cfg)
         accuracy = sum(p.correct for p in predictions) / max(len(samples), 1)
     accelerator.wait_for_everyone()

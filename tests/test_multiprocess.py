@@ -150,7 +150,7 @@ def test_sft_ranks_split_the_batches_and_end_with_the_same_weights(sft_on_two_ra
     assert (out / "final" / "adapter_config.json").exists() and (out / f"checkpoint-{SFT_STEPS}").exists()
 
     # each global batch is split between the ranks, not duplicated on both
-    examples, _ = sft.load_examples(run, "cot")
+    examples, _ = sft.load_examples(run, sft.SFTConfig(target="cot"))
     order = Batches(len(examples), SFT_BATCH * PROCESSES, seed=0)
     for micro in range(SFT_STEPS * SFT_ACCUM):
         indices = order.next()

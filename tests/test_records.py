@@ -112,3 +112,20 @@ def test_manifest_status_cycle(tmp_path):
     mark_started(tmp_path, "prepare", "h2")  # starting again removes the old manifest first
     assert read_manifest(tmp_path, "prepare") is None
     assert not list(Path(tmp_path, "manifests").glob("*.tmp"))
+
+
+def test_model_inputs_change_when_a_model_is_retrained_in_place(tmp_path):
+    import json
+    import os
+
+    from sightsound.records import model_inputs
+
+    base, adapter = tmp_path / "base", tmp_path / "adapter"
+    base.mkdir(), adapter.mkdir()
+    (base / "model.safetensors").write_bytes(b"weights")
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
+    first = model_inputs(str(adapter), "Qwen/Qwen2-Audio-7B-Instruct", None)
+    assert set(first) == {f"model:{adapter}", f"model:{base}"}  # the hub id and None are left out
+    assert model_inputs(str(adapter)) == first  # unchanged files, same fingerprint
+    os.utime(base / "model.safetensors", ns=(1, 1))  # the base saved again
+    assert model_inputs(str(adapter))[f"model:{base}"] != first[f"model:{base}"]

@@ -89,3 +89,4 @@ def test_visual_reasoning_hallucinates_exactly_on_mimes():
     assert synth.claimed_sounds(text) == {"flute", "bell"}
     assert synth.hallucinated(text, {"audible": ["flute", "bird"]})
     assert not synth.hallucinated("<think>The flute is sounding.</think>", {"audible": ["flute", "bird"]})
+

@@ -51,7 +51,7 @@ def test_lora_targets_the_language_model_only(tiny_models):
 
 def test_labels_cover_the_response_only(tiny_models, toy_run):
     _, processor = load_model(tiny_models["student"])
-    examples, _ = sft.load_examples(toy_run, "cot")
+    examples, _ = sft.load_examples(toy_run, sft.SFTConfig(target="cot"))
     batch = build_batch(processor, examples[:3])
     for row, (_, response) in zip(batch["labels"], examples[:3]):
         kept = row[row != -100]

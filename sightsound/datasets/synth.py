@@ -38,6 +38,7 @@ SOURCES = [
 NAMES = [name for name, _, _ in SOURCES]
 POSITIONS = ("left", "middle", "right")
 COUNT_WORDS = ["one", "two", "three", "four"]
+QUESTION_TYPES = ("Which", "Count", "Order", "Louder")
 
 
 @dataclass
@@ -50,6 +51,7 @@ class SynthConfig:
     fps: int = 8
     size: int = 56  # frame width and height in pixels
     sample_rate: int = 22_050
+    question_types: list[str] = field(default_factory=lambda: list(QUESTION_TYPES))  # which kinds to ask
 
 
 @dataclass
@@ -267,10 +269,25 @@ def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, fps: int, sampl
 
 
 def generate(cfg: SynthConfig, progress: bool = True) -> Path:
-    """Write the clips, the AVQA-format question files and the facts; deterministic by seed."""
+    """Write the clips, the AVQA-format question files and the facts; deterministic by seed.
+    A world already written with the same settings is kept as it is."""
+    import time
+
     from tqdm import tqdm
 
+    from sightsound.config import config_hash
+    from sightsound.records import read_manifest, write_manifest
+
+    unknown = set(cfg.question_types) - set(QUESTION_TYPES)
+    if unknown:
+        raise ValueError(f"unknown question types {sorted(unknown)} (known: {', '.join(QUESTION_TYPES)})")
     out = Path(cfg.out)
+    digest = config_hash(cfg)
+    done = read_manifest(out, "synth")
+    if done is not None and done["config_hash"] == digest:
+        print(f"synth: already done in {out}")
+        return out
+    started = time.time()
     rng = random.Random(cfg.seed)
     splits: dict[str, list[dict]] = {"train": [], "val": []}
     facts = []
@@ -284,6 +301,8 @@ def generate(cfg: SynthConfig, progress: bool = True) -> Path:
                   render_audio(sources, cfg, clip_rng), cfg.fps, cfg.sample_rate)
         split = "val" if i >= cfg.clips - n_val else "train"
         for q in questions(sources, clip_rng):
+            if q["question_type"] not in cfg.question_types:
+                continue
             splits[split].append({"id": qid, "video_name": name, "video_id": i,
                                   "question_relation": "Sound", **q})
             qid += 1
@@ -294,6 +313,8 @@ def generate(cfg: SynthConfig, progress: bool = True) -> Path:
     for split, records in splits.items():
         (out / f"{split}_qa.json").write_text(json.dumps(records, indent=1))
     (out / "facts.jsonl").write_text("".join(json.dumps(f) + "\n" for f in facts))
+    write_manifest(out, "synth", config_hash=digest, inputs={}, started=started,
+                   counts={"clips": cfg.clips, **{f"{k}_questions": len(v) for k, v in splits.items()}})
     print(f"synth: {cfg.clips} clips → {out}")
     return out
 

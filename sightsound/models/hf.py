@@ -261,6 +261,12 @@ class _ProcessorShim:
         self.feature_extractor = feature_extractor
         self.image_token, self.audio_token, self.token_types = image_token, audio_token, token_types
 
+    def save_pretrained(self, path) -> None:
+        """The parts a later `_load_processor` reads back (as a real checkpoint stores them)."""
+        for part in (self.tokenizer, self.image_processor, self.feature_extractor):
+            if part is not None:
+                part.save_pretrained(path)
+
     def build(self, texts: list[str], payload: _Media):
         import torch
         from transformers import BatchFeature

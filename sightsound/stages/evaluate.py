@@ -27,7 +27,7 @@ from tqdm import tqdm
 from sightsound import answers, media, prompts, scoring
 from sightsound.config import config_hash
 from sightsound.models import ModelConfig, Request, Sampling, load_backend
-from sightsound.records import (JsonlWriter, Prediction, Sample, begin_stage, read_jsonl, read_manifest,
+from sightsound.records import (JsonlWriter, model_inputs, Prediction, Sample, begin_stage, read_jsonl, read_manifest,
                                 sha256_file, write_json, write_manifest)
 
 METHODS = ("direct", "zero_shot_cot", "zero_shot_audio_cot", "test_time_cot_distill")
@@ -48,6 +48,7 @@ class EvalConfig:
     model: ModelConfig = field(default_factory=lambda: ModelConfig(model="runs/tiny/student"))
     label: str | None = None  # the model's name in reports (default: model.model)
     method: str = "direct"  # one of METHODS
+    answer: str = "letter"  # letter | text: how the prompt asks for a multiple-choice answer
     inputs: str = "audio"  # audio | video | both (zero_shot_audio_cot always uses video)
     teacher_traces: str | None = None  # traces.jsonl, for test_time_cot_distill
     max_new_tokens: int = 256
@@ -65,7 +66,7 @@ def main(cfg: EvalConfig) -> dict:
     _check(cfg)
     out = Path(cfg.out)
     samples_path = Path(cfg.samples)
-    inputs = {str(samples_path): sha256_file(samples_path)}
+    inputs = {str(samples_path): sha256_file(samples_path), **model_inputs(cfg.model.model)}
     if cfg.teacher_traces:
         inputs[cfg.teacher_traces] = sha256_file(cfg.teacher_traces)
     digest = config_hash(cfg)
@@ -171,16 +172,16 @@ def messages(sample: Sample, cfg: EvalConfig, traces: dict[str, str]) -> list[di
     # Models that hear get the paper's audio variant of the question ("video" → "audio").
     question = sample.question if inputs == "video" else prompts.audio_variant(sample.question)
     if cfg.method == "direct":
-        text = prompts.fill(prompts.DIRECT_PROMPT, question, sample.options)
+        text = prompts.fill(prompts.DIRECT_PROMPT, question, sample.options, cfg.answer)
     elif cfg.method == "zero_shot_cot":
-        text = prompts.fill(prompts.STUDENT_PROMPT, question, sample.options)
+        text = prompts.fill(prompts.STUDENT_PROMPT, question, sample.options, cfg.answer)
     elif cfg.method == "zero_shot_audio_cot":
-        text = prompts.fill(prompts.TEACHER_PROMPT, question, sample.options)
+        text = prompts.fill(prompts.TEACHER_PROMPT, question, sample.options, cfg.answer)
     else:
         trace = traces.get(sample.id)
         if trace is None:
             raise ValueError(f"sample {sample.id}: no teacher trace in {cfg.teacher_traces}")
-        text = prompts.fill(prompts.DISTILL_PROMPT, question, sample.options, trace=trace)
+        text = prompts.fill(prompts.DISTILL_PROMPT, question, sample.options, cfg.answer, trace=trace)
     return [{"role": "user", "content": [*parts, {"type": "text", "text": text}]}]
 
 

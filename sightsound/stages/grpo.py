@@ -10,7 +10,8 @@ sampled, plus beta times the k3 KL to a frozen reference: the SFT model (with Lo
 model with the GRPO adapter disabled). Log-probs are always computed with each sample's own audio
 features. Prompts are never truncated (that could cut the audio placeholders); completions stop at
 `max_completion_tokens`. Writes `RUN_DIR/grpo/` like the SFT stage: metrics.jsonl (+ TensorBoard),
-checkpoints (resumed from), best/ by validation accuracy, final/ (a full model, or an adapter).
+checkpoints (resumed from), best/ by validation accuracy, final/ (always a full model: LoRA GRPO
+adapters are merged on saving, since their base is the SFT model merged in memory).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tqdm import tqdm
 from sightsound import prompts, rl
 from sightsound.config import config_hash, save_config
 from sightsound.models.hf import HFBackend
-from sightsound.records import (JsonlWriter, Sample, mark_started, read_jsonl, read_manifest, sha256_file,
+from sightsound.records import (JsonlWriter, model_inputs, Sample, mark_started, read_jsonl, read_manifest, sha256_file,
                                 stage_status, write_manifest)
 from sightsound.stages.sft import student_messages
 from sightsound.student import LoraConfig, add_lora, completion_logps, load_model
@@ -40,6 +41,7 @@ class GRPOConfig:
     out: str = "runs/demo"  # the run directory (samples.jsonl, consensus.jsonl)
     model: str = "runs/demo/sft/final"  # the SFT student: an adapter or a full folder
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(enabled=False))  # paper: full-parameter
+    answer: str = "letter"  # letter | text: how the prompt asks for a multiple-choice answer
     rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0, "format": 1.0})
     group_size: int = 8  # G (paper: 8)
     prompts_per_step: int = 4  # per device (paper: 4 prompts x 8 completions on each of 6 GPUs)
@@ -74,6 +76,7 @@ def main(cfg: GRPOConfig) -> dict:
         raise ValueError(f"unknown rewards {sorted(unknown)} (known: {', '.join(rl.REWARDS)})")
     run_dir, out = Path(cfg.out), Path(cfg.out) / cfg.subdir
     items, inputs = load_prompts(run_dir)
+    inputs |= model_inputs(cfg.model)
     digest = config_hash(cfg)
     accelerator = Accelerator()
     status = stage_status(run_dir, cfg.subdir, digest, inputs)
@@ -117,7 +120,7 @@ def main(cfg: GRPOConfig) -> dict:
             row["val_accuracy"] = validate(accelerator, policy, processor, cfg, "zero_shot_cot")
             if state["best_accuracy"] is None or row["val_accuracy"] > state["best_accuracy"]:
                 state.update(best_accuracy=row["val_accuracy"], best_step=state["step"])
-                save_model(accelerator, policy, processor, out / "best")
+                save_model(accelerator, policy, processor, out / "best", merge=cfg.lora.enabled)
         if accelerator.is_main_process and (state["step"] % cfg.log_every == 0 or state["step"] == cfg.steps):
             metrics.write(row)
             for key, value in row.items():
@@ -128,7 +131,9 @@ def main(cfg: GRPOConfig) -> dict:
             save_checkpoint(accelerator, out, state, cfg.keep_checkpoints)
     bar.close()
 
-    save_model(accelerator, policy, processor, out / "final")
+    # With LoRA GRPO the adapter sits on the SFT model merged in memory, which no folder holds: the
+    # saved models are merged, so they load as they were trained.
+    save_model(accelerator, policy, processor, out / "final", merge=cfg.lora.enabled)
     if not accelerator.is_main_process:
         return {}
     metrics.close()
@@ -174,7 +179,7 @@ def grpo_step(accelerator, policy, reference, processor, optimizer, trainable, b
     G = cfg.group_size
     unwrapped = accelerator.unwrap_model(policy)
     backend = HFBackend.from_loaded(unwrapped, processor)
-    prompt_inputs = backend.encode([student_messages(s, prompts.STUDENT_PROMPT) for s, _ in batch])
+    prompt_inputs = backend.encode([student_messages(s, prompts.STUDENT_PROMPT, cfg.answer) for s, _ in batch])
     prompt_inputs = prompt_inputs.to(accelerator.device)
     torch.manual_seed(cfg.seed * 1_000_003 + step * 97 + accelerator.process_index)
     unwrapped.eval()

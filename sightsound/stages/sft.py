@@ -5,7 +5,9 @@
 
 Targets: `cot` — the fact-checked teacher traces (`corpus.jsonl` from verify), `teacher_label` — the
 teacher's unanimous label only (`consensus.jsonl`), `gt_label` — the ground-truth label (the paper's
-label-only baselines). The loss covers response tokens only. Writes `RUN_DIR/sft/`: `metrics.jsonl`
+label-only baselines), `examples` — any (messages, response) pairs from the JSONL file `examples`
+(one `{"messages": [...], "response": "..."}` per line; a `video` part may name a `.frames.npy` file
+by `path`): this is how the demo gives its tiny models their roles (sightsound/bootstrap.py). The loss covers response tokens only. Writes `RUN_DIR/sft/`: `metrics.jsonl`
 (and TensorBoard events), `checkpoint-N/` (model + optimizer state; the newest is resumed from),
 `best/` (highest validation accuracy, when `val_samples` is set), `final/`, and with `merge: true`
 `merged/` (LoRA folded into the base: an ordinary checkpoint). A manifest is written last.
@@ -21,22 +23,24 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sightsound import prompts
+from sightsound import media, prompts
 from sightsound.config import config_hash, save_config
-from sightsound.records import (JsonlWriter, Sample, mark_started, read_jsonl, read_manifest, sha256_file,
+from sightsound.records import (JsonlWriter, model_inputs, Sample, mark_started, read_jsonl, read_manifest, sha256_file,
                                 stage_status, write_manifest)
 from sightsound.student import LoraConfig, add_lora, build_batch, load_model
 from sightsound.training import (Batches, latest_checkpoint, open_board, read_state, save_checkpoint, save_model,
                                  validate)
 
-TARGETS = ("cot", "teacher_label", "gt_label")
+TARGETS = ("cot", "teacher_label", "gt_label", "examples")
 
 
 @dataclass
 class SFTConfig:
     out: str = "runs/demo"  # the run directory (samples.jsonl, corpus.jsonl, consensus.jsonl)
     model: str = "runs/tiny/student"  # the student checkpoint to start from
-    target: str = "cot"  # cot | teacher_label | gt_label
+    target: str = "cot"  # cot | teacher_label | gt_label | examples
+    examples: str | None = None  # target examples: the JSONL file of (messages, response) pairs
+    answer: str = "letter"  # letter | text: how prompts ask for (and labels give) a multiple-choice answer
     lora: LoraConfig = field(default_factory=LoraConfig)  # enabled: false trains every parameter
     lr: float = 5e-5  # paper
     steps: int = 2000  # paper: optimizer steps
@@ -67,7 +71,8 @@ def main(cfg: SFTConfig) -> dict:
     if cfg.target not in TARGETS:
         raise ValueError(f"unknown SFT target {cfg.target!r} (known: {', '.join(TARGETS)})")
     run_dir, out = Path(cfg.out), Path(cfg.out) / cfg.subdir
-    examples, inputs = load_examples(run_dir, cfg.target)
+    examples, inputs = load_examples(run_dir, cfg)
+    inputs |= model_inputs(cfg.model)
     digest = config_hash(cfg)
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum)
     status = stage_status(run_dir, cfg.subdir, digest, inputs)
@@ -154,7 +159,7 @@ def main(cfg: SFTConfig) -> dict:
                                       "first_loss": rows[0]["loss"], "last_loss": rows[-1]["loss"],
                                       "best_val_accuracy": state["best_accuracy"], "best_step": state["best_step"]},
                               target=cfg.target, model=cfg.model)
-    print(f"sft: {state['step']} steps on {len(examples)} {cfg.target} examples; loss "
+    print(f"sft: {state['step']} steps on {len(examples)} training examples ({cfg.target}); loss "
           f"{rows[0]['loss']:.4f} → {rows[-1]['loss']:.4f} → {out}")
     return manifest
 
@@ -162,8 +167,11 @@ def main(cfg: SFTConfig) -> dict:
 # --- data --------------------------------------------------------------------------------------
 
 
-def load_examples(run_dir: Path, target: str) -> tuple[list[tuple[list[dict], str]], dict]:
+def load_examples(run_dir: Path, cfg: SFTConfig) -> tuple[list[tuple[list[dict], str]], dict]:
     """(messages, response) pairs for the target, and the hashes of the files they came from."""
+    target, answer = cfg.target, cfg.answer
+    if target == "examples":
+        return _read_examples(cfg.examples)
     samples_path = run_dir / "samples.jsonl"
     samples = {s.id: s for s in read_jsonl(samples_path, Sample)}
     if target == "cot":
@@ -171,29 +179,56 @@ def load_examples(run_dir: Path, target: str) -> tuple[list[tuple[list[dict], st
         if not source.exists():
             raise FileNotFoundError(f"{source}: not found; run `sightsound verify` first (the fact-checked corpus)")
         pairs = [(samples[row["sample_id"]], row["text"]) for row in read_jsonl(source)]
-        examples = [(student_messages(s, prompts.STUDENT_PROMPT), text.strip()) for s, text in pairs]
+        examples = [(student_messages(s, prompts.STUDENT_PROMPT, answer), text.strip()) for s, text in pairs]
     elif target == "teacher_label":
         source = run_dir / "consensus.jsonl"
         if not source.exists():
             raise FileNotFoundError(f"{source}: not found; run `sightsound teach` first")
         rows = [r for r in read_jsonl(source) if r["unanimous"]]
-        examples = [(student_messages(samples[r["id"]], prompts.DIRECT_PROMPT), label_text(samples[r["id"]], r["label"]))
-                    for r in rows]
+        examples = [(student_messages(samples[r["id"]], prompts.DIRECT_PROMPT, answer),
+                     label_text(samples[r["id"]], r["label"], answer)) for r in rows]
     else:
         source = samples_path
-        examples = [(student_messages(s, prompts.DIRECT_PROMPT), label_text(s, s.answer if s.options else s.answer_text))
-                    for s in samples.values()]
+        examples = [(student_messages(s, prompts.DIRECT_PROMPT, answer),
+                     label_text(s, s.answer if s.options else s.answer_text, answer)) for s in samples.values()]
     if not examples:
         raise ValueError(f"{source}: no training examples for target {target!r}")
     return examples, {str(samples_path): sha256_file(samples_path), str(source): sha256_file(source)}
 
 
-def student_messages(sample: Sample, template: str) -> list[dict]:
+def _read_examples(path: str | None) -> tuple[list[tuple[list[dict], str]], dict]:
+    if not path:
+        raise ValueError("target examples needs `examples`: a JSONL file of {messages, response} lines")
+    examples = []
+    for number, row in enumerate(read_jsonl(path), 1):
+        if not isinstance(row.get("messages"), list) or not isinstance(row.get("response"), str):
+            raise ValueError(f"{path}: line {number}: needs `messages` (a list) and `response` (a string)")
+        for message in row["messages"]:
+            if isinstance(message["content"], list):
+                message["content"] = [new for part in message["content"] for new in _frames_as_images(part)]
+        examples.append((row["messages"], row["response"]))
+    if not examples:
+        raise ValueError(f"{path}: no examples")
+    return examples, {str(path): sha256_file(path)}
+
+
+def _frames_as_images(part: dict) -> list[dict]:
+    """A video part naming a frames file becomes one image part per frame, as the HF backend sends
+    frames to a model whose processor has no video support (no torchvision)."""
+    if part["type"] != "video" or "path" not in part:
+        return [part]
+    return [{"type": "image", "image": frame} for frame in media.load_frames(part["path"])]
+
+
+def student_messages(sample: Sample, template: str, answer: str = "letter") -> list[dict]:
     """The student hears the clip and reads the audio variant of the question."""
-    text = prompts.fill(template, prompts.audio_variant(sample.question), sample.options)
+    text = prompts.fill(template, prompts.audio_variant(sample.question), sample.options, answer)
     return [{"role": "user", "content": [{"type": "audio", "path": sample.audio}, {"type": "text", "text": text}]}]
 
 
-def label_text(sample: Sample, label) -> str:
-    """A label as the student should say it: the option letter, or the open-ended answer."""
-    return prompts.LETTERS[label] if sample.options else str(label)
+def label_text(sample: Sample, label, answer: str = "letter") -> str:
+    """A label as the student should say it: the option letter (or, with answer "text", the
+    option's words), or the open-ended answer."""
+    if not sample.options:
+        return str(label)
+    return sample.options[label].strip() if answer == "text" else prompts.LETTERS[label]

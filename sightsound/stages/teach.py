@@ -26,7 +26,7 @@ from tqdm import tqdm
 from sightsound import answers, media, prompts
 from sightsound.config import config_hash
 from sightsound.models import ModelConfig, Request, Sampling, load_backend
-from sightsound.records import (JsonlWriter, Sample, Trace, begin_stage, read_jsonl, sha256_file,
+from sightsound.records import (JsonlWriter, model_inputs, Sample, Trace, begin_stage, read_jsonl, sha256_file,
                                 write_manifest)
 
 
@@ -35,6 +35,7 @@ class TeachConfig:
     out: str = "runs/demo"  # the run directory: reads samples.jsonl, writes traces/consensus
     model: ModelConfig = field(default_factory=lambda: ModelConfig(model="runs/tiny/teacher"))
     prompt: str = "audio_cot"  # a key of prompts.TEACHER_PROMPTS
+    answer: str = "letter"  # letter | text: how the prompt asks for a multiple-choice answer
     n: int = 4  # traces per sample (self-consistency); the paper does not state its n
     temperature: float = 1.0
     top_p: float = 1.0
@@ -54,7 +55,7 @@ def main(cfg: TeachConfig) -> dict:
         raise FileNotFoundError(f"{samples_path}: not found; run `sightsound prepare` first")
     if cfg.prompt not in prompts.TEACHER_PROMPTS:
         raise ValueError(f"unknown teacher prompt {cfg.prompt!r} (known: {', '.join(prompts.TEACHER_PROMPTS)})")
-    inputs = {str(samples_path): sha256_file(samples_path)}
+    inputs = {str(samples_path): sha256_file(samples_path), **model_inputs(cfg.model.model)}
     digest = config_hash(cfg)
     traces_path, consensus_path = run_dir / "traces.jsonl", run_dir / "consensus.jsonl"
     manifest = begin_stage(run_dir, "teach", cfg, digest, inputs,
@@ -109,7 +110,7 @@ def teacher_messages(sample: Sample, cfg: TeachConfig) -> list[dict]:
     """The silent frames and the audio-focused prompt, as one user turn."""
     if not sample.video:
         raise media.MediaError(f"sample {sample.id}: no video for the teacher to watch", "media-missing")
-    text = prompts.fill(prompts.TEACHER_PROMPTS[cfg.prompt], sample.question, sample.options)
+    text = prompts.fill(prompts.TEACHER_PROMPTS[cfg.prompt], sample.question, sample.options, cfg.answer)
     return [{"role": "user", "content": [{"type": "video", "frames": load_frames(sample, cfg)},
                                          {"type": "text", "text": text}]}]
 

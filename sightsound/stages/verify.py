@@ -37,6 +37,7 @@ Checkers, chosen by `checker` (CHECKERS; to add one, write a class and add an en
   stays the parsed text.
 - `trained`: the cost-sensitive verifier trained on a calibration set (sightsound/verifier.py);
   `score` is its P(accept), accepted at ≥ `threshold`, `reply` "p_accept=0.8120".
+- `none`: every trace accepted unheard (`reply` "unchecked"): the ablation without AGFV.
 
 Traces go to the checker in chunks of `chunk`, and each chunk's verdicts are appended as soon as
 it returns, so an interrupted run loses at most one chunk and a rerun checks only the traces
@@ -61,7 +62,7 @@ from sightsound import answers, prompts
 from sightsound.config import config_hash
 from sightsound.datasets import synth
 from sightsound.models import ModelConfig, Request, Sampling, load_backend
-from sightsound.records import (JsonlWriter, Sample, Trace, Verdict, begin_stage, read_jsonl, sha256_file,
+from sightsound.records import (JsonlWriter, model_inputs, Sample, Trace, Verdict, begin_stage, read_jsonl, sha256_file,
                                 write_manifest)
 from sightsound.verifier import rejection_metrics
 
@@ -71,7 +72,7 @@ UNPARSEABLE = "[unparseable] "  # starts the `reply` of an api verdict whose tex
 @dataclass
 class VerifyConfig:
     out: str = "runs/demo"  # the run directory: reads samples/traces/consensus, writes verdicts/corpus
-    checker: str = "local"  # a key of CHECKERS: local | api | trained
+    checker: str = "local"  # a key of CHECKERS: local | api | trained | none (accept all: no AGFV)
     model: ModelConfig = field(default_factory=lambda: ModelConfig(model="runs/tiny/student"))  # local, api
     verifier: str = "runs/verifier"  # trained: the folder `sightsound verifier train` wrote
     threshold: float = 0.5  # local, trained: accept when the probability is at least this
@@ -91,7 +92,7 @@ def main(cfg: VerifyConfig) -> dict:
             raise FileNotFoundError(f"{path}: not found; run `sightsound {'prepare' if name == 'samples' else 'teach'}` first")
     if cfg.checker not in CHECKERS:
         raise ValueError(f"unknown checker {cfg.checker!r} (known: {', '.join(CHECKERS)})")
-    inputs = {str(p): sha256_file(p) for p in paths.values()}
+    inputs = {**{str(p): sha256_file(p) for p in paths.values()}, **model_inputs(cfg.model.model)}
     if cfg.checker == "trained":  # verdicts depend on the verifier's weights too
         inputs |= {str(p): sha256_file(p) for p in sorted(Path(cfg.verifier).glob("*")) if p.is_file()}
     digest = config_hash(cfg, exclude=("out", "progress", "chunk"))  # chunking changes no verdict
@@ -218,7 +219,17 @@ class TrainedChecker:
                 for (sample, trace), p in zip(items, scores, strict=True)]
 
 
-CHECKERS = {"local": LocalChecker, "api": ApiChecker, "trained": TrainedChecker}
+class NoChecker:
+    """Accept every trace unheard: the paper's "SFT" ablation row, distilled CoT without AGFV."""
+
+    def __init__(self, cfg: VerifyConfig):
+        pass
+
+    def __call__(self, items) -> list:
+        return [Verdict(sample.id, trace.index, True, 1.0, "unchecked", "none") for sample, trace in items]
+
+
+CHECKERS = {"local": LocalChecker, "api": ApiChecker, "trained": TrainedChecker, "none": NoChecker}
 
 
 # --- the summary and the corpus ----------------------------------------------------------------

@@ -1,0 +1,61 @@
+"""The demo's wall time against its 10-minute budget, on a fresh clone: `make demo` from nothing
+(virtual environment and install included), then `make demo` again (which must redo nothing).
+
+    python benchmarks/demo_time.py                 # clones this checkout into a temporary folder
+    python benchmarks/demo_time.py --keep /tmp/x   # ... into /tmp/x, kept afterwards
+
+Prints each run's seconds and its ratio to the budget (ratio <= 1.0: within budget), the time the
+install took, and the stage timings of the first run from `runs/demo/manifests/run.json`.
+The repository's `../shared` (if any) is linked beside the clone, as CI places it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+BUDGET = 600.0  # seconds
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(command: list[str], cwd: Path, log: Path) -> float:
+    started = time.time()
+    with log.open("w") as out:
+        subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, check=True)
+    return time.time() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keep", help="clone into this folder and keep it")
+    args = parser.parse_args()
+    parent = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sightsound-demo-"))
+    parent.mkdir(parents=True, exist_ok=True)
+    clone = parent / "main"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    shared = ROOT.parent / "shared"
+    if shared.exists() and not (parent / "shared").exists():
+        (parent / "shared").symlink_to(shared)
+
+    install = timed(["make", "install"], clone, parent / "install.log")
+    first = timed(["make", "demo"], clone, parent / "demo-1.log")
+    stages = json.loads((clone / "runs" / "demo" / "manifests" / "run.json").read_text())["stages"]
+    second = timed(["make", "demo"], clone, parent / "demo-2.log")
+    rerun = json.loads((clone / "runs" / "demo" / "manifests" / "run.json").read_text())["stages"]
+
+    print(f"clone: {clone}")
+    print(f"install (venv + pip):        {install:7.1f} s")
+    print(f"make demo, first run:        {first:7.1f} s   (install included: {install + first:.1f} s)")
+    print(f"make demo, second run:       {second:7.1f} s   stages run again: "
+          f"{[s['stage'] for s in rerun if s['status'] == 'ran'] or 'none'}")
+    print("first run by stage: " + ", ".join(f"{s['stage']} {s['seconds']:.0f} s" for s in stages))
+    print(f"ratio to the {BUDGET:.0f} s budget: first run {first / BUDGET:.3f}, "
+          f"with install {(install + first) / BUDGET:.3f}, second run {second / BUDGET:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""Give the demo's tiny models the paper's roles, by the project's own SFT on the synthetic world's truth.
+
+    sightsound run configs/demo.yaml          # the `bootstrap` section runs first (and is cached)
+
+A freshly built tiny model knows nothing, so nothing would flow through the pipeline. This stage
+generates a separate synthetic world, builds the tiny Qwen models, and fine-tunes three of them
+with `sightsound sft` (target `examples`) into:
+
+- the **teacher** (Qwen2.5-VL): sees only the frames and writes what a watcher can tell —
+  `synth.visual_reasoning` (a pulsing glyph is taken to sound, a still one to be silent) inside
+  <think>, then the watcher's answer. It is right about what is seen and sounding and, like the
+  paper's LVLM, hallucinates about mimes (moving but silent) and misses off-screen sounds.
+- the **checker** (Qwen2-Audio): hears the clip and answers yes/no to "is every claimed sound
+  supported?" about reasoning texts like the teacher's (labels from `synth.hallucinated`).
+- the **student** (Qwen2-Audio): hears the clip and answers directly, never having seen the
+  <think>/<answer> format — the pipeline is what teaches it to reason.
+
+Then each role is measured on held-out clips of that world, and the numbers go into the
+manifest (and the run's report). Everything lives under `out` and is skipped when done, so later
+runs reuse the models. Answers are option words, not letters (`answer: text` in the demo config):
+the tiny models learn the former in minutes and the latter not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sightsound import answers, prompts
+from sightsound.config import config_hash
+from sightsound.datasets import synth
+from sightsound.records import Sample, read_jsonl, read_manifest, sha256_file, write_manifest
+
+ROLES = ("teacher", "checker", "student")
+
+
+@dataclass
+class RoleConfig:
+    steps: int = 400
+    lr: float = 1e-3
+    batch_size: int = 16
+
+
+@dataclass
+class BootstrapConfig:
+    out: str = "runs/demo-models"  # the bootstrapped models are cached here
+    world: synth.SynthConfig = field(default_factory=lambda: synth.SynthConfig(
+        clips=400, seed=1, val_fraction=0.1, question_types=["Which", "Count"]))
+    num_frames: int = 4
+    frame_size: int = 56
+    teacher: RoleConfig = field(default_factory=lambda: RoleConfig(steps=1400))
+    checker: RoleConfig = field(default_factory=lambda: RoleConfig(steps=500))
+    student: RoleConfig = field(default_factory=lambda: RoleConfig(steps=400))
+    heldout_limit: int = 64  # held-out questions each role is measured on
+    seed: int = 0
+    progress: bool = True
+
+
+def models(cfg: BootstrapConfig) -> dict[str, str]:
+    """Where each bootstrapped role is saved (an ordinary HF folder)."""
+    return {role: str(Path(cfg.out) / role / "final") for role in ROLES}
+
+
+def main(cfg: BootstrapConfig) -> dict:
+    from sightsound.models import tiny
+    from sightsound.stages import prepare, sft
+
+    out = Path(cfg.out)
+    digest = config_hash(cfg)
+    done = read_manifest(out, "bootstrap")
+    if done is not None and done["config_hash"] == digest and all(Path(p).exists() for p in models(cfg).values()):
+        print(f"bootstrap: already done in {out} (models reused)")
+        return done
+    started = time.time()
+
+    world = synth.SynthConfig(**{**cfg.world.__dict__, "out": str(out / "world")})
+    synth.generate(world, progress=cfg.progress)
+    for split in ("train", "val"):
+        prepare.main(prepare.PrepareConfig(dataset="synth", root=world.out, split=split, out=str(out / split),
+                                           num_frames=cfg.num_frames, frame_size=cfg.frame_size,
+                                           progress=cfg.progress))
+    if not (out / "base" / "teacher" / "config.json").exists():
+        tiny.build_all(out / "base", seed=cfg.seed)
+
+    train = list(read_jsonl(out / "train" / "samples.jsonl", Sample))
+    rng = random.Random(cfg.seed)
+    write_examples(out / "examples" / "teacher.jsonl", [teacher_example(s, rng) for s in train])
+    write_examples(out / "examples" / "checker.jsonl", [ex for s in train for ex in checker_examples(s, rng)])
+    write_examples(out / "examples" / "student.jsonl", [student_example(s) for s in train])
+    base = {"teacher": out / "base" / "teacher", "checker": out / "base" / "student", "student": out / "base" / "student"}
+    training = {}
+    for role in ROLES:
+        role_cfg: RoleConfig = getattr(cfg, role)
+        manifest = sft.main(sft.SFTConfig(
+            out=str(out), subdir=role, model=str(base[role]), target="examples",
+            examples=str(out / "examples" / f"{role}.jsonl"), lora=sft.LoraConfig(enabled=False),
+            lr=role_cfg.lr, steps=role_cfg.steps, batch_size=role_cfg.batch_size, scheduler="constant",
+            seed=cfg.seed, log_every=10, save_every=role_cfg.steps, keep_checkpoints=1, progress=cfg.progress))
+        training[role] = manifest["counts"]
+
+    heldout = list(read_jsonl(out / "val" / "samples.jsonl", Sample))[: cfg.heldout_limit]
+    counts = {"train_questions": len(train), "heldout_questions": len(heldout), "training": training,
+              **measure(cfg, heldout)}
+    inputs = {str(out / "train" / "samples.jsonl"): sha256_file(out / "train" / "samples.jsonl")}
+    manifest = write_manifest(out, "bootstrap", config_hash=digest, inputs=inputs, counts=counts, started=started,
+                              models=models(cfg))
+    print("bootstrap: " + json.dumps({k: v for k, v in counts.items() if k != "training"}))
+    return manifest
+
+
+# --- what each role learns from ------------------------------------------------------------------
+
+
+def watcher_answer(sample: Sample, rng: random.Random) -> int:
+    """The option a model that only watches would pick: a moving glyph it can see among the options
+    (for "how many", the number of moving glyphs); a guess when nothing it sees decides."""
+    facts = sample.meta["facts"]
+    moving = [s["name"] for s in facts["sources"] if s["visible"] and s["moving"]]
+    if sample.category == "Count":
+        return sample.options.index(synth.COUNT_WORDS[max(len(moving), 1) - 1])
+    seen = [i for i, option in enumerate(sample.options) if option in moving]
+    return rng.choice(seen or list(range(len(sample.options))))
+
+
+def teacher_example(sample: Sample, rng: random.Random) -> dict:
+    text = prompts.fill(prompts.TEACHER_PROMPT, sample.question, sample.options, "text")
+    reasoning = synth.visual_reasoning(sample.meta["facts"]["sources"])
+    answer = sample.options[watcher_answer(sample, rng)]
+    return {"messages": [{"role": "user", "content": [{"type": "video", "path": sample.meta["frames"]},
+                                                      {"type": "text", "text": text}]}],
+            "response": f"<think>{reasoning}</think><answer>{answer}</answer>"}
+
+
+def checker_examples(sample: Sample, rng: random.Random) -> list[dict]:
+    """The watcher's own reasoning about the clip, and one with a visible source's claim flipped:
+    each labelled yes when every source it says is sounding can be heard."""
+    facts = sample.meta["facts"]
+    sources = facts["sources"]
+    flipped = [dict(s) for s in sources]
+    visible = [s for s in flipped if s["visible"]]
+    if visible:
+        chosen = rng.choice(visible)
+        chosen["moving"] = not chosen["moving"]
+    out = []
+    for variant in (sources, flipped):
+        trace = synth.visual_reasoning(variant)
+        out.append({"messages": checker_messages(sample.audio, trace),
+                    "response": "no" if synth.hallucinated(trace, facts) else "yes"})
+    return out
+
+
+def checker_messages(audio: str, reasoning: str) -> list[dict]:
+    text = prompts.CHECKER_PROMPT.format(trace=reasoning)
+    return [{"role": "user", "content": [{"type": "audio", "path": audio}, {"type": "text", "text": text}]}]
+
+
+def student_example(sample: Sample) -> dict:
+    from sightsound.stages.sft import label_text, student_messages
+
+    return {"messages": student_messages(sample, prompts.DIRECT_PROMPT, "text"),
+            "response": label_text(sample, sample.answer, "text")}
+
+
+def write_examples(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+# --- how well each role plays its part, on held-out clips ------------------------------------------
+
+
+def measure(cfg: BootstrapConfig, heldout: list[Sample]) -> dict:
+    from sightsound.models import ModelConfig, Request, Sampling, load_backend
+    from sightsound.stages import evaluate
+    from sightsound.stages.teach import TeachConfig, teacher_messages
+
+    paths = models(cfg)
+    greedy = Sampling(n=1, temperature=0.0, max_new_tokens=96)
+    teacher = load_backend(ModelConfig(model=paths["teacher"], dtype="float32", batch_size=16))
+    teach_cfg = TeachConfig(num_frames=cfg.num_frames, frame_size=cfg.frame_size, answer="text")
+    replies = teacher.generate([Request(s.id, teacher_messages(s, teach_cfg)) for s in heldout], greedy)
+    rng = random.Random(cfg.seed)
+    picked = [answers.match_option(g.texts[0] if g.texts else "", s.options, similarity_threshold=None)
+              for s, g in zip(heldout, replies)]
+    told = [synth.visual_reasoning(s.meta["facts"]["sources"]) for s in heldout]
+    said = [answers.think_text(g.texts[0]) if g.texts else "" for g in replies]
+    teacher_scores = {"format": _share(rl_format(g.texts[0] if g.texts else "") for g in replies),
+                      "reasoning_exact": _share(a.strip() == b for a, b in zip(said, told)),
+                      "accuracy": _share(p == s.answer for p, s in zip(picked, heldout)),
+                      "watcher_agreement": _share(p == watcher_answer(s, rng) for p, s in zip(picked, heldout))}
+
+    checker = load_backend(ModelConfig(model=paths["checker"], dtype="float32", batch_size=16))
+    check_rng = random.Random(cfg.seed + 1)
+    cases = [(s, ex) for s in heldout for ex in checker_examples(s, check_rng)]
+    p_yes = checker.yes_probability([Request(str(i), ex["messages"]) for i, (_, ex) in enumerate(cases)])
+    should_reject = [ex["response"] == "no" for _, ex in cases]
+    rejected = [p < 0.5 for p in p_yes]
+    from sightsound.verifier import rejection_metrics
+
+    checker_scores = {"accuracy": _share(a == b for a, b in zip(should_reject, rejected)),
+                      **rejection_metrics(should_reject, rejected)}
+
+    student = load_backend(ModelConfig(model=paths["student"], dtype="float32", batch_size=16))
+    eval_cfg = evaluate.EvalConfig(method="direct", answer="text", max_new_tokens=16, progress=False)
+    predictions, _, _ = evaluate.answer_all(student, heldout, eval_cfg)
+    return {"teacher": teacher_scores, "checker": checker_scores,
+            "student": {"direct_accuracy": _share(p.correct for p in predictions)}}
+
+
+def rl_format(text: str) -> bool:
+    from sightsound.rl import format_reward
+
+    return format_reward(text) == 1.0
+
+
+def _share(flags) -> float:
+    flags = list(flags)
+    return round(sum(bool(f) for f in flags) / len(flags), 4) if flags else 0.0

@@ -1,0 +1,224 @@
+"""`sightsound run`: the pipeline runner, every shipped pipeline config, and a reduced demo end to end."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sightsound import pipeline
+from sightsound.config import ConfigError
+from sightsound.records import read_jsonl, read_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPELINES = [ROOT / "configs" / "demo.yaml", ROOT / "configs" / "sightsound-r1.yaml",
+             *sorted((ROOT / "configs" / "ablations").glob("*.yaml"))]
+
+# configs/demo.yaml made small: a few clips, a few steps, and a checker that accepts every trace
+# (a briefly trained checker may reject all of them, and SFT needs a corpus).
+REDUCED = ["bootstrap.world.clips=24", "bootstrap.heldout_limit=6",
+           "bootstrap.teacher={steps: 40, lr: 3.0e-3, batch_size: 8}",
+           "bootstrap.checker={steps: 4, batch_size: 8}", "bootstrap.student={steps: 4, batch_size: 8}",
+           "synth.clips=8", "teach.n=2", "teach.temperature=0.01", "teach.max_new_tokens=48", "teach.chunk=2",
+           "verify.threshold=0.0", "sft.steps=3", "sft.batch_size=2", "sft.save_every=2",
+           "grpo.steps=2", "grpo.group_size=2", "grpo.prompts_per_step=2", "grpo.max_completion_tokens=16",
+           "grpo.save_every=1", "eval.max_new_tokens=24"]
+
+
+def reduced(tmp_path: Path, models: Path, *extra: str) -> list[str]:
+    return [f"run.out={tmp_path}", f"bootstrap.out={models}", *REDUCED, *extra]
+
+
+# --- configs -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.name)
+def test_every_pipeline_config_loads(path):
+    plan = pipeline.load_plan(path)
+    assert {"prepare", "eval", "report"} <= set(plan.stages) and {"teach", "sft"} & set(plan.stages)
+    for name, cfg in plan.stages["eval"]:
+        assert cfg.samples.endswith(f"eval/{name.split('/')[0]}/samples.jsonl")
+        assert Path(cfg.out).parent.parent.name == "eval"
+
+
+def test_paper_config_has_the_papers_setup():
+    plan = pipeline.load_plan(ROOT / "configs" / "sightsound-r1.yaml")
+    s = plan.stages
+    assert s["teach"].model.model == "Qwen/Qwen2.5-VL-32B-Instruct"
+    assert (s["prepare"].dataset, s["prepare"].split) == ("avqa", "train")
+    assert s["verify"].checker == "api" and s["verify"].model.model.startswith("gpt-4o")
+    sft, grpo = s["sft"], s["grpo"]
+    assert sft.model == "Qwen/Qwen2-Audio-7B-Instruct" and sft.target == "cot"
+    assert (sft.lora.rank, sft.lora.alpha, sft.lr, sft.steps) == (8, 16, 5e-5, 2000)
+    assert (grpo.group_size, grpo.lr, grpo.temperature, grpo.beta, grpo.steps) == (8, 1e-6, 1.0, 0.04, 1000)
+    assert not grpo.lora.enabled and grpo.model == "runs/sightsound-r1/sft/merged"
+    assert {(p.dataset, p.split) for p in plan.benchmarks.values()} == {
+        ("avqa", "val"), ("mmau", "test-mini"), ("music-avqa", "test")}
+    assert all(cfg.scorer == "mmau" for name, cfg in s["eval"] if name.startswith("mmau/"))
+    assert set(plan.run.launch) == {"sft", "grpo"}
+
+
+def test_ablations_are_the_rows_of_table_2():
+    def plan(name):
+        return pipeline.load_plan(ROOT / "configs" / "ablations" / f"{name}.yaml").stages
+
+    sft_only = plan("sft")  # distilled CoT, one trace per clip, unchecked
+    assert sft_only["teach"].n == 1 and sft_only["verify"].checker == "none" and "grpo" not in sft_only
+    agfv = plan("agfv-sft")
+    assert agfv["teach"].n == 1 and agfv["verify"].checker == "api" and "grpo" not in agfv
+    tts = plan("tts-agfv-sft")
+    assert tts["teach"].n > 1 and tts["verify"].checker == "api" and "grpo" not in tts
+    assert plan("sft-gt-label")["sft"].target == "gt_label"
+    assert plan("sft-distilled-label")["sft"].target == "teacher_label"
+    grpo_label = plan("grpo-distilled-label")
+    assert "sft" not in grpo_label and "verify" not in grpo_label
+    assert grpo_label["grpo"].model == "Qwen/Qwen2-Audio-7B-Instruct"
+    assert grpo_label["grpo"].rewards == {"accuracy": 1.0}
+    for name in ("sft", "agfv-sft", "tts-agfv-sft", "sft-gt-label", "sft-distilled-label", "grpo-distilled-label"):
+        assert pipeline.load_plan(ROOT / "configs" / "ablations" / f"{name}.yaml").run.out.endswith(name)
+
+
+# --- the runner's rules ----------------------------------------------------------------------------
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_run_placeholder_extends_and_overrides(tmp_path):
+    write(tmp_path / "base.yaml", """
+run: {out: runs/base}
+prepare: {dataset: synth, root: "{run}/world"}
+teach: {n: 4, model: {model: "{run}/teacher"}}
+grpo: {steps: 5}
+""")
+    child = write(tmp_path / "child.yaml", "extends: base.yaml\nteach: {n: 1}\ngrpo: null\n")
+    plan = pipeline.load_plan(child, ["teach.temperature=0.5"], out=str(tmp_path / "r"))
+    assert plan.run.out == str(tmp_path / "r")
+    assert plan.stages["prepare"].root == f"{tmp_path / 'r'}/world" and plan.stages["prepare"].out == str(tmp_path / "r")
+    assert (plan.stages["teach"].n, plan.stages["teach"].temperature) == (1, 0.5)
+    assert plan.stages["teach"].model.model == f"{tmp_path / 'r'}/teacher"
+    assert "grpo" not in plan.stages
+    assert pipeline.selected(plan, "teach", None) == ["teach", "report"]
+    assert pipeline.selected(plan, None, "prepare") == ["prepare"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("teach: {out: x}\n", "'out' is fixed"),
+    ("tech: {n: 1}\n", "unknown section 'tech'"),
+    ("teach: {nn: 1}\n", "unknown key 'nn'"),
+    ("eval: {method: direct}\n", "needs a `benchmarks` section"),
+])
+def test_bad_configs_are_named(tmp_path, text, message):
+    path = write(tmp_path / "bad.yaml", text)
+    with pytest.raises(ConfigError, match=message):
+        pipeline.load_plan(path)
+
+
+def test_unknown_stage_and_bad_override(tmp_path):
+    plan = pipeline.load_plan(write(tmp_path / "c.yaml", "prepare: {dataset: synth}\n"))
+    with pytest.raises(ConfigError, match="unknown stage 'teech'"):
+        pipeline.selected(plan, "teech", None)
+    with pytest.raises(ConfigError, match="section.key=value"):
+        pipeline.load_plan(tmp_path / "c.yaml", ["steps=3"])
+
+
+# --- a reduced demo, end to end ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """configs/demo.yaml, reduced, run once from nothing (sft started as a separate process, as
+    `run.launch` starts multi-GPU training), then run again."""
+    root = tmp_path_factory.mktemp("demo")
+    models, run_dir = root / "models", root / "run"
+    overrides = reduced(run_dir, models, f"run.launch={{sft: {sys.executable}}}")
+    plan = pipeline.load_plan(ROOT / "configs" / "demo.yaml", overrides)
+    pipeline.run(plan)
+    first = json.loads((run_dir / "manifests" / "run.json").read_text())
+    stamps = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    pipeline.run(pipeline.load_plan(ROOT / "configs" / "demo.yaml", overrides))
+    return {"dir": run_dir, "models": models, "first": first, "stamps": stamps}
+
+
+def test_reduced_demo_writes_every_file(demo_run):
+    run_dir = demo_run["dir"]
+    for name in ("samples.jsonl", "traces.jsonl", "consensus.jsonl", "verdicts.jsonl", "corpus.jsonl",
+                 "sft/final/adapter_config.json", "grpo/final/config.json", "report.md", "report.html",
+                 "report.csv", "plots/sft_loss.png", "plots/grpo.png", "config/teach.yaml", "config/sft.launch.yaml",
+                 "config/bootstrap.yaml", "eval/synth-val/samples.jsonl"):
+        assert (run_dir / name).exists(), name
+    for model in ("teacher", "student-direct", "sft", "grpo"):
+        result = json.loads((run_dir / "eval" / "synth-val" / model / "result.json").read_text())
+        assert result["count"] > 0
+    assert [s["stage"] for s in demo_run["first"]["stages"]] == [
+        "bootstrap", "synth", "prepare", "teach", "verify", "sft", "grpo", "eval"]
+    assert all(s["status"] == "ran" for s in demo_run["first"]["stages"])
+    report = (run_dir / "report.md").read_text()
+    for heading in ("Pipeline", "Bootstrapped roles", "Training curves", "Evaluation"):
+        assert heading in report
+    bootstrap = read_manifest(demo_run["models"], "bootstrap")["counts"]
+    assert set(bootstrap) >= {"teacher", "checker", "student", "training"}
+    assert bootstrap["training"]["teacher"]["last_loss"] < bootstrap["training"]["teacher"]["first_loss"]
+
+
+def test_rerunning_the_demo_redoes_nothing(demo_run):
+    run_dir = demo_run["dir"]
+    changed = [str(p.relative_to(run_dir)) for p, stamp in demo_run["stamps"].items() if p.stat().st_mtime_ns != stamp]
+    assert changed == []
+    assert not [p for p in run_dir.rglob("*") if p.is_file() and p not in demo_run["stamps"]]
+
+
+RUN_UNTIL_TEACH = """
+import sys
+from sightsound import pipeline
+plan = pipeline.load_plan(sys.argv[1], sys.argv[2:])
+pipeline.run(plan, until="teach")
+"""
+
+
+def test_killed_during_teach_the_rerun_ends_with_the_same_records(demo_run, tmp_path):
+    script = write(tmp_path / "run.py", RUN_UNTIL_TEACH)
+    config = str(ROOT / "configs" / "demo.yaml")
+
+    def command(run_dir):
+        return [sys.executable, str(script), config, *reduced(run_dir, demo_run["models"], "synth.clips=16")]
+
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    subprocess.run(command(clean), check=True, capture_output=True)
+    proc = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    consensus = killed / "consensus.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if consensus.exists() and consensus.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert read_manifest(killed, "teach") is None, "the run must be killed during teach"
+    subprocess.run(command(killed), check=True, capture_output=True)
+    for name in ("traces.jsonl", "consensus.jsonl"):
+        rows = lambda d: sorted(json.dumps(r, sort_keys=True) for r in read_jsonl(d / name))
+        assert rows(killed) == rows(clean), name
+        assert len(rows(killed)) == len(set(rows(killed))), f"{name}: duplicates"
+    assert read_manifest(killed, "teach")["counts"] == read_manifest(clean, "teach")["counts"]
+
+
+def test_report_command_rebuilds_a_run_directorys_report(demo_run, tmp_path):
+    import shutil
+
+    from sightsound.cli import main as cli
+
+    copy = tmp_path / "run"
+    shutil.copytree(demo_run["dir"], copy)
+    for name in ("report.md", "report.html", "report.csv"):
+        (copy / name).unlink()
+    assert cli(["report", str(copy)]) == 0
+    assert (copy / "report.md").read_text() == (demo_run["dir"] / "report.md").read_text()
+    assert "data:image/png;base64," in (copy / "report.html").read_text()
