@@ -26,11 +26,16 @@ from sightsound.pipeline import StageIncomplete
 
 
 def _stage(args):
-    """Any pipeline stage: its config from --config, then its flags, then key=value overrides."""
+    """Any pipeline stage: its config from --config, then its flags, then key=value overrides. From a
+    pipeline config (one with a `run` section) the stage gets what `sightsound run` would give it."""
+    from sightsound import pipeline
     from sightsound.stages import MAINS, SECTIONS
 
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "overrides")}
-    cfg = load_config(SECTIONS[args.command], args.config, args.overrides, section=args.command, values=flags)
+    if args.config and pipeline.is_pipeline_config(args.config):
+        cfg = pipeline.stage_config(args.config, args.command, args.overrides, flags)
+    else:
+        cfg = load_config(SECTIONS[args.command], args.config, args.overrides, section=args.command, values=flags)
     MAINS[args.command](cfg)
 
 

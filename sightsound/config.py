@@ -33,12 +33,7 @@ def load_config(cls, path: str | Path | None = None, overrides=(), section: str 
     source = "defaults"
     if path is not None:
         source = str(path)
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read config: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
+        loaded = read_yaml(path)
         if section is not None and section in loaded:
             loaded = loaded[section] or {}
             source = f"{path} [{section}]"
@@ -50,6 +45,17 @@ def load_config(cls, path: str | Path | None = None, overrides=(), section: str 
             raise ConfigError(f"override {item!r} is not of the form key=value")
         set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
     return from_dict(cls, data, source)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A config file's top-level mapping, or a ConfigError naming the file."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
+    return data
 
 
 def set_dotted(data: dict, dotted: str, value) -> None:

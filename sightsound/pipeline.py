@@ -31,6 +31,7 @@ RUN/config/sft.launch.yaml` (multi-GPU training); stages not named there run in 
 from __future__ import annotations
 
 import copy
+import json
 import shlex
 import shutil
 import subprocess
@@ -40,7 +41,7 @@ from pathlib import Path
 
 import yaml
 
-from sightsound.config import ConfigError, from_dict, save_config, set_dotted
+from sightsound.config import ConfigError, from_dict, read_yaml, save_config, set_dotted
 from sightsound.records import manifest_path, write_json
 
 STAGES = ("bootstrap", "synth", "prepare", "teach", "verify", "sft", "grpo", "eval", "report")
@@ -70,6 +71,7 @@ class Plan:
 def load_plan(path: str | Path, overrides=(), out: str | None = None) -> Plan:
     """Read a pipeline config: `key=value` overrides use section.key (`sft.steps=10`); `out`
     replaces run.out; `{run}` is replaced everywhere; every section is checked now, before anything runs."""
+    from sightsound import bootstrap
     from sightsound.stages import SECTIONS
 
     data = read_pipeline_yaml(path)
@@ -84,11 +86,8 @@ def load_plan(path: str | Path, overrides=(), out: str | None = None) -> Plan:
     run = from_dict(RunConfig, data.get("run") or {}, f"{path} [run]")
     if out is not None:
         run.out = out
-    models = (data.get("bootstrap") or {}).get("out", bootstrap_default_out())
+    models = (data.get("bootstrap") or {}).get("out", bootstrap.BootstrapConfig.out)
     data = _substitute(data, {"{run}": run.out, "{models}": models})
-
-    from sightsound import bootstrap
-
     classes = {**SECTIONS, "bootstrap": bootstrap.BootstrapConfig}
     benchmarks = _benchmarks(data, run.out, str(path))
     stages = {}
@@ -110,16 +109,29 @@ def load_plan(path: str | Path, overrides=(), out: str | None = None) -> Plan:
     return Plan(run, stages, {name: prepared for name, (prepared, _) in benchmarks.items()})
 
 
+def is_pipeline_config(path: str | Path) -> bool:
+    data = read_pipeline_yaml(path)
+    return "run" in data
+
+
+def stage_config(path: str | Path, stage: str, overrides=(), flags: dict | None = None):
+    """One stage's config as `sightsound run` resolves it (run directory, `{run}`), for running that
+    stage on its own; `flags` are the stage subcommand's options (`out` names the run directory)."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    out = flags.pop("out", None)
+    extra = [f"{stage}.{o}" for o in overrides] + [f"{stage}.{k}={json.dumps(v)}" for k, v in flags.items()]
+    plan = load_plan(path, extra, out=out)
+    if stage == "eval" or stage not in plan.stages:
+        raise ConfigError(f"{path}: no single {stage} stage here; use `sightsound run {path} --from {stage} "
+                          f"--until {stage}`")
+    return plan.stages[stage]
+
+
 def read_pipeline_yaml(path: str | Path) -> dict:
     """A config file's mapping; with `extends: OTHER.yaml` (relative to the file) it is laid over
     that file's: sections merge key by key, and a section set to null is dropped (an ablation
     without GRPO says `grpo: null`)."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config file must be a mapping of sections")
+    data = read_yaml(path)
     parent = data.pop("extends", None)
     if parent is None:
         return data
@@ -173,12 +185,6 @@ def _evaluations(section: dict, benchmarks: dict, source: str) -> list[tuple[str
             merged.update(samples=str(folder / "samples.jsonl"), out=str(folder / model_name))
             plan.append((f"{bench}/{model_name}", from_dict(EvalConfig, merged, f"{source} models[{i}]")))
     return plan
-
-
-def bootstrap_default_out() -> str:
-    from sightsound.bootstrap import BootstrapConfig
-
-    return BootstrapConfig.out
 
 
 def _substitute(value, names: dict[str, str]):

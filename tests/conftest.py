@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +86,14 @@ def prepared(world, tmp_path_factory) -> Path:
     prepare.main(prepare.PrepareConfig(dataset="synth", root=str(world), out=str(out), num_frames=4,
                                        frame_size=56, progress=False))
     return out
+
+
+def kill_when_written(proc, path: Path, lines: int, timeout: float = 300) -> None:
+    """SIGKILL `proc` as soon as `path` holds `lines` lines (or when it ends or time runs out)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists() and path.read_text().count("\n") >= lines:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ import pytest
 from sightsound import pipeline
 from sightsound.config import ConfigError
 from sightsound.records import read_jsonl, read_manifest
+from tests.conftest import kill_when_written
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINES = [ROOT / "configs" / "demo.yaml", ROOT / "configs" / "sightsound-r1.yaml",
@@ -121,6 +120,15 @@ def test_bad_configs_are_named(tmp_path, text, message):
         pipeline.load_plan(path)
 
 
+def test_a_stage_subcommand_reads_a_pipeline_config_as_run_does(tmp_path):
+    cfg = pipeline.stage_config(ROOT / "configs" / "sightsound-r1.yaml", "verify", ["chunk=8"],
+                                {"out": str(tmp_path), "checker": "local"})
+    assert (cfg.out, cfg.checker, cfg.chunk) == (str(tmp_path), "local", 8)
+    assert pipeline.stage_config(ROOT / "configs" / "demo.yaml", "teach").model.model == "runs/demo-models/teacher/final"
+    with pytest.raises(ConfigError, match="--from eval --until eval"):
+        pipeline.stage_config(ROOT / "configs" / "demo.yaml", "eval")
+
+
 def test_unknown_stage_and_bad_override(tmp_path):
     plan = pipeline.load_plan(write(tmp_path / "c.yaml", "prepare: {dataset: synth}\n"))
     with pytest.raises(ConfigError, match="unknown stage 'teech'"):
@@ -193,14 +201,7 @@ def test_killed_during_teach_the_rerun_ends_with_the_same_records(demo_run, tmp_
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     subprocess.run(command(clean), check=True, capture_output=True)
     proc = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    consensus = killed / "consensus.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if consensus.exists() and consensus.read_text().count("\n") >= 3:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when_written(proc, killed / "consensus.jsonl", 3)
     assert read_manifest(killed, "teach") is None, "the run must be killed during teach"
     subprocess.run(command(killed), check=True, capture_output=True)
     for name in ("traces.jsonl", "consensus.jsonl"):

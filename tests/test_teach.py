@@ -2,10 +2,8 @@
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -13,6 +11,7 @@ from sightsound import prompts
 from sightsound.models import ModelConfig
 from sightsound.records import Sample, Trace, read_jsonl, read_manifest
 from sightsound.stages import teach
+from tests.conftest import kill_when_written
 
 
 def config(run_dir, tiny_models, **kw) -> teach.TeachConfig:
@@ -109,14 +108,7 @@ def test_killed_teach_resumes_to_the_same_records(prepared, tiny_models, tmp_pat
     subprocess.run([sys.executable, str(script), str(clean), *args], check=True, capture_output=True)
 
     proc = subprocess.Popen([sys.executable, str(script), str(killed), *args], stderr=subprocess.DEVNULL)
-    consensus = killed / "consensus.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if consensus.exists() and consensus.read_text().count("\n") >= 3:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when_written(proc, killed / "consensus.jsonl", 3)
     assert read_manifest(killed, "teach") is None, "the run must be killed before it finishes"
 
     subprocess.run([sys.executable, str(script), str(killed), *args], check=True, capture_output=True)

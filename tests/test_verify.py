@@ -4,10 +4,8 @@ import base64
 import json
 import math
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from sightsound.models import ModelConfig, Request
 from sightsound.records import Sample, Trace, Verdict, read_jsonl, read_manifest, to_json
 from sightsound.stages import SECTIONS, teach, verify
 from tests.http_server import ChatServer, Reply, completion
+from tests.conftest import kill_when_written
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -334,13 +333,7 @@ def test_killed_verify_loses_nothing(prepared, tmp_path):
         proc = subprocess.Popen([sys.executable, str(script), str(run_dir), server.url], stderr=subprocess.DEVNULL,
                                 cwd=Path(__file__).resolve().parents[1])
         verdicts = run_dir / "verdicts.jsonl"
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            if verdicts.exists() and verdicts.read_text().count("\n") >= 6:
-                break
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        kill_when_written(proc, verdicts, 6)
         assert read_manifest(run_dir, "verify") is None, "the run must be killed before it finishes"
         kept = [v.id for v in read_jsonl(verdicts, Verdict)]
         before = len(server.received)
