@@ -158,7 +158,7 @@ def demo_run(tmp_path_factory):
 def test_reduced_demo_writes_every_file(demo_run):
     run_dir = demo_run["dir"]
     for name in ("samples.jsonl", "traces.jsonl", "consensus.jsonl", "verdicts.jsonl", "corpus.jsonl",
-                 "sft/final/adapter_config.json", "grpo/final/config.json", "report.md", "report.html",
+                 "sft/final/config.json", "grpo/final/config.json", "report.md", "report.html",
                  "report.csv", "plots/sft_loss.png", "plots/grpo.png", "config/teach.yaml", "config/sft.launch.yaml",
                  "config/bootstrap.yaml", "eval/synth-val/samples.jsonl"):
         assert (run_dir / name).exists(), name

@@ -27,8 +27,8 @@ from tqdm import tqdm
 from sightsound import answers, media, prompts, scoring
 from sightsound.config import config_hash
 from sightsound.models import ModelConfig, Request, Sampling, load_backend
-from sightsound.records import (JsonlWriter, model_inputs, Prediction, Sample, begin_stage, read_jsonl, read_manifest,
-                                sha256_file, write_json, write_manifest)
+from sightsound.records import (JsonlWriter, Prediction, Sample, begin_stage, model_inputs, read_jsonl,
+                                read_manifest, sha256_file, write_json, write_manifest)
 
 METHODS = ("direct", "zero_shot_cot", "zero_shot_audio_cot", "test_time_cot_distill")
 

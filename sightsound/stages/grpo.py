@@ -28,8 +28,8 @@ from tqdm import tqdm
 from sightsound import prompts, rl
 from sightsound.config import config_hash, save_config
 from sightsound.models.hf import HFBackend
-from sightsound.records import (JsonlWriter, model_inputs, Sample, mark_started, read_jsonl, read_manifest, sha256_file,
-                                stage_status, write_manifest)
+from sightsound.records import (JsonlWriter, Sample, mark_started, model_inputs, read_jsonl, read_manifest,
+                                sha256_file, stage_status, write_manifest)
 from sightsound.stages.sft import student_messages
 from sightsound.student import LoraConfig, add_lora, completion_logps, load_model
 from sightsound.training import (Batches, latest_checkpoint, open_board, read_state, save_checkpoint, save_model,

@@ -6,8 +6,9 @@
 Targets: `cot` — the fact-checked teacher traces (`corpus.jsonl` from verify), `teacher_label` — the
 teacher's unanimous label only (`consensus.jsonl`), `gt_label` — the ground-truth label (the paper's
 label-only baselines), `examples` — any (messages, response) pairs from the JSONL file `examples`
-(one `{"messages": [...], "response": "..."}` per line; a `video` part may name a `.frames.npy` file
-by `path`): this is how the demo gives its tiny models their roles (sightsound/bootstrap.py). The loss covers response tokens only. Writes `RUN_DIR/sft/`: `metrics.jsonl`
+(one `{"messages": [...], "response": "..."}` per line; a `video` part may name a `.frames.npy`
+file by `path`): this is how the demo gives its tiny models their roles (sightsound/bootstrap.py).
+The loss covers response tokens only. Writes `RUN_DIR/sft/`: `metrics.jsonl`
 (and TensorBoard events), `checkpoint-N/` (model + optimizer state; the newest is resumed from),
 `best/` (highest validation accuracy, when `val_samples` is set), `final/`, and with `merge: true`
 `merged/` (LoRA folded into the base: an ordinary checkpoint). A manifest is written last.
@@ -25,8 +26,8 @@ from tqdm import tqdm
 
 from sightsound import media, prompts
 from sightsound.config import config_hash, save_config
-from sightsound.records import (JsonlWriter, model_inputs, Sample, mark_started, read_jsonl, read_manifest, sha256_file,
-                                stage_status, write_manifest)
+from sightsound.records import (JsonlWriter, Sample, mark_started, model_inputs, read_jsonl, read_manifest,
+                                sha256_file, stage_status, write_manifest)
 from sightsound.student import LoraConfig, add_lora, build_batch, load_model
 from sightsound.training import (Batches, latest_checkpoint, open_board, read_state, save_checkpoint, save_model,
                                  validate)

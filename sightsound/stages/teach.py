@@ -26,7 +26,7 @@ from tqdm import tqdm
 from sightsound import answers, media, prompts
 from sightsound.config import config_hash
 from sightsound.models import ModelConfig, Request, Sampling, load_backend
-from sightsound.records import (JsonlWriter, model_inputs, Sample, Trace, begin_stage, read_jsonl, sha256_file,
+from sightsound.records import (JsonlWriter, Sample, Trace, begin_stage, model_inputs, read_jsonl, sha256_file,
                                 write_manifest)
 
 

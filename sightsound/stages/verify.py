@@ -62,8 +62,8 @@ from sightsound import answers, prompts
 from sightsound.config import config_hash
 from sightsound.datasets import synth
 from sightsound.models import ModelConfig, Request, Sampling, load_backend
-from sightsound.records import (JsonlWriter, model_inputs, Sample, Trace, Verdict, begin_stage, read_jsonl, sha256_file,
-                                write_manifest)
+from sightsound.records import (JsonlWriter, Sample, Trace, Verdict, begin_stage, model_inputs, read_jsonl,
+                                sha256_file, write_manifest)
 from sightsound.verifier import rejection_metrics
 
 UNPARSEABLE = "[unparseable] "  # starts the `reply` of an api verdict whose text was neither yes nor no
