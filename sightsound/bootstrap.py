@@ -33,6 +33,7 @@ from sightsound import answers, prompts
 from sightsound.config import config_hash
 from sightsound.datasets import synth
 from sightsound.records import Sample, read_jsonl, read_manifest, sha256_file, write_manifest
+from sightsound.stages import verify
 
 ROLES = ("teacher", "checker", "student")
 
@@ -114,21 +115,21 @@ def main(cfg: BootstrapConfig) -> dict:
 # --- what each role learns from ------------------------------------------------------------------
 
 
-def watcher_answer(sample: Sample, rng: random.Random) -> int:
-    """The option a model that only watches would pick: a moving glyph it can see among the options
-    (for "how many", the number of moving glyphs); a guess when nothing it sees decides."""
+def watcher_choices(sample: Sample) -> list[int]:
+    """The options a model that only watches could pick: the moving glyphs it sees among the options
+    (for "how many", the number of moving glyphs); any option when nothing it sees decides."""
     facts = sample.meta["facts"]
     moving = [s["name"] for s in facts["sources"] if s["visible"] and s["moving"]]
     if sample.category == "Count":
-        return sample.options.index(synth.COUNT_WORDS[max(len(moving), 1) - 1])
+        return [sample.options.index(synth.COUNT_WORDS[max(len(moving), 1) - 1])]
     seen = [i for i, option in enumerate(sample.options) if option in moving]
-    return rng.choice(seen or list(range(len(sample.options))))
+    return seen or list(range(len(sample.options)))
 
 
 def teacher_example(sample: Sample, rng: random.Random) -> dict:
     text = prompts.fill(prompts.TEACHER_PROMPT, sample.question, sample.options, "text")
     reasoning = synth.visual_reasoning(sample.meta["facts"]["sources"])
-    answer = sample.options[watcher_answer(sample, rng)]
+    answer = sample.options[rng.choice(watcher_choices(sample))]
     return {"messages": [{"role": "user", "content": [{"type": "video", "path": sample.meta["frames"]},
                                                       {"type": "text", "text": text}]}],
             "response": f"<think>{reasoning}</think><answer>{answer}</answer>"}
@@ -147,14 +148,9 @@ def checker_examples(sample: Sample, rng: random.Random) -> list[dict]:
     out = []
     for variant in (sources, flipped):
         trace = synth.visual_reasoning(variant)
-        out.append({"messages": checker_messages(sample.audio, trace),
+        out.append({"messages": verify.checker_turn(sample.audio, trace),
                     "response": "no" if synth.hallucinated(trace, facts) else "yes"})
     return out
-
-
-def checker_messages(audio: str, reasoning: str) -> list[dict]:
-    text = prompts.CHECKER_PROMPT.format(trace=reasoning)
-    return [{"role": "user", "content": [{"type": "audio", "path": audio}, {"type": "text", "text": text}]}]
 
 
 def student_example(sample: Sample) -> dict:
@@ -174,6 +170,7 @@ def write_examples(path: Path, rows: list[dict]) -> None:
 
 def measure(cfg: BootstrapConfig, heldout: list[Sample]) -> dict:
     from sightsound.models import ModelConfig, Request, Sampling, load_backend
+    from sightsound.rl import format_reward
     from sightsound.stages import evaluate
     from sightsound.stages.teach import TeachConfig, teacher_messages
 
@@ -182,15 +179,14 @@ def measure(cfg: BootstrapConfig, heldout: list[Sample]) -> dict:
     teacher = load_backend(ModelConfig(model=paths["teacher"], dtype="float32", batch_size=16))
     teach_cfg = TeachConfig(num_frames=cfg.num_frames, frame_size=cfg.frame_size, answer="text")
     replies = teacher.generate([Request(s.id, teacher_messages(s, teach_cfg)) for s in heldout], greedy)
-    rng = random.Random(cfg.seed)
     picked = [answers.match_option(g.texts[0] if g.texts else "", s.options, similarity_threshold=None)
               for s, g in zip(heldout, replies)]
     told = [synth.visual_reasoning(s.meta["facts"]["sources"]) for s in heldout]
     said = [answers.think_text(g.texts[0]) if g.texts else "" for g in replies]
-    teacher_scores = {"format": _share(rl_format(g.texts[0] if g.texts else "") for g in replies),
+    teacher_scores = {"format": _share(format_reward(g.texts[0] if g.texts else "") for g in replies),
                       "reasoning_exact": _share(a.strip() == b for a, b in zip(said, told)),
                       "accuracy": _share(p == s.answer for p, s in zip(picked, heldout)),
-                      "watcher_agreement": _share(p == watcher_answer(s, rng) for p, s in zip(picked, heldout))}
+                      "watcher_agreement": _share(p in watcher_choices(s) for p, s in zip(picked, heldout))}
 
     checker = load_backend(ModelConfig(model=paths["checker"], dtype="float32", batch_size=16))
     check_rng = random.Random(cfg.seed + 1)
@@ -208,12 +204,6 @@ def measure(cfg: BootstrapConfig, heldout: list[Sample]) -> dict:
     predictions, _, _ = evaluate.answer_all(student, heldout, eval_cfg)
     return {"teacher": teacher_scores, "checker": checker_scores,
             "student": {"direct_accuracy": _share(p.correct for p in predictions)}}
-
-
-def rl_format(text: str) -> bool:
-    from sightsound.rl import format_reward
-
-    return format_reward(text) == 1.0
 
 
 def _share(flags) -> float:

@@ -136,8 +136,13 @@ def main(cfg: VerifyConfig) -> dict:
 
 def checker_messages(sample: Sample, trace: Trace) -> list[dict]:
     """The clip's audio and the yes/no question about the trace's reasoning, as one user turn."""
-    text = prompts.CHECKER_PROMPT.format(trace=answers.think_text(trace.text))
-    return [{"role": "user", "content": [{"type": "audio", "path": sample.audio}, {"type": "text", "text": text}]}]
+    return checker_turn(sample.audio, answers.think_text(trace.text))
+
+
+def checker_turn(audio: str, reasoning: str) -> list[dict]:
+    """The checker's question about a piece of reasoning (also what the demo's checker learns from)."""
+    text = prompts.CHECKER_PROMPT.format(trace=reasoning)
+    return [{"role": "user", "content": [{"type": "audio", "path": audio}, {"type": "text", "text": text}]}]
 
 
 def _requests(items) -> list[Request]:
