@@ -49,12 +49,12 @@ class RoleConfig:
 class BootstrapConfig:
     out: str = "runs/demo-models"  # the bootstrapped models are cached here
     world: synth.SynthConfig = field(default_factory=lambda: synth.SynthConfig(
-        clips=400, seed=1, val_fraction=0.1, question_types=["Which", "Count"]))
+        clips=600, seed=1, val_fraction=0.1, question_types=["Which", "Count"]))
     num_frames: int = 4
     frame_size: int = 56
-    teacher: RoleConfig = field(default_factory=lambda: RoleConfig(steps=1400))
-    checker: RoleConfig = field(default_factory=lambda: RoleConfig(steps=500))
-    student: RoleConfig = field(default_factory=lambda: RoleConfig(steps=400))
+    teacher: RoleConfig = field(default_factory=lambda: RoleConfig(steps=600))
+    checker: RoleConfig = field(default_factory=lambda: RoleConfig(steps=250))
+    student: RoleConfig = field(default_factory=lambda: RoleConfig(steps=200))
     heldout_limit: int = 64  # held-out questions each role is measured on
     seed: int = 0
     progress: bool = True
