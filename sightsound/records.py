@@ -276,16 +276,20 @@ def stage_status(run_dir, stage: str, config_hash: str, inputs: dict) -> str:
     return "new"
 
 
-def begin_stage(run_dir, stage: str, cfg, digest: str, inputs: dict, outputs: list[Path]) -> dict | None:
+def begin_stage(run_dir, stage: str, cfg, digest: str, inputs: dict, outputs: list[Path],
+                main_process: bool = True) -> dict | None:
     """The stage's manifest when it already finished with this config and these inputs (nothing to
     do). Otherwise get ready to run: outputs left by another config or other inputs are removed
     (an interrupted run's, with this config, are kept to be resumed), the start is marked and the
-    resolved config saved as `RUN_DIR/config/<stage>.yaml`."""
+    resolved config saved as `RUN_DIR/config/<stage>.yaml`. In a multi-process run every process
+    asks, and only the main one (`main_process`) touches files."""
     from sightsound.config import save_config
 
     status = stage_status(run_dir, stage, digest, inputs)
     if status == "done":
         return read_manifest(run_dir, stage)
+    if not main_process:
+        return None
     if status in ("new", "stale"):
         for path in map(Path, outputs):
             if path.is_dir():

@@ -17,7 +17,6 @@ adapters are merged on saving, since their base is the SFT model merged in memor
 from __future__ import annotations
 
 import copy
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +25,10 @@ import torch
 from tqdm import tqdm
 
 from sightsound import prompts, rl
-from sightsound.config import config_hash, save_config
+from sightsound.config import config_hash
 from sightsound.models.hf import HFBackend
-from sightsound.records import (JsonlWriter, Sample, mark_started, model_inputs, read_jsonl, read_manifest,
-                                sha256_file, stage_status, write_manifest)
+from sightsound.records import (JsonlWriter, Sample, begin_stage, model_inputs, read_jsonl, sha256_file,
+                                write_manifest)
 from sightsound.stages.sft import student_messages
 from sightsound.student import LoraConfig, add_lora, completion_logps, load_model
 from sightsound.training import (Batches, latest_checkpoint, open_board, read_state, save_checkpoint, save_model,
@@ -79,15 +78,11 @@ def main(cfg: GRPOConfig) -> dict:
     inputs |= model_inputs(cfg.model)
     digest = config_hash(cfg)
     accelerator = Accelerator()
-    status = stage_status(run_dir, cfg.subdir, digest, inputs)
-    if status == "done":
+    # another config's training is not resumed: begin_stage clears `out` unless this config started it
+    manifest = begin_stage(run_dir, cfg.subdir, cfg, digest, inputs, [out], accelerator.is_main_process)
+    if manifest is not None:
         accelerator.print(f"grpo: already done in {out}")
-        return read_manifest(run_dir, cfg.subdir)
-    if accelerator.is_main_process:
-        if status in ("new", "stale") and out.exists():
-            shutil.rmtree(out)
-        mark_started(run_dir, cfg.subdir, digest)
-        save_config(cfg, run_dir / "config" / f"{cfg.subdir}.yaml")
+        return manifest
     accelerator.wait_for_everyone()
     started = time.time()
     set_seed(cfg.seed)

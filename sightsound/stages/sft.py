@@ -16,7 +16,6 @@ The loss covers response tokens only. Writes `RUN_DIR/sft/`: `metrics.jsonl`
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +24,9 @@ import torch
 from tqdm import tqdm
 
 from sightsound import media, prompts
-from sightsound.config import config_hash, save_config
-from sightsound.records import (JsonlWriter, Sample, mark_started, model_inputs, read_jsonl, read_manifest,
-                                sha256_file, stage_status, write_manifest)
+from sightsound.config import config_hash
+from sightsound.records import (JsonlWriter, Sample, begin_stage, model_inputs, read_jsonl, sha256_file,
+                                write_manifest)
 from sightsound.student import LoraConfig, add_lora, build_batch, load_model
 from sightsound.training import (Batches, latest_checkpoint, open_board, read_state, save_checkpoint, save_model,
                                  validate)
@@ -76,15 +75,11 @@ def main(cfg: SFTConfig) -> dict:
     inputs |= model_inputs(cfg.model)
     digest = config_hash(cfg)
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum)
-    status = stage_status(run_dir, cfg.subdir, digest, inputs)
-    if status == "done":
+    # another config's training is not resumed: begin_stage clears `out` unless this config started it
+    manifest = begin_stage(run_dir, cfg.subdir, cfg, digest, inputs, [out], accelerator.is_main_process)
+    if manifest is not None:
         accelerator.print(f"sft: already done in {out}")
-        return read_manifest(run_dir, cfg.subdir)
-    if accelerator.is_main_process:
-        if status in ("new", "stale") and out.exists():
-            shutil.rmtree(out)  # another config's training is not resumed
-        mark_started(run_dir, cfg.subdir, digest)
-        save_config(cfg, run_dir / "config" / f"{cfg.subdir}.yaml")
+        return manifest
     accelerator.wait_for_everyone()
     started = time.time()
     set_seed(cfg.seed)
