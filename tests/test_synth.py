@@ -90,3 +90,21 @@ def test_visual_reasoning_hallucinates_exactly_on_mimes():
     assert synth.hallucinated(text, {"audible": ["flute", "bird"]})
     assert not synth.hallucinated("<think>The flute is sounding.</think>", {"audible": ["flute", "bird"]})
 
+
+
+def test_the_same_seed_writes_the_same_clips_run_after_run(tmp_path):
+    """Two runs of `sightsound synth` (each its own process, as two demo runs are) decode to the same
+    frames and audio."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from sightsound import media
+
+    for name in ("a", "b"):
+        subprocess.run([sys.executable, "-m", "sightsound", "synth", "--out", str(tmp_path / name), "--clips", "8",
+                        "--seed", "1"], check=True, capture_output=True)
+    for clip in sorted((tmp_path / "a" / "videos").glob("*.mp4")):
+        a, b = media.decode(clip, num_frames=16), media.decode(tmp_path / "b" / "videos" / clip.name, num_frames=16)
+        assert np.array_equal(a.frames, b.frames) and np.array_equal(a.audio, b.audio), clip.name

@@ -9,7 +9,7 @@ visible but silent (sometimes its glyph pulses anyway, like a musician miming), 
 off-screen. So a model that only watches answers well about what is seen and is fooled by the
 mimes and the off-screen sounds, which is exactly the gap the paper's checker must close.
 
-Written to `--out`: `videos/<name>.mp4` (H.264 + AAC, stereo 22.05 kHz), AVQA-format question
+Written to `--out`: `videos/<name>.mp4` (lossless H.264 + AAC, stereo 22.05 kHz), AVQA-format question
 files `train_qa.json` / `val_qa.json`, and `facts.jsonl` with each clip's ground truth: every
 source's visibility, position, motion and sound events (onset, duration, loudness in dB).
 """
@@ -238,8 +238,11 @@ def _voice(name: str, length: int, sr: int, rng: np.random.Generator) -> np.ndar
     raise ValueError(f"unknown source {name!r}")
 
 
-def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, fps: int, sample_rate: int) -> None:
-    """H.264 video + AAC stereo audio, written atomically."""
+def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, fps: int, sample_rate: int,
+              lossless: bool = False) -> None:
+    """H.264 video + AAC stereo audio, written atomically. The synthetic world is written lossless:
+    lossy x264 encodes these frames differently from run to run (the packets differ), which made the
+    same seed give another world, and the demo other numbers, each time."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -248,7 +251,7 @@ def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, fps: int, sampl
         vstream = container.add_stream("libx264", rate=fps)
         vstream.width, vstream.height = frames.shape[2], frames.shape[1]
         vstream.pix_fmt = "yuv420p"
-        vstream.options = {"preset": "veryfast", "crf": "18"}
+        vstream.options = {"preset": "veryfast", **({"qp": "0"} if lossless else {"crf": "18"})}
         astream = container.add_stream("aac", rate=sample_rate, layout="stereo")
         for image in frames:
             for packet in vstream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
@@ -298,7 +301,7 @@ def generate(cfg: SynthConfig, progress: bool = True) -> Path:
         name = f"syn{cfg.seed:03d}c{i:05d}_{(i * 10) % 300:06d}"  # AVQA style: <id>_<start second>
         sources = make_scene(clip_rng, cfg.duration)
         write_mp4(out / "videos" / f"{name}.mp4", render_frames(sources, cfg, clip_rng),
-                  render_audio(sources, cfg, clip_rng), cfg.fps, cfg.sample_rate)
+                  render_audio(sources, cfg, clip_rng), cfg.fps, cfg.sample_rate, lossless=True)
         split = "val" if i >= cfg.clips - n_val else "train"
         for q in questions(sources, clip_rng):
             if q["question_type"] not in cfg.question_types:
