@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from sightsound.records import Sample, read_jsonl, write_json
+from sightsound.records import Sample, read_jsonl, write_json, write_manifest
 
 
 class Batches:
@@ -104,3 +104,14 @@ def open_board(out: Path):
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(str(out / "tensorboard"))
+
+
+def write_training_manifest(run_dir: Path, cfg, digest: str, inputs: dict, started: float, state: dict,
+                            curve: str, counts: dict, **extra) -> dict:
+    """The manifest of an SFT or GRPO run (main process, after the final model is saved): `counts`
+    plus steps, the first and last logged value of `curve` (loss, reward) and the best validation."""
+    rows = list(read_jsonl(Path(run_dir) / cfg.subdir / "metrics.jsonl"))
+    counts = {**counts, "steps": state["step"], f"first_{curve}": rows[0][curve], f"last_{curve}": rows[-1][curve],
+              "best_val_accuracy": state["best_accuracy"], "best_step": state["best_step"]}
+    return write_manifest(run_dir, cfg.subdir, config_hash=digest, inputs=inputs, started=started, counts=counts,
+                          model=cfg.model, **extra)

@@ -27,12 +27,11 @@ from tqdm import tqdm
 from sightsound import prompts, rl
 from sightsound.config import config_hash
 from sightsound.models.hf import HFBackend
-from sightsound.records import (JsonlWriter, Sample, begin_stage, model_inputs, read_jsonl, sha256_file,
-                                write_manifest)
+from sightsound.records import JsonlWriter, Sample, begin_stage, model_inputs, read_jsonl, sha256_file
 from sightsound.stages.sft import student_messages
 from sightsound.student import LoraConfig, add_lora, completion_logps, load_model
 from sightsound.training import (Batches, latest_checkpoint, open_board, read_state, save_checkpoint, save_model,
-                                 validate)
+                                 validate, write_training_manifest)
 
 
 @dataclass
@@ -133,13 +132,9 @@ def main(cfg: GRPOConfig) -> dict:
         return {}
     metrics.close()
     board.close()
-    rows = list(read_jsonl(out / "metrics.jsonl"))
-    manifest = write_manifest(run_dir, cfg.subdir, config_hash=digest, inputs=inputs, started=started,
-                              counts={"prompts": len(items), "steps": state["step"],
-                                      "first_reward": rows[0]["reward"], "last_reward": rows[-1]["reward"],
-                                      "best_val_accuracy": state["best_accuracy"], "best_step": state["best_step"]},
-                              model=cfg.model)
-    print(f"grpo: {state['step']} steps; reward {rows[0]['reward']:.3f} → {rows[-1]['reward']:.3f} → {out}")
+    manifest = write_training_manifest(run_dir, cfg, digest, inputs, started, state, "reward", {"prompts": len(items)})
+    c = manifest["counts"]
+    print(f"grpo: {state['step']} steps; reward {c['first_reward']:.3f} → {c['last_reward']:.3f} → {out}")
     return manifest
 
 

@@ -25,11 +25,10 @@ from tqdm import tqdm
 
 from sightsound import media, prompts
 from sightsound.config import config_hash
-from sightsound.records import (JsonlWriter, Sample, begin_stage, model_inputs, read_jsonl, sha256_file,
-                                write_manifest)
+from sightsound.records import JsonlWriter, Sample, begin_stage, model_inputs, read_jsonl, sha256_file
 from sightsound.student import LoraConfig, add_lora, build_batch, load_model
 from sightsound.training import (Batches, latest_checkpoint, open_board, read_state, save_checkpoint, save_model,
-                                 validate)
+                                 validate, write_training_manifest)
 
 TARGETS = ("cot", "teacher_label", "gt_label", "examples")
 
@@ -149,14 +148,11 @@ def main(cfg: SFTConfig) -> dict:
         return {}
     metrics.close()
     board.close()
-    rows = list(read_jsonl(out / "metrics.jsonl"))
-    manifest = write_manifest(run_dir, cfg.subdir, config_hash=digest, inputs=inputs, started=started,
-                              counts={"examples": len(examples), "steps": state["step"],
-                                      "first_loss": rows[0]["loss"], "last_loss": rows[-1]["loss"],
-                                      "best_val_accuracy": state["best_accuracy"], "best_step": state["best_step"]},
-                              target=cfg.target, model=cfg.model)
+    manifest = write_training_manifest(run_dir, cfg, digest, inputs, started, state, "loss",
+                                       {"examples": len(examples)}, target=cfg.target)
+    c = manifest["counts"]
     print(f"sft: {state['step']} steps on {len(examples)} training examples ({cfg.target}); loss "
-          f"{rows[0]['loss']:.4f} → {rows[-1]['loss']:.4f} → {out}")
+          f"{c['first_loss']:.4f} → {c['last_loss']:.4f} → {out}")
     return manifest
 
 
