@@ -17,6 +17,7 @@ demo: $(BIN)/.installed
 	$(BIN)/sightsound run configs/demo.yaml
 
 test: $(BIN)/.installed
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 
 from sightsound import media, prompts
-from sightsound.datasets import synth
+from sightsound.datasets.synth import world
 from sightsound.models import ModelConfig, tiny
-from sightsound.records import Sample, read_jsonl
+from sightsound.records import Sample
+from sightsound.store import read_jsonl
 from sightsound.stages import evaluate, prepare
 
 
@@ -63,8 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        synth.generate(synth.SynthConfig(out=str(tmp / "world"), clips=args.samples // 2, val_fraction=0.0),
-                       progress=False)
+        world.write_world(world.SynthConfig(out=str(tmp / "world"), clips=args.samples // 2, val_fraction=0.0, progress=False))
         prepare.main(prepare.PrepareConfig(dataset="synth", root=str(tmp / "world"), out=str(tmp / "run"),
                                            num_frames=0, progress=False))
         student = tiny.build_all(tmp / "tiny")["student"]

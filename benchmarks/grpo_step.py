@@ -13,7 +13,7 @@ function, normalize advantages within groups and take one AdamW step on eq. 2 wi
 against a frozen copy of the starting model; float32, full-parameter, lr 1e-6, grad-norm clip 1.0.
 
 Ours is `sightsound.stages.grpo.grpo_step` line for line, except that the prompts are text and are
-tokenized with the tokenizer (`grpo_step` encodes each sample's audio through `HFBackend`, which a
+tokenized with the tokenizer (`grpo_step` encodes each sample's audio through `models.loading.encode`, which a
 text-only model has no use for). It calls the same pieces: `completion_mask`, `placeholder_ids`,
 `student.completion_logps` (old, reference and training log-probs), `rl.group_advantages`,
 `rl.grpo_loss`, `rl.grpo_metrics`, `accelerate` for backward / clipping / gathering.
@@ -93,14 +93,14 @@ def trl_reward(completions, **kwargs) -> list[float]:
 def prompt_messages(n: int) -> list[list[dict]]:
     """n user turns: the student's CoT prompt over varied questions and option lists."""
     from sightsound import prompts
-    from sightsound.datasets import synth
+    from sightsound.datasets.synth import world
 
     questions = ["Which object is making a sound in the audio?", "How many sound sources can be heard in the audio?",
                  "Which sound starts first in the audio?", "Is the flute louder than the drum?"]
     out = []
     for i in range(n):
         k = 2 + i % 3  # 2 to 4 options, so prompts differ in length and get left padding
-        options = [synth.NAMES[(i + j) % len(synth.NAMES)] for j in range(k)]
+        options = [world.NAMES[(i + j) % len(world.NAMES)] for j in range(k)]
         text = prompts.fill(prompts.STUDENT_PROMPT, questions[i % len(questions)], options)
         out.append([{"role": "user", "content": text}])
     return out
@@ -179,7 +179,7 @@ def run_ours(args) -> dict:
 
     from sightsound import rl
     from sightsound.stages.grpo import _eos_ids, _mean_over_processes, completion_mask
-    from sightsound.student import completion_logps
+    from sightsound.training.student import completion_logps
 
     torch.manual_seed(args.seed)
     accelerator = Accelerator(cpu=True)

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from sightsound import media
-from sightsound.datasets.synth import write_mp4
+from sightsound.datasets.synth.world import write_mp4
 
 NUM_FRAMES, FRAME_SIZE = 8, 448
 

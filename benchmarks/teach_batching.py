@@ -15,9 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from sightsound.datasets import synth
+from sightsound.datasets.synth import world
 from sightsound.models import ModelConfig, Request, Sampling, load_backend, tiny
-from sightsound.records import Sample, read_jsonl
+from sightsound.records import Sample
+from sightsound.store import read_jsonl
 from sightsound.stages import prepare, teach
 
 
@@ -29,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        synth.generate(synth.SynthConfig(out=str(tmp / "world"), clips=max(4, args.samples // 3)), progress=False)
+        world.write_world(world.SynthConfig(out=str(tmp / "world"), clips=max(4, args.samples // 3), progress=False))
         prepare.main(prepare.PrepareConfig(dataset="synth", root=str(tmp / "world"), out=str(tmp / "run"),
                                            num_frames=4, frame_size=56, progress=False))
         models = tiny.build_all(tmp / "tiny")

@@ -3,14 +3,14 @@
     python benchmarks/verifier_quality.py [--clips 800] [--seed 0] [--work DIR]
 
 Builds a synthetic world (a quarter of the clips held out as `val`), prepares its audio, builds the
-tiny models, and writes one teacher-like trace per clip: `synth.visual_reasoning` of the clip's
+tiny models, and writes one teacher-like trace per clip: `oracle.visual_reasoning` of the clip's
 facts wrapped as <think>…</think><answer>…</answer>, answering the clip's "which object is making
 a sound" question with an option the reasoning says is sounding. A watcher takes every moving
 glyph to sound, so a trace hallucinates exactly where a source mimes (moves without sounding) and
 is truthful elsewhere. Then the verify stage runs on the val clips' traces with each checker:
 
   trained  the lightweight verifier, calibrated on the train clips' traces with ground-truth labels
-           (accept = `not synth.hallucinated`). Its audio encoder is the tiny student's audio tower,
+           (accept = `not oracle.hallucinated`). Its audio encoder is the tiny student's audio tower,
            whose weights are untrained: random features of the Whisper log-mel input.
   local    the UNTRAINED tiny Qwen2-Audio student's P(yes) at threshold 0.5: no knowledge of
            anything, so expect chance — it measures the plumbing, not a checker.
@@ -38,11 +38,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.http_server
 
-from sightsound.datasets import synth  # noqa: E402
+from sightsound.datasets.synth import oracle, world
 from sightsound.models import ModelConfig, tiny  # noqa: E402
-from sightsound.records import Sample, read_jsonl, read_manifest, to_json  # noqa: E402
+from sightsound.records import Sample  # noqa: E402
+from sightsound.store import read_jsonl, to_json  # noqa: E402
+from sightsound.manifest import read_manifest  # noqa: E402
 from sightsound.stages import prepare, teach, verify  # noqa: E402
-from sightsound import verifier  # noqa: E402
+from sightsound.checking import verifier  # noqa: E402
+from sightsound.scoring import rejection_metrics  # noqa: E402
 from tests.http_server import ChatServer, Reply, completion  # noqa: E402
 
 
@@ -57,8 +60,8 @@ def traced_run(prepared: Path, out: Path) -> list[Sample]:
             chosen.append(sample)
     traces, votes = [], []
     for sample in chosen:
-        reasoning = synth.visual_reasoning(sample.meta["facts"]["sources"])
-        claimed = synth.claimed_sounds(reasoning)
+        reasoning = oracle.visual_reasoning(sample.meta["facts"]["sources"])
+        claimed = oracle.claimed_sounds(reasoning)
         pick = next((i for i, option in enumerate(sample.options) if option in claimed), 0)
         trace = teach.make_trace(sample, 0, f"<think>{reasoning}</think><answer>{'ABCD'[pick]}</answer>")
         traces.append(trace)
@@ -75,7 +78,7 @@ def labelled_traces(run_dir: Path) -> list[dict]:
     for trace in read_jsonl(run_dir / "traces.jsonl"):
         sample = samples[trace["sample_id"]]
         rows.append({"audio": sample.audio, "text": trace["text"],
-                     "label": not synth.hallucinated(trace["text"], sample.meta["facts"])})
+                     "label": not oracle.hallucinated(trace["text"], sample.meta["facts"])})
     return rows
 
 
@@ -93,7 +96,7 @@ def linear_baseline(calibration: list[dict], test: list[dict], checkpoint: Path)
                 for name, rows in (("cal", calibration), ("test", test))}
     model = LogisticRegression(class_weight="balanced", max_iter=5000).fit(features["cal"], [r["label"] for r in calibration])
     accept = model.predict(features["test"])
-    metrics = verifier.rejection_metrics([not r["label"] for r in test], [not a for a in accept])
+    metrics = rejection_metrics([not r["label"] for r in test], [not a for a in accept])
     return {**metrics, "seconds": round(time.perf_counter() - start, 1)}
 
 
@@ -105,7 +108,7 @@ def oracle(samples: list[Sample]):
         parts = body["messages"][0]["content"]
         audio = next(p["input_audio"]["data"] for p in parts if p["type"] == "input_audio")
         text = next(p["text"] for p in parts if p["type"] == "text")
-        return Reply(body=completion(["No, a claimed sound is not in the audio." if synth.hallucinated(text, facts[audio])
+        return Reply(body=completion(["No, a claimed sound is not in the audio." if oracle.hallucinated(text, facts[audio])
                                       else "Yes."]))
 
     return rule
@@ -129,7 +132,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="verifier-quality-"))
     try:
-        synth.generate(synth.SynthConfig(out=str(work / "world"), clips=args.clips, seed=args.seed), progress=False)
+        world.write_world(world.SynthConfig(out=str(work / "world"), clips=args.clips, seed=args.seed, progress=False))
         runs = {}
         for split in ("train", "val"):
             prepare.main(prepare.PrepareConfig(dataset="synth", root=str(work / "world"), split=split,

@@ -4,14 +4,16 @@
 
 A freshly built tiny model knows nothing, so nothing would flow through the pipeline. This stage
 generates a separate synthetic world, builds the tiny Qwen models, and fine-tunes three of them
-with `sightsound sft` (target `examples`) into:
+with `sightsound sft` (target `examples`) into the roles below. It is a recipe made of other
+stages (synth, prepare, sft), so it sits above them: the one module that may run stages.
+
 
 - the **teacher** (Qwen2.5-VL): sees only the frames and writes what a watcher can tell —
-  `synth.visual_reasoning` (a pulsing glyph is taken to sound, a still one to be silent) inside
+  `synth.oracle.visual_reasoning` (a pulsing glyph is taken to sound, a still one to be silent) inside
   <think>, then the watcher's answer. It is right about what is seen and sounding and, like the
   paper's LVLM, hallucinates about mimes (moving but silent) and misses off-screen sounds.
 - the **checker** (Qwen2-Audio): hears the clip and answers yes/no to "is every claimed sound
-  supported?" about reasoning texts like the teacher's (labels from `synth.hallucinated`).
+  supported?" about reasoning texts like the teacher's (labels from `synth.oracle.hallucinated`).
 - the **student** (Qwen2-Audio): hears the clip and answers directly, never having seen the
   <think>/<answer> format — the pipeline is what teaches it to reason.
 
@@ -29,11 +31,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sightsound import answers, prompts
+from sightsound import answers, media, prompts
 from sightsound.config import config_hash
-from sightsound.datasets import synth
-from sightsound.records import Sample, read_jsonl, read_manifest, sha256_file, write_manifest
-from sightsound.stages import verify
+from sightsound.datasets.synth import oracle
+from sightsound.datasets.synth.world import SynthConfig
+from sightsound.inference import Asking, answer_all
+from sightsound.manifest import read_manifest, write_manifest
+from sightsound.models import ModelConfig, Request, Sampling, load_backend, tiny
+from sightsound.records import Sample
+from sightsound.rl import format_reward
+from sightsound.scoring import rejection_metrics
+from sightsound.stages import prepare, sft, synth
+from sightsound.store import read_jsonl, sha256_file
 
 ROLES = ("teacher", "checker", "student")
 
@@ -48,7 +57,7 @@ class RoleConfig:
 @dataclass
 class BootstrapConfig:
     out: str = "runs/demo-models"  # the bootstrapped models are cached here
-    world: synth.SynthConfig = field(default_factory=lambda: synth.SynthConfig(
+    world: SynthConfig = field(default_factory=lambda: SynthConfig(
         clips=600, seed=1, val_fraction=0.1, question_types=["Which", "Count"]))
     num_frames: int = 4
     frame_size: int = 56
@@ -66,9 +75,6 @@ def models(cfg: BootstrapConfig) -> dict[str, str]:
 
 
 def main(cfg: BootstrapConfig) -> dict:
-    from sightsound.models import tiny
-    from sightsound.stages import prepare, sft
-
     out = Path(cfg.out)
     digest = config_hash(cfg)
     done = read_manifest(out, "bootstrap")
@@ -77,8 +83,8 @@ def main(cfg: BootstrapConfig) -> dict:
         return done
     started = time.time()
 
-    world = synth.SynthConfig(**{**cfg.world.__dict__, "out": str(out / "world")})
-    synth.generate(world, progress=cfg.progress)
+    world = SynthConfig(**{**cfg.world.__dict__, "out": str(out / "world"), "progress": cfg.progress})
+    synth.main(world)
     for split in ("train", "val"):
         prepare.main(prepare.PrepareConfig(dataset="synth", root=world.out, split=split, out=str(out / split),
                                            num_frames=cfg.num_frames, frame_size=cfg.frame_size,
@@ -115,23 +121,10 @@ def main(cfg: BootstrapConfig) -> dict:
 # --- what each role learns from ------------------------------------------------------------------
 
 
-def watcher_choices(sample: Sample) -> list[int]:
-    """The options a model that only watches could pick: the moving glyphs it sees among the options
-    (for "how many", the number of moving glyphs); any option when nothing it sees decides."""
-    facts = sample.meta["facts"]
-    moving = [s["name"] for s in facts["sources"] if s["visible"] and s["moving"]]
-    if sample.category == "Count":
-        return [sample.options.index(synth.COUNT_WORDS[max(len(moving), 1) - 1])]
-    seen = [i for i, option in enumerate(sample.options) if option in moving]
-    return seen or list(range(len(sample.options)))
-
-
 def teacher_example(sample: Sample, rng: random.Random) -> dict:
-    text = prompts.fill(prompts.TEACHER_PROMPT, sample.question, sample.options, "text")
-    reasoning = synth.visual_reasoning(sample.meta["facts"]["sources"])
-    answer = sample.options[rng.choice(watcher_choices(sample))]
-    return {"messages": [{"role": "user", "content": [{"type": "video", "path": sample.meta["frames"]},
-                                                      {"type": "text", "text": text}]}],
+    reasoning = oracle.visual_reasoning(sample.meta["facts"]["sources"])
+    answer = sample.options[rng.choice(oracle.watcher_choices(sample))]
+    return {"messages": prompts.teacher_turn(sample.meta["frames"], sample.question, sample.options, "text"),
             "response": f"<think>{reasoning}</think><answer>{answer}</answer>"}
 
 
@@ -147,17 +140,15 @@ def checker_examples(sample: Sample, rng: random.Random) -> list[dict]:
         chosen["moving"] = not chosen["moving"]
     out = []
     for variant in (sources, flipped):
-        trace = synth.visual_reasoning(variant)
-        out.append({"messages": verify.checker_turn(sample.audio, trace),
-                    "response": "no" if synth.hallucinated(trace, facts) else "yes"})
+        trace = oracle.visual_reasoning(variant)
+        out.append({"messages": prompts.checker_turn(sample.audio, trace),
+                    "response": "no" if oracle.hallucinated(trace, facts) else "yes"})
     return out
 
 
 def student_example(sample: Sample) -> dict:
-    from sightsound.stages.sft import label_text, student_messages
-
-    return {"messages": student_messages(sample, prompts.DIRECT_PROMPT, "text"),
-            "response": label_text(sample, sample.answer, "text")}
+    return {"messages": prompts.question_turn("direct", sample.question, sample.options, "text", audio=sample.audio),
+            "response": prompts.label_text(sample.options, sample.answer, "text")}
 
 
 def write_examples(path: Path, rows: list[dict]) -> None:
@@ -169,24 +160,19 @@ def write_examples(path: Path, rows: list[dict]) -> None:
 
 
 def measure(cfg: BootstrapConfig, heldout: list[Sample]) -> dict:
-    from sightsound.models import ModelConfig, Request, Sampling, load_backend
-    from sightsound.rl import format_reward
-    from sightsound.stages import evaluate
-    from sightsound.stages.teach import TeachConfig, teacher_messages
-
     paths = models(cfg)
     greedy = Sampling(n=1, temperature=0.0, max_new_tokens=96)
     teacher = load_backend(ModelConfig(model=paths["teacher"], dtype="float32", batch_size=16))
-    teach_cfg = TeachConfig(num_frames=cfg.num_frames, frame_size=cfg.frame_size, answer="text")
-    replies = teacher.generate([Request(s.id, teacher_messages(s, teach_cfg)) for s in heldout], greedy)
+    turns = [prompts.teacher_turn(media.load_frames(s.meta["frames"]), s.question, s.options, "text") for s in heldout]
+    replies = teacher.generate([Request(s.id, turn) for s, turn in zip(heldout, turns)], greedy)
     picked = [answers.match_option(g.texts[0] if g.texts else "", s.options, similarity_threshold=None)
               for s, g in zip(heldout, replies)]
-    told = [synth.visual_reasoning(s.meta["facts"]["sources"]) for s in heldout]
+    told = [oracle.visual_reasoning(s.meta["facts"]["sources"]) for s in heldout]
     said = [answers.think_text(g.texts[0]) if g.texts else "" for g in replies]
     teacher_scores = {"format": _share(format_reward(g.texts[0] if g.texts else "") for g in replies),
                       "reasoning_exact": _share(a.strip() == b for a, b in zip(said, told)),
                       "accuracy": _share(p == s.answer for p, s in zip(picked, heldout)),
-                      "watcher_agreement": _share(p in watcher_choices(s) for p, s in zip(picked, heldout))}
+                      "watcher_agreement": _share(p in oracle.watcher_choices(s) for p, s in zip(picked, heldout))}
 
     checker = load_backend(ModelConfig(model=paths["checker"], dtype="float32", batch_size=16))
     check_rng = random.Random(cfg.seed + 1)
@@ -194,14 +180,11 @@ def measure(cfg: BootstrapConfig, heldout: list[Sample]) -> dict:
     p_yes = checker.yes_probability([Request(str(i), ex["messages"]) for i, (_, ex) in enumerate(cases)])
     should_reject = [ex["response"] == "no" for _, ex in cases]
     rejected = [p < 0.5 for p in p_yes]
-    from sightsound.verifier import rejection_metrics
-
     checker_scores = {"accuracy": _share(a == b for a, b in zip(should_reject, rejected)),
                       **rejection_metrics(should_reject, rejected)}
 
     student = load_backend(ModelConfig(model=paths["student"], dtype="float32", batch_size=16))
-    eval_cfg = evaluate.EvalConfig(method="direct", answer="text", max_new_tokens=16, progress=False)
-    predictions, _, _ = evaluate.answer_all(student, heldout, eval_cfg)
+    predictions, _, _ = answer_all(student, heldout, Asking(method="direct", answer="text", max_new_tokens=16))
     return {"teacher": teacher_scores, "checker": checker_scores,
             "student": {"direct_accuracy": _share(p.correct for p in predictions)}}
 
@@ -209,3 +192,9 @@ def measure(cfg: BootstrapConfig, heldout: list[Sample]) -> dict:
 def _share(flags) -> float:
     flags = list(flags)
     return round(sum(bool(f) for f in flags) / len(flags), 4) if flags else 0.0
+
+
+def summary(manifest: dict) -> str:
+    c = manifest.get("counts") or {}
+    return (f"{c.get('train_questions')} training questions, {c.get('heldout_questions')} held out; "
+            f"roles trained: {', '.join(c.get('training') or {}) or '—'}")

@@ -1,4 +1,5 @@
-"""The `sightsound` command: one subcommand per stage.
+"""The `sightsound` command: one subcommand per stage (from `sightsound.registry.STAGES`), and `run`,
+`report`, `score`, `verifier train` and `tiny-models`.
 
     sightsound synth --out runs/world --clips 48
     sightsound run configs/demo.yaml --out runs/demo     # the whole pipeline (see sightsound/pipeline.py)
@@ -12,37 +13,38 @@
     sightsound score predictions.jsonl --out result.json --scorer mmau
 
 Every stage subcommand takes `--config FILE` (a YAML file holding the stage's keys, or a section
-named after the stage), its flags, and trailing `key=value` overrides, applied in that order.
+named after the stage), its flags, and trailing `key=value` overrides, applied in that order; its
+`--help` lists every config key with its default and what it means.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import subprocess
 import sys
 
-from sightsound.config import ConfigError, load_config
+from sightsound import pipeline
+from sightsound.config import ConfigError, field_comments, load_config
 from sightsound.pipeline import StageIncomplete
+from sightsound.registry import STAGES, Stage
 
 
 def _stage(args):
     """Any pipeline stage: its config from --config, then its flags, then key=value overrides. From a
     pipeline config (one with a `run` section) the stage gets what `sightsound run` would give it."""
-    from sightsound import pipeline
-    from sightsound.stages import MAINS, SECTIONS
-
+    stage = STAGES[args.command]
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "overrides")}
     if args.config and pipeline.is_pipeline_config(args.config):
         cfg = pipeline.stage_config(args.config, args.command, args.overrides, flags)
     else:
-        cfg = load_config(SECTIONS[args.command], args.config, args.overrides, section=args.command, values=flags)
-    MAINS[args.command](cfg)
+        cfg = load_config(stage.config, args.config, args.overrides, section=args.command, values=flags)
+    stage.main(cfg)
 
 
 def _run(args):
     from pathlib import Path
-
-    from sightsound import pipeline
 
     config, overrides = args.config, list(args.overrides)
     if config and "=" in config and not Path(config).exists():  # `sightsound run sft.steps=5`: no config named
@@ -69,7 +71,7 @@ def _report(args):
 
 
 def _verifier_train(args):
-    from sightsound import verifier
+    from sightsound.checking import verifier
 
     cfg = load_config(verifier.TrainConfig, None, args.overrides,
                       values={"calibration": args.calibration, "from_run": args.from_run, "out": args.out})
@@ -98,10 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Stage subcommands also take --config FILE and trailing key=value overrides.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    stages = []
 
-    p = sub.add_parser("run", help="the whole pipeline from one config: bootstrap → synth → prepare → teach → "
-                                   "verify → sft → grpo → eval → report (finished stages are skipped)")
+    p = sub.add_parser("run", help=f"the whole pipeline from one config: {' → '.join(pipeline.order())} "
+                                   "(finished stages are skipped)")
     p.add_argument("config", nargs="?", help="pipeline config (default: configs/demo.yaml, the CPU demo)")
     p.add_argument("--out", help="run directory (default: the config's run.out)")
     p.add_argument("--from", dest="start", metavar="STAGE", help="first stage to run")
@@ -110,53 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. sft.steps=10")
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("synth", help="generate the synthetic audio-visual world (clips, questions, facts)")
-    p.add_argument("--out", help="output folder")
-    p.add_argument("--clips", type=int, help="number of clips")
-    p.add_argument("--seed", type=int, help="random seed")
-    p.set_defaults(func=_stage)
-    stages.append(p)
-
-    p = sub.add_parser("prepare", help="benchmark metadata + media → samples.jsonl / skipped.jsonl")
-    p.add_argument("--dataset", choices=["avqa", "mmau", "music-avqa", "jsonl", "synth"])
-    p.add_argument("--root", help="folder holding the metadata file")
-    p.add_argument("--split", help="avqa: train|val; mmau: test-mini; music-avqa: test; ...")
-    p.add_argument("--media", help="folder searched for clips by file stem (default: --root)")
-    p.add_argument("--out", help="run directory")
-    p.set_defaults(func=_stage)
-    stages.append(p)
-
-    p = sub.add_parser("teach", help="teacher CoT on silent video, n samples each → traces.jsonl, consensus.jsonl")
-    p.add_argument("--out", help="run directory (holding samples.jsonl)")
-    p.set_defaults(func=_stage)
-    stages.append(p)
-
-    p = sub.add_parser("sft", help="LoRA SFT of the student on verified traces (or labels) → sft/")
-    p.add_argument("--out", help="run directory")
-    p.set_defaults(func=_stage)
-    stages.append(p)
-
-    p = sub.add_parser("grpo", help="GRPO from the SFT student against the teacher's labels → grpo/")
-    p.add_argument("--out", help="run directory")
-    p.set_defaults(func=_stage)
-    stages.append(p)
-
-    p = sub.add_parser("eval", help="a model on a prepared benchmark with one of the paper's methods")
-    p.add_argument("--samples", help="a prepared benchmark's samples.jsonl")
-    p.add_argument("--out", help="output folder (predictions.jsonl, result.json)")
-    p.add_argument("--method", help="direct | zero_shot_cot | zero_shot_audio_cot | test_time_cot_distill")
-    p.set_defaults(func=_stage)
-    stages.append(p)
-
-    p = sub.add_parser("verify", help="a checker that hears says yes/no to each trace → verdicts.jsonl, corpus.jsonl")
-    p.add_argument("--out", help="run directory (holding traces.jsonl, consensus.jsonl)")
-    p.add_argument("--checker", help="local | api | trained")
-    p.set_defaults(func=_stage)
-    stages.append(p)
-
-    for p in stages:
-        p.add_argument("--config", help="YAML config file")
-        p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    for stage in STAGES.values():
+        _add_stage(sub, stage)
 
     p = sub.add_parser("verifier", help="the lightweight audio-text verifier (checker=trained)")
     verifier_sub = p.add_subparsers(dest="verifier_command", metavar="COMMAND", required=True)
@@ -185,6 +141,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scorer", choices=["default", "mmau"], default="default")
     p.set_defaults(func=_score)
     return parser
+
+
+def _add_stage(sub, stage: Stage) -> None:
+    """A stage's subcommand: its flags, --config, key=value overrides, and every config key in --help."""
+    flow = f"reads {', '.join(stage.reads)}; " if stage.reads else ""
+    p = sub.add_parser(stage.name, help=stage.help, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description=f"{stage.help}\n({flow}writes {', '.join(stage.writes) or 'its manifest'})",
+                       epilog="config keys (in --config FILE, or as key=value), with their defaults:\n"
+                              + "\n".join(config_keys(stage.config())))
+    comments = field_comments(stage.config)
+    types = {f.name: str(f.type) for f in dataclasses.fields(stage.config)}
+    for key in stage.flags:
+        kind = int if types[key].startswith("int") else float if types[key].startswith("float") else str
+        p.add_argument(f"--{key}", type=kind, help=comments.get(key))
+    p.add_argument("--config", help="YAML config file (the stage's keys, or a pipeline config)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=_stage)
+
+
+def config_keys(cfg, prefix: str = "") -> list[str]:
+    """'  key = default  # what it means' for every key of a config (nested ones dotted)."""
+    comments = field_comments(type(cfg))
+    lines = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            lines += config_keys(value, f"{prefix}{f.name}.")
+            continue
+        comment = f"  # {comments[f.name]}" if f.name in comments else ""
+        lines.append(f"  {prefix}{f.name} = {json.dumps(value)}{comment}")
+    return lines
 
 
 def main(argv=None) -> int:

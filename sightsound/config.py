@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
+import io
 import json
+import textwrap
+import tokenize
 import types
 import typing
 from pathlib import Path
@@ -39,12 +43,19 @@ def load_config(cls, path: str | Path | None = None, overrides=(), section: str 
             source = f"{path} [{section}]"
         data = loaded
     data = {**data, **{k: v for k, v in (values or {}).items() if v is not None}}
+    apply_overrides(data, overrides)
+    return from_dict(cls, data, source)
+
+
+def apply_overrides(data: dict, overrides, form: str = "key=value") -> dict:
+    """Set each `key=value` override in `data` (dotted keys reach into nested mappings; values are
+    parsed as YAML). With form "section.key=value" every key must name a section."""
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
+        if not sep or not key or (form.startswith("section.") and "." not in key):
+            raise ConfigError(f"override {item!r} is not of the form {form}")
         set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
-    return from_dict(cls, data, source)
+    return data
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -146,3 +157,36 @@ def save_config(cfg, path: str | Path) -> None:
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
     if not path.exists() or path.read_text() != text:  # an unchanged config is left untouched
         path.write_text(text)
+
+
+def field_comments(cls) -> dict[str, str]:
+    """The comment written after each field of a config dataclass (`n: int = 4  # traces per
+    sample`), read from its source (and its dataclass bases'): the help of each key, shown by the
+    stage's `--help`."""
+    comments = {}
+    for klass in [k for k in cls.__mro__ if dataclasses.is_dataclass(k)]:
+        for name, comment in _own_comments(klass).items():
+            comments.setdefault(name, comment)
+    return comments
+
+
+def _own_comments(cls) -> dict[str, str]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):  # no source (e.g. a class made at run time)
+        return {}
+    comments, current, line_start = {}, None, True
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type in (tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.DEDENT):
+            current = None if token.type == tokenize.NEWLINE else current
+            line_start = line_start or token.type == tokenize.NEWLINE
+            continue
+        if token.type == tokenize.COMMENT:
+            if current is not None:
+                comments.setdefault(current, token.string.lstrip("#").strip())
+            continue
+        if line_start and token.type == tokenize.NAME and token.string in names:
+            current = token.string
+        line_start = False
+    return comments

@@ -4,8 +4,8 @@
     sightsound run configs/sightsound-r1.yaml --out runs/r1
     sightsound run configs/demo.yaml --from sft --until grpo sft.steps=50
 
-Stages, in order (STAGES): bootstrap → synth → prepare → teach → verify → sft → grpo → eval → report.
-A stage takes part when the config has its section (`bootstrap` and `synth` are the demo's: its
+Stages, in order (`sightsound.registry.STAGES`, then the report): bootstrap → synth → prepare →
+teach → verify → sft → grpo → eval → report. A stage takes part when the config has its section (`bootstrap` and `synth` are the demo's: its
 tiny models and its synthetic world; an ablation without `grpo` skips GRPO); `--from` / `--until`
 narrow the range. Every stage skips itself when its manifest shows it finished with the same
 config and inputs, runs again when either changed, and resumes when it was interrupted — so a
@@ -30,7 +30,6 @@ RUN/config/sft.launch.yaml` (multi-GPU training); stages not named there run in 
 
 from __future__ import annotations
 
-import copy
 import json
 import shlex
 import shutil
@@ -39,13 +38,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from sightsound import report
+from sightsound.config import ConfigError, apply_overrides, from_dict, read_yaml, save_config
+from sightsound.registry import STAGES, Context, Stage
+from sightsound.store import write_json
 
-from sightsound.config import ConfigError, from_dict, read_yaml, save_config, set_dotted
-from sightsound.records import manifest_path, write_json
-
-STAGES = ("bootstrap", "synth", "prepare", "teach", "verify", "sft", "grpo", "eval", "report")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+
+
+def order() -> tuple[str, ...]:
+    """The registry's stages, then the report (the runner's own last step, written from the run directory)."""
+    return (*STAGES, "report")
 
 
 class StageIncomplete(RuntimeError):
@@ -62,51 +65,38 @@ class RunConfig:
 
 @dataclass
 class Plan:
-    """A config file, read and checked: the run settings and each stage's resolved config."""
+    """A config file, read and checked: the run settings and each stage's runs, (label, config) with
+    label None for the stage's own run (prepare's benchmarks and eval's models are labelled)."""
+
     run: RunConfig
-    stages: dict  # stage → its config (eval: a list of (benchmark/model, EvalConfig))
-    benchmarks: dict  # name → PrepareConfig (prepared with the training data, so training can validate on them)
+    stages: dict[str, list[tuple[str | None, object]]]
+
+    def config(self, stage: str):
+        """The stage's own run's config."""
+        return next(cfg for label, cfg in self.stages[stage] if label is None)
 
 
 def load_plan(path: str | Path, overrides=(), out: str | None = None) -> Plan:
     """Read a pipeline config: `key=value` overrides use section.key (`sft.steps=10`); `out`
-    replaces run.out; `{run}` is replaced everywhere; every section is checked now, before anything runs."""
-    from sightsound import bootstrap
-    from sightsound.stages import SECTIONS
-
-    data = read_pipeline_yaml(path)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or "." not in key:
-            raise ConfigError(f"override {item!r} is not of the form section.key=value")
-        set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
-    unknown = [k for k in data if k not in ("run", "benchmarks", *STAGES)]
+    replaces run.out; placeholders are replaced everywhere; every section is checked now, before
+    anything runs."""
+    data = apply_overrides(read_pipeline_yaml(path), overrides, form="section.key=value")
+    unknown = [k for k in data if k not in ("run", "benchmarks", *order())]
     if unknown:
-        raise ConfigError(f"{path}: unknown section {unknown[0]!r} (known: run, benchmarks, {', '.join(STAGES)})")
+        raise ConfigError(f"{path}: unknown section {unknown[0]!r} (known: run, benchmarks, {', '.join(order())})")
     run = from_dict(RunConfig, data.get("run") or {}, f"{path} [run]")
     if out is not None:
         run.out = out
-    models = (data.get("bootstrap") or {}).get("out", bootstrap.BootstrapConfig.out)
-    data = _substitute(data, {"{run}": run.out, "{models}": models})
-    classes = {**SECTIONS, "bootstrap": bootstrap.BootstrapConfig}
-    benchmarks = _benchmarks(data, run.out, str(path))
-    stages = {}
-    for stage in STAGES:
-        if stage not in data or stage == "report":
-            continue
-        section = dict(data[stage] or {})
-        source = f"{path} [{stage}]"
-        if stage == "eval":
-            stages[stage] = _evaluations(section, benchmarks, source)
-            continue
-        if "out" in section and stage != "bootstrap":
-            raise ConfigError(f"{source}: 'out' is fixed by the runner (the run directory, {run.out})")
-        if stage != "bootstrap":
-            section["out"] = str(Path(run.out) / "world") if stage == "synth" else run.out
-        stages[stage] = from_dict(classes[stage], section, source)
+    names = {"{run}": run.out}
+    for stage in STAGES.values():
+        if stage.placeholder:
+            names[stage.placeholder] = (data.get(stage.name) or {}).get("out", stage.config().out)
+    data = _substitute(data, names)
+    context = Context(run.out, data.get("benchmarks") or {}, str(path))
+    stages = {name: stage.resolve(data[name] or {}, context) for name, stage in STAGES.items() if name in data}
     if "report" in data or stages:
-        stages["report"] = None
-    return Plan(run, stages, {name: prepared for name, (prepared, _) in benchmarks.items()})
+        stages["report"] = []
+    return Plan(run, stages)
 
 
 def is_pipeline_config(path: str | Path) -> bool:
@@ -115,16 +105,17 @@ def is_pipeline_config(path: str | Path) -> bool:
 
 
 def stage_config(path: str | Path, stage: str, overrides=(), flags: dict | None = None):
-    """One stage's config as `sightsound run` resolves it (run directory, `{run}`), for running that
-    stage on its own; `flags` are the stage subcommand's options (`out` names the run directory)."""
+    """One stage's config as `sightsound run` resolves it (run directory, placeholders), for running
+    that stage on its own; `flags` are the stage subcommand's options (`out` names the run directory)."""
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     out = flags.pop("out", None)
     extra = [f"{stage}.{o}" for o in overrides] + [f"{stage}.{k}={json.dumps(v)}" for k, v in flags.items()]
     plan = load_plan(path, extra, out=out)
-    if stage == "eval" or stage not in plan.stages:
+    own = [cfg for label, cfg in plan.stages.get(stage, []) if label is None]
+    if not own:
         raise ConfigError(f"{path}: no single {stage} stage here; use `sightsound run {path} --from {stage} "
                           f"--until {stage}`")
-    return plan.stages[stage]
+    return own[0]
 
 
 def read_pipeline_yaml(path: str | Path) -> dict:
@@ -146,47 +137,6 @@ def read_pipeline_yaml(path: str | Path) -> dict:
     return base
 
 
-def _benchmarks(data: dict, run_dir: str, source: str) -> dict[str, tuple[object, dict]]:
-    """name → (its PrepareConfig, EvalConfig keys for it alone, e.g. {scorer: mmau})."""
-    from sightsound.stages import PrepareConfig
-
-    out = {}
-    for name, settings in (data.get("benchmarks") or {}).items():
-        settings = dict(settings or {})
-        overrides = settings.pop("eval", None) or {}
-        if "out" in settings:
-            raise ConfigError(f"{source} [benchmarks.{name}]: 'out' is fixed by the runner (eval/{name}/)")
-        settings["out"] = str(Path(run_dir) / "eval" / name)
-        out[name] = (from_dict(PrepareConfig, settings, f"{source} [benchmarks.{name}]"), overrides)
-    return out
-
-
-def _evaluations(section: dict, benchmarks: dict, source: str) -> list[tuple[str, object]]:
-    """(benchmark/model, EvalConfig) for every model on every benchmark."""
-    from sightsound.stages import EvalConfig
-
-    entries = section.pop("models", None) or []
-    if not benchmarks or not entries:
-        raise ConfigError(f"{source}: needs a `benchmarks` section and `models` (a list) here")
-    plan = []
-    for i, entry in enumerate(entries):
-        entry = dict(entry)
-        model_name = entry.pop("name", None)
-        if not model_name:
-            raise ConfigError(f"{source}: models[{i}] needs a `name` (its folder under eval/<benchmark>/)")
-        model = entry.pop("model", None)
-        for bench, (prepared, overrides) in benchmarks.items():
-            merged = {**copy.deepcopy(section), **overrides, **entry}
-            if isinstance(model, str):
-                merged["model"] = {**merged.get("model", {}), "model": model}
-            elif isinstance(model, dict):
-                merged["model"] = {**merged.get("model", {}), **model}
-            folder = Path(prepared.out)
-            merged.update(samples=str(folder / "samples.jsonl"), out=str(folder / model_name))
-            plan.append((f"{bench}/{model_name}", from_dict(EvalConfig, merged, f"{source} models[{i}]")))
-    return plan
-
-
 def _substitute(value, names: dict[str, str]):
     if isinstance(value, str):
         for name, replacement in names.items():
@@ -201,12 +151,13 @@ def _substitute(value, names: dict[str, str]):
 
 def selected(plan: Plan, start: str | None, until: str | None) -> list[str]:
     """The plan's stages from `start` to `until` (inclusive), in pipeline order."""
+    stages = order()
     for name in (start, until):
-        if name is not None and name not in STAGES:
-            raise ConfigError(f"unknown stage {name!r} (stages: {', '.join(STAGES)})")
-    lo = STAGES.index(start) if start else 0
-    hi = STAGES.index(until) if until else len(STAGES) - 1
-    return [s for s in STAGES if s in plan.stages and lo <= STAGES.index(s) <= hi]
+        if name is not None and name not in stages:
+            raise ConfigError(f"unknown stage {name!r} (stages: {', '.join(stages)})")
+    lo = stages.index(start) if start else 0
+    hi = stages.index(until) if until else len(stages) - 1
+    return [s for s in stages if s in plan.stages and lo <= stages.index(s) <= hi]
 
 
 def run(plan: Plan, start: str | None = None, until: str | None = None) -> Path:
@@ -214,103 +165,77 @@ def run(plan: Plan, start: str | None = None, until: str | None = None) -> Path:
     run_dir = Path(plan.run.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     timings = []
-    for stage in selected(plan, start, until):
+    for name in selected(plan, start, until):
         began = time.time()
-        if stage == "report":
+        if name == "report":
             ran = any(t["status"] == "ran" for t in timings) or not (run_dir / "report.md").exists()
             if ran:
                 write_json(run_dir / "manifests" / "run.json", {"stages": timings})
-                _report(run_dir)
+                report.write_run_report(run_dir)
+                print(f"report: {run_dir / 'report.md'}, {run_dir / 'report.html'}")
         else:
-            before = _manifest_times(plan, stage)
-            _run_stage(plan, stage)
-            after = _manifest_times(plan, stage)
-            if None in after:  # e.g. teach with requests that failed: retried by the next run
-                raise StageIncomplete(f"stage {stage} did not finish (no manifest; its messages above say why); "
-                                   "run the same command again to resume it")
-            ran = after != before
-        timings.append({"stage": stage, "status": "ran" if ran else "skipped",
+            ran = _run_stage(plan, STAGES[name])
+        timings.append({"stage": name, "status": "ran" if ran else "skipped",
                         "seconds": round(time.time() - began, 2)})
-        print(f"run: {stage} {'done' if ran else 'already done'} ({timings[-1]['seconds']:.1f} s)")
+        print(f"run: {name} {'done' if ran else 'already done'} ({timings[-1]['seconds']:.1f} s)")
     total = sum(t["seconds"] for t in timings)
     print(f"run: finished in {total:.1f} s → {run_dir}" + (f" ({run_dir / 'report.md'})" if "report" in
                                                           plan.stages else ""))
     return run_dir
 
 
-def _run_stage(plan: Plan, stage: str) -> None:
-    from sightsound import bootstrap
-    from sightsound.stages import MAINS, evaluate, prepare
-
+def _run_stage(plan: Plan, stage: Stage) -> bool:
+    """Run each of a stage's runs (in this process, or as `run.launch` says); whether any of them
+    ran, i.e. wrote its manifest anew. Each run's resolved config is saved as
+    `config/<stage>[-<label>].yaml`; a stage that writes outside the run directory (`folder`) gets
+    a copy of its manifest in `manifests/`, for the report."""
     run_dir = Path(plan.run.out)
-    cfg = plan.stages[stage]
-    if stage == "bootstrap":
-        save_config(cfg, run_dir / "config" / "bootstrap.yaml")
-        bootstrap.main(cfg)
-        _copy_manifest(cfg.out, run_dir, "bootstrap")
-    elif stage == "prepare":
-        prepare.main(cfg)
-        for name, bench in plan.benchmarks.items():
-            save_config(bench, run_dir / "config" / f"prepare-{name}.yaml")
-            prepare.main(bench)
-    elif stage == "eval":
-        for name, item in cfg:
-            save_config(item, run_dir / "config" / f"eval-{name.replace('/', '-')}.yaml")
-            evaluate.main(item)
-    elif stage in plan.run.launch:
-        path = run_dir / "config" / f"{stage}.launch.yaml"
-        save_config(cfg, path)
-        command = shlex.split(plan.run.launch[stage]) + ["-m", "sightsound", stage, "--config", str(path)]
-        print("run: " + " ".join(shlex.quote(c) for c in command))
-        subprocess.run(command, check=True)
-    else:
-        MAINS[stage](cfg)
-        if stage == "synth":
-            save_config(cfg, run_dir / "config" / "synth.yaml")
-            _copy_manifest(cfg.out, run_dir, "synth")
+    runs = plan.stages[stage.name]
+    before = [_mtime(stage.manifest_file(cfg)) for _, cfg in runs]
+    for label, cfg in runs:
+        name = stage.name if label is None else f"{stage.name}-{label.replace('/', '-')}"
+        save_config(cfg, run_dir / "config" / f"{name}.yaml")
+        if stage.name in plan.run.launch:
+            path = run_dir / "config" / f"{name}.launch.yaml"
+            save_config(cfg, path)
+            command = shlex.split(plan.run.launch[stage.name]) + ["-m", "sightsound", stage.name, "--config", str(path)]
+            print("run: " + " ".join(shlex.quote(c) for c in command))
+            subprocess.run(command, check=True)
+        else:
+            stage.main(cfg)
+        if stage.folder != "" and label is None:
+            _copy_manifest(stage.manifest_file(cfg), run_dir / "manifests" / f"{stage.name}.json")
+    after = [_mtime(stage.manifest_file(cfg)) for _, cfg in runs]
+    if None in after:  # e.g. teach with requests that failed: retried by the next run
+        raise StageIncomplete(f"stage {stage.name} did not finish (no manifest; its messages above say why); "
+                              "run the same command again to resume it")
+    return after != before
 
 
-def _copy_manifest(folder, run_dir: Path, stage: str) -> None:
-    """A stage that writes elsewhere (the cached models, the world) gets a copy of its manifest in the
-    run directory, for the report; an identical copy is left untouched."""
-    source, target = manifest_path(folder, stage), manifest_path(run_dir, stage)
+def _mtime(path: Path) -> int | None:
+    return path.stat().st_mtime_ns if path.exists() else None
+
+
+def _copy_manifest(source: Path, target: Path) -> None:
+    """An identical copy is left untouched (so a rerun touches no file)."""
     if not target.exists() or target.read_bytes() != source.read_bytes():
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
 
 
-def _manifest_times(plan: Plan, stage: str) -> list:
-    """When each manifest the stage writes was last written (None: not there), to tell ran from skipped."""
-    run_dir = Path(plan.run.out)
-    if stage == "bootstrap":
-        paths = [manifest_path(plan.stages[stage].out, "bootstrap")]
-    elif stage == "synth":
-        paths = [manifest_path(run_dir / "world", "synth")]
-    elif stage == "eval":
-        paths = [manifest_path(item.out, "eval") for _, item in plan.stages[stage]]
-    elif stage == "prepare":
-        paths = [manifest_path(run_dir, stage)] + [manifest_path(b.out, "prepare") for b in plan.benchmarks.values()]
-    else:
-        paths = [manifest_path(run_dir, stage)]
-    return [p.stat().st_mtime_ns if p.exists() else None for p in paths]
-
-
-def _report(run_dir: Path) -> None:
-    from sightsound import report
-
-    report.write_run_report(run_dir)
-    print(f"report: {run_dir / 'report.md'}, {run_dir / 'report.html'}")
-
-
 def describe(plan: Plan) -> str:
-    """The plan, one line per stage (for --dry-run)."""
+    """The plan, one line per run, with the files each reads and writes (for --dry-run)."""
+    run_dir = Path(plan.run.out)
     lines = [f"run directory: {plan.run.out}"]
-    for stage, cfg in plan.stages.items():
-        if stage == "prepare":
-            lines += ["  prepare"] + [f"  prepare: benchmark {name}" for name in plan.benchmarks]
-        elif stage == "eval":
-            lines += [f"  eval: {name}" for name, _ in cfg]
-        else:
-            lines.append(f"  {stage}")
+    for name, runs in plan.stages.items():
+        if name == "report":
+            lines.append("  report: report.md, report.html, report.csv, plots/")
+            continue
+        stage = STAGES[name]
+        for label, cfg in runs:
+            where = Path(cfg.out)
+            where = where.relative_to(run_dir) if where.is_relative_to(run_dir) else where
+            files = ", ".join(stage.writes) if label is None else f"{where}/"
+            reads = f"{', '.join(stage.reads)} → " if stage.reads and label is None else ""
+            lines.append(f"  {name}{f': {label}' if label else ''}: {reads}{files}")
     return "\n".join(lines)
-

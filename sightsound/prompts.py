@@ -1,4 +1,13 @@
-"""Every prompt template in one place.
+"""Every prompt, and every chat turn built from one: the teacher's, the checker's, and the one
+each inference method asks the student (for SFT, GRPO, evaluation and the demo's bootstrap).
+
+    turn = question_turn("zero_shot_cot", question, options, "letter", audio="clip.wav")
+    turn = teacher_turn(frames, question, options)         # frames: uint8 [N, H, W, 3] or a .frames.npy path
+    turn = checker_turn("clip.wav", reasoning)
+
+A turn is a list of chat messages in the OpenAI shape that every model backend takes: one user
+message whose content holds the video, the audio, then the text. The builders take plain values,
+never a stage's config.
 
 The paper's student sees an audio-only variant of each AVQA question (R1-AQA's recipe): the word
 "video" becomes "audio", by whole word, with its case kept ("Video" → "Audio", "videos" →
@@ -8,8 +17,9 @@ The paper's student sees an audio-only variant of each AVQA question (R1-AQA's r
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
-LETTERS = "ABCDEFGH"
+from sightsound.answers import LETTERS
 _VIDEO = re.compile(r"\bvideo(s?)\b", re.IGNORECASE)
 
 
@@ -69,7 +79,11 @@ CHECKER_PROMPT = (
 )
 
 TEACHER_PROMPTS = {"audio_cot": TEACHER_PROMPT}
-STUDENT_PROMPTS = {"cot": STUDENT_PROMPT, "direct": DIRECT_PROMPT}
+
+# The inference methods of the paper's tables, and the prompt each asks with.
+METHOD_PROMPTS = {"direct": DIRECT_PROMPT, "zero_shot_cot": STUDENT_PROMPT, "zero_shot_audio_cot": TEACHER_PROMPT,
+                  "test_time_cot_distill": DISTILL_PROMPT}
+METHODS = tuple(METHOD_PROMPTS)
 
 
 # What goes inside <answer> for a multiple-choice question: the option letter (the benchmarks' way),
@@ -85,3 +99,49 @@ def fill(template: str, question: str, options: list[str], answer: str = "letter
     listed = format_options(options) + "\n" if options else ""
     answer_format = ANSWER_FORMATS[answer] if options else "a single word or number"
     return template.format(question=question, options=listed, answer_format=answer_format, **extra)
+
+
+# --- chat turns -----------------------------------------------------------------------------------
+
+
+def user_turn(text: str, audio: str | None = None, frames=None) -> list[dict]:
+    """One user message: the video (`frames`, an array or the path of a `.frames.npy` file), the
+    audio (a wav path), then the text."""
+    parts = []
+    if frames is not None:
+        video = {"path": str(frames)} if isinstance(frames, (str, Path)) else {"frames": frames}
+        parts.append({"type": "video", **video})
+    if audio is not None:
+        parts.append({"type": "audio", "path": audio})
+    return [{"role": "user", "content": [*parts, {"type": "text", "text": text}]}]
+
+
+def question_turn(method: str, question: str, options: list[str], answer: str = "letter", *,
+                  audio: str | None = None, frames=None, trace: str | None = None) -> list[dict]:
+    """A question asked with one of METHODS. A model that hears gets the audio variant of the
+    question; `trace` is the teacher's reasoning for test_time_cot_distill."""
+    if method not in METHOD_PROMPTS:
+        raise ValueError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
+    if audio is not None:
+        question = audio_variant(question)
+    extra = {} if trace is None else {"trace": trace}
+    return user_turn(fill(METHOD_PROMPTS[method], question, options, answer, **extra), audio=audio, frames=frames)
+
+
+def teacher_turn(frames, question: str, options: list[str], answer: str = "letter",
+                 prompt: str = "audio_cot") -> list[dict]:
+    """The silent frames and the teacher's audio-focused prompt (a key of TEACHER_PROMPTS)."""
+    return user_turn(fill(TEACHER_PROMPTS[prompt], question, options, answer), frames=frames)
+
+
+def checker_turn(audio: str, reasoning: str) -> list[dict]:
+    """The clip's audio and the checker's yes/no question about a piece of reasoning."""
+    return user_turn(CHECKER_PROMPT.format(trace=reasoning), audio=audio)
+
+
+def label_text(options: list[str], label, answer: str = "letter") -> str:
+    """A label as the student should say it: the option letter (or, with answer "text", the
+    option's words), or the open-ended answer itself."""
+    if not options:
+        return str(label)
+    return options[label].strip() if answer == "text" else LETTERS[label]

@@ -18,20 +18,23 @@ import json
 import re
 from pathlib import Path
 
-SHORT = {"Temporal": "Temp", "Comparative": "Comp", "Counting": "Cnt", "Existential": "Exist"}
-TITLES = {"mmau": "MMAU test-mini", "music-avqa": "MUSIC-AVQA test", "avqa": "AVQA", "synth": "synthetic"}
+from sightsound.datasets import BENCHMARKS
+from sightsound.formats import count, num, seconds, share
+from sightsound.registry import STAGES
 
 
 def columns_of(result: dict) -> dict[str, float | None]:
     """(header → accuracy) for one result: the paper's columns where they exist, else the accuracy."""
     dataset = result.get("dataset") or "?"
-    title = TITLES.get(dataset, dataset)
+    benchmark = BENCHMARKS.get(dataset)
+    title = benchmark.title if benchmark else dataset
     paper = result.get("paper")
     if not paper:
         return {f"{title}": result["accuracy"]}
-    cells = {f"{title} {SHORT.get(name, name.capitalize())}": (cell or {}).get("accuracy")
+    headers = benchmark.columns if benchmark else {}
+    cells = {f"{title} {headers.get(name, name.capitalize())}": (cell or {}).get("accuracy")
              for name, cell in paper["columns"].items()}
-    cells[f"{title} Avg"] = result["accuracy"] if dataset == "mmau" else (paper["avg"] or {}).get("accuracy")
+    cells[f"{title} Avg"] = (paper["avg"] or {}).get("accuracy")
     return cells
 
 
@@ -84,7 +87,6 @@ def write_csv(path: Path, headers: list[str], body: list[list[str]]) -> None:
 
 # --- the run report: one run directory → report.md, report.html, report.csv, plots/*.png ---------------
 
-STAGES = ["bootstrap", "synth", "prepare", "teach", "verify", "sft", "grpo"]
 CSS = """body { font-family: system-ui, sans-serif; max-width: 72em; margin: 2em auto; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: left; }
@@ -153,68 +155,22 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def _share(value) -> str:
-    """A 0..1 share as a percentage with one decimal; "—" when unknown."""
-    return "—" if value is None else f"{100 * value:.1f}%"
-
-
-def _num(value, digits: int = 4) -> str:
-    """A measured number with `digits` significant digits; "—" when unknown."""
-    return "—" if value is None else f"{value:.{digits}g}"
-
-
-def _count(value) -> str:
-    return "—" if value is None else str(value)
-
-
-def _seconds(value) -> str:
-    return "—" if value is None else f"{value:.1f}"
-
-
 # --- sections ---------------------------------------------------------------------------------
 
 
 def _pipeline_blocks(manifests: dict[str, dict]) -> list:
-    rows = [[stage, _stage_summary(stage, m), _seconds(m.get("seconds"))] for stage, m in manifests.items()]
+    rows = [[stage, _stage_summary(stage, m), seconds(m.get("seconds"))] for stage, m in manifests.items()]
     if not rows:
         return []
     return [("table", ["Stage", "In → out", "Seconds"], rows)]
 
 
 def _stage_summary(stage: str, manifest: dict) -> str:
-    """One line saying what came into a stage and what came out of it."""
-    c = manifest.get("counts") or {}
-    if stage == "bootstrap":
-        return (f"{c.get('train_questions')} training questions, {c.get('heldout_questions')} held out; "
-                f"roles trained: {', '.join(c.get('training') or {}) or '—'}")
-    if stage == "synth":
-        questions = ", ".join(f"{k.removesuffix('_questions')} {v}" for k, v in c.items() if k.endswith("_questions"))
-        return f"{c.get('clips')} clips; questions: {questions or '—'}"
-    if stage == "prepare":
-        kinds = ", ".join(f"{kind}: {n}" for kind, n in (c.get("skipped_by_kind") or {}).items())
-        return f"{c.get('samples')} samples, {c.get('skipped')} skipped" + (f" ({kinds})" if kinds else "")
-    if stage == "teach":
-        text = (f"{c.get('samples')} samples → {c.get('traces')} traces, {c.get('unanimous')} unanimous "
-                f"({_share(c.get('unanimity_rate'))}), label accuracy {_share(c.get('label_accuracy'))}")
-        return text + (f", {c['unusable']} unusable" if c.get("unusable") else "")
-    if stage == "verify":
-        text = (f"{c.get('accepted')} of {c.get('traces')} traces accepted ({_share(c.get('acceptance_rate'))}) "
-                f"by {manifest.get('checker') or '?'}")
-        return text + (f", {c['unparseable']} replies unparseable" if c.get("unparseable") else "")
-    if stage == "sft":
-        text = (f"{c.get('examples')} examples, {c.get('steps')} steps, "
-                f"loss {_num(c.get('first_loss'))} → {_num(c.get('last_loss'))}")
-        return text + _best_val(c)
-    if stage == "grpo":
-        text = (f"{c.get('prompts')} prompts, {c.get('steps')} steps, "
-                f"reward {_num(c.get('first_reward'), 3)} → {_num(c.get('last_reward'), 3)}")
-        return text + _best_val(c)
-    return ", ".join(f"{k} {v}" for k, v in c.items())
-
-
-def _best_val(counts: dict) -> str:
-    best = counts.get("best_val_accuracy")
-    return "" if best is None else f", best val accuracy {_share(best)}"
+    """One line saying what came into a stage and what came out of it (the stage's own `summary`)."""
+    summary = STAGES[stage].summary if stage in STAGES else None
+    if summary is not None:
+        return summary(manifest)
+    return ", ".join(f"{k} {v}" for k, v in (manifest.get("counts") or {}).items())
 
 
 def _bootstrap_blocks(manifest: dict | None) -> list:
@@ -224,22 +180,22 @@ def _bootstrap_blocks(manifest: dict | None) -> list:
     training = c.get("training") or {}
     teacher, checker, student = c.get("teacher") or {}, c.get("checker") or {}, c.get("student") or {}
     held_out = {
-        "teacher": (f"accuracy {_share(teacher.get('accuracy'))}, agrees with a pure watcher "
-                    f"{_share(teacher.get('watcher_agreement'))}, format {_share(teacher.get('format'))}, "
-                    f"reasoning exact {_share(teacher.get('reasoning_exact'))}"),
-        "checker": (f"accuracy {_share(checker.get('accuracy'))}; rejecting absent sounds: precision "
-                    f"{_share(checker.get('precision'))}, recall {_share(checker.get('recall'))}, "
-                    f"F1 {_share(checker.get('f1'))} (TP {checker.get('tp')}, FP {checker.get('fp')}, "
+        "teacher": (f"accuracy {share(teacher.get('accuracy'))}, agrees with a pure watcher "
+                    f"{share(teacher.get('watcher_agreement'))}, format {share(teacher.get('format'))}, "
+                    f"reasoning exact {share(teacher.get('reasoning_exact'))}"),
+        "checker": (f"accuracy {share(checker.get('accuracy'))}; rejecting absent sounds: precision "
+                    f"{share(checker.get('precision'))}, recall {share(checker.get('recall'))}, "
+                    f"F1 {share(checker.get('f1'))} (TP {checker.get('tp')}, FP {checker.get('fp')}, "
                     f"FN {checker.get('fn')}, TN {checker.get('tn')})"),
-        "student": f"direct accuracy {_share(student.get('direct_accuracy'))}",
+        "student": f"direct accuracy {share(student.get('direct_accuracy'))}",
     }
     sees = {"teacher": "video frames only", "checker": "audio + a trace", "student": "audio"}
     rows = []
     for role in ["teacher", "checker", "student"]:
         trained = training.get(role) or {}
         rows.append([role, sees[role],
-                     f"{_count(trained.get('examples'))} examples, {_count(trained.get('steps'))} steps, "
-                     f"loss {_num(trained.get('first_loss'))} → {_num(trained.get('last_loss'))}",
+                     f"{count(trained.get('examples'))} examples, {count(trained.get('steps'))} steps, "
+                     f"loss {num(trained.get('first_loss'))} → {num(trained.get('last_loss'))}",
                      held_out[role]])
     note = (f"The demo's tiny models after training into their roles on {c.get('train_questions')} questions, "
             f"measured on {c.get('heldout_questions')} held-out questions.")
@@ -251,24 +207,24 @@ def _teacher_checker_blocks(teach: dict | None, verify: dict | None) -> list:
     if teach is not None:
         c = teach.get("counts") or {}
         blocks.append(("text", f"Teacher: {c.get('unanimous')} of {c.get('samples')} samples unanimous "
-                               f"(unanimity rate {_share(c.get('unanimity_rate'))}); label accuracy of the unanimous "
-                               f"samples {_share(c.get('label_accuracy'))}; trace accuracy "
-                               f"{_share(c.get('trace_accuracy'))}."))
+                               f"(unanimity rate {share(c.get('unanimity_rate'))}); label accuracy of the unanimous "
+                               f"samples {share(c.get('label_accuracy'))}; trace accuracy "
+                               f"{share(c.get('trace_accuracy'))}."))
     if verify is not None:
         c = verify.get("counts") or {}
         blocks.append(("text", f"Checker ({verify.get('checker') or '?'}): {c.get('accepted')} of {c.get('traces')} "
-                               f"traces accepted ({_share(c.get('acceptance_rate'))})."))
+                               f"traces accepted ({share(c.get('acceptance_rate'))})."))
         per_category = verify.get("per_category") or {}
         if per_category:
-            rows = [[name, _count(row.get("traces")), _count(row.get("accepted")), _share(row.get("acceptance_rate"))]
+            rows = [[name, count(row.get("traces")), count(row.get("accepted")), share(row.get("acceptance_rate"))]
                     for name, row in per_category.items()]
             blocks.append(("table", ["Category", "Traces", "Accepted", "Acceptance"], rows))
         quality = verify.get("quality")
         if quality:
             blocks.append(("text", f"Against ground truth ({quality.get('traces')} traces of synthetic clips): "
                                    f"hallucinated traces caught {quality.get('tp')} of {quality.get('hallucinated')}; "
-                                   f"rejection precision {_share(quality.get('precision'))}, recall "
-                                   f"{_share(quality.get('recall'))}, F1 {_share(quality.get('f1'))} "
+                                   f"rejection precision {share(quality.get('precision'))}, recall "
+                                   f"{share(quality.get('recall'))}, F1 {share(quality.get('f1'))} "
                                    f"(TP {quality.get('tp')}, FP {quality.get('fp')}, FN {quality.get('fn')}, "
                                    f"TN {quality.get('tn')})."))
     return blocks
@@ -302,20 +258,20 @@ def _timing_blocks(run_dir: Path, manifests: dict[str, dict]) -> list:
     run = _read_json(run_dir / "manifests" / "run.json")
     stages = [s for s in (run or {}).get("stages") or [] if isinstance(s, dict)]
     if stages:
-        rows = [[str(s.get("stage")), str(s.get("status")), _seconds(s.get("seconds"))] for s in stages]
+        rows = [[str(s.get("stage")), str(s.get("status")), seconds(s.get("seconds"))] for s in stages]
         total = sum(s.get("seconds") or 0 for s in stages)
         blocks.append(("text", "Wall time of each stage in the latest pipeline invocation (`manifests/run.json`)."))
-        blocks.append(("table", ["Stage", "Status", "Seconds"], rows + [["total", "", _seconds(total)]]))
+        blocks.append(("table", ["Stage", "Status", "Seconds"], rows + [["total", "", seconds(total)]]))
     elif manifests:
-        rows = [[stage, _seconds(m.get("seconds"))] for stage, m in manifests.items()]
+        rows = [[stage, seconds(m.get("seconds"))] for stage, m in manifests.items()]
         total = sum(m.get("seconds") or 0 for m in manifests.values())
         blocks.append(("text", "Seconds each stage took when it last ran (from its manifest)."))
-        blocks.append(("table", ["Stage", "Seconds"], rows + [["total", _seconds(total)]]))
+        blocks.append(("table", ["Stage", "Seconds"], rows + [["total", seconds(total)]]))
     evals = []
     for path in sorted(run_dir.glob("eval/*/*/manifests/eval.json")):
         manifest = _read_json(path)
         if manifest is not None:
-            evals.append([f"{path.parents[2].name}/{path.parents[1].name}", _seconds(manifest.get("seconds"))])
+            evals.append([f"{path.parents[2].name}/{path.parents[1].name}", seconds(manifest.get("seconds"))])
     if evals:
         blocks.append(("table", ["Evaluation", "Seconds"], evals))
     return blocks
@@ -394,17 +350,10 @@ def _save(fig, out: Path) -> str:
 
 
 def render_markdown(title: str, intro: str, sections: list) -> str:
-    parts = [f"# {title}\n\n{intro}\n"]
-    for heading, blocks in sections:
-        parts.append(f"\n## {heading}\n")
-        for block in blocks:
-            if block[0] == "text":
-                parts.append(f"\n{block[1]}\n")
-            elif block[0] == "table":
-                parts.append("\n" + markdown(block[1], block[2]))
-            else:
-                parts.append(f"\n![{block[2]}]({block[1]})\n")
-    return "".join(parts)
+    return "".join([f"# {title}\n\n{intro}\n", *_render(
+        sections, heading=lambda h: f"\n## {h}\n", text=lambda t: f"\n{t}\n",
+        table=lambda headers, rows: "\n" + markdown(headers, rows),
+        image=lambda path, caption: f"\n![{caption}]({path})\n")])
 
 
 def render_html(title: str, intro: str, sections: list, run_dir: Path) -> str:
@@ -412,19 +361,28 @@ def render_html(title: str, intro: str, sections: list, run_dir: Path) -> str:
     def text(value: str) -> str:  # escaped, with `code` spans kept as code
         return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(value))
 
+    def table(headers: list[str], rows: list[list[str]]) -> str:
+        return "\n".join(["<table><thead><tr>" + "".join(f"<th>{text(h)}</th>" for h in headers) + "</tr></thead><tbody>",
+                          *("<tr>" + "".join(f"<td>{text(cell)}</td>" for cell in row) + "</tr>" for row in rows),
+                          "</tbody></table>"])
+
+    def image(path: str, caption: str) -> str:
+        data = base64.b64encode((run_dir / path).read_bytes()).decode("ascii")
+        return f'<p><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}"></p>'
+
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{html.escape(title)}</title>",
              f"<style>\n{CSS}\n</style></head><body>", f"<h1>{html.escape(title)}</h1>", f"<p>{text(intro)}</p>"]
-    for heading, blocks in sections:
-        parts.append(f"<h2>{html.escape(heading)}</h2>")
-        for block in blocks:
-            if block[0] == "text":
-                parts.append(f"<p>{text(block[1])}</p>")
-            elif block[0] == "table":
-                parts.append("<table><thead><tr>" + "".join(f"<th>{text(h)}</th>" for h in block[1]) + "</tr></thead><tbody>")
-                parts += ["<tr>" + "".join(f"<td>{text(cell)}</td>" for cell in row) + "</tr>" for row in block[2]]
-                parts.append("</tbody></table>")
-            else:
-                data = base64.b64encode((run_dir / block[1]).read_bytes()).decode("ascii")
-                parts.append(f'<p><img alt="{html.escape(block[2])}" src="data:image/png;base64,{data}"></p>')
+    parts += _render(sections, heading=lambda h: f"<h2>{html.escape(h)}</h2>", text=lambda t: f"<p>{text(t)}</p>",
+                     table=table, image=image)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _render(sections: list, heading, text, table, image) -> list[str]:
+    """Each section's heading, then its blocks, each rendered by the function for its kind."""
+    kinds = {"text": text, "table": table, "image": image}
+    parts = []
+    for title, blocks in sections:
+        parts.append(heading(title))
+        parts += [kinds[block[0]](*block[1:]) for block in blocks]
+    return parts

@@ -1,4 +1,4 @@
-"""GRPO math and rewards, as pure functions (paper §3.3, eq. 2; DESIGN.md §5).
+"""GRPO math and rewards, as pure functions (paper §3.3, eq. 2; docs/architecture.md says what decides correctness).
 
     rewards = torch.tensor([weights[k] * REWARDS[k](text, label, options) for ...])   # [B*G]
     advantages = group_advantages(rewards, group_size=8)                               # [B*G]

@@ -24,6 +24,9 @@ RESULT.json: `scorer`, `predictions` (the input path), `accuracy` (0..1), `count
 count, correct}}, records without a category left out) and `records` ([{id, pred_index, correct}],
 `pred_index` null when nothing matched or the question is open-ended). A malformed line stops
 the scoring with an error naming the file, the line and the field.
+
+`rejection_metrics` scores a checker: precision, recall and F1 of rejecting the traces that should
+be rejected.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pathlib import Path
 
 from sightsound.answers import (SIMILARITY_THRESHOLD, Embedder, extract_answer, is_correct,
                                 match_option, mmau_correct, option_index)
-from sightsound.records import write_json
+from sightsound.store import write_json
 
 SCORERS = ("default", "mmau")
 
@@ -83,6 +86,24 @@ def judge(row, scorer: str = "default", **match_kwargs) -> tuple[int | None, boo
         answer_text = row["options"][option_index(row["answer"], row["options"])]
         return pred, mmau_correct(extract_answer(row["response"]), answer_text, row["options"])
     return is_correct(row["response"], row, **match_kwargs)
+
+
+def rejection_metrics(should_reject, rejected) -> dict:
+    """Counts and precision/recall/F1 of rejection: a true positive is a rejected trace that should
+    be rejected (hallucinated, or labelled false). Undefined ratios are None."""
+    pairs = [(bool(s), bool(r)) for s, r in zip(should_reject, rejected, strict=True)]
+    tp = sum(s and r for s, r in pairs)
+    fp = sum(r and not s for s, r in pairs)
+    fn = sum(s and not r for s, r in pairs)
+    tn = sum(not s and not r for s, r in pairs)
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    f1 = None
+    if precision is not None and recall is not None:
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    rounded = {k: None if v is None else round(v, 4) for k, v in
+               {"precision": precision, "recall": recall, "f1": f1}.items()}
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn, **rounded}
 
 
 def tally(marks: list[bool]) -> dict:

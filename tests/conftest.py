@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import time
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 
 from sightsound import media
-from sightsound.datasets import synth
+from sightsound.datasets.synth.world import SynthConfig, write_mp4
+from sightsound.stages import synth
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -33,7 +35,7 @@ def frame_index(frame: np.ndarray) -> int:
 
 def make_mp4(path: Path, seconds: float = 2.0, fps: int = 8, freq: float = 440.0, size: int = 32,
              rate: int = 22_050) -> Path:
-    synth.write_mp4(path, counting_frames(int(seconds * fps), size), tone(freq, seconds, rate, 2), fps, rate)
+    write_mp4(path, counting_frames(int(seconds * fps), size), tone(freq, seconds, rate, 2), fps, rate)
     return path
 
 
@@ -65,8 +67,13 @@ def dominant_frequency(audio: np.ndarray, rate: int = media.SAMPLE_RATE) -> floa
 @pytest.fixture(scope="session")
 def world(tmp_path_factory) -> Path:
     """A small synthetic world, generated once per test session."""
-    cfg = synth.SynthConfig(out=str(tmp_path_factory.mktemp("world")), clips=8, seed=3)
-    return synth.generate(cfg, progress=False)
+    return generate_world(SynthConfig(out=str(tmp_path_factory.mktemp("world")), clips=8, seed=3))
+
+
+def generate_world(cfg: SynthConfig) -> Path:
+    """Run the synth stage without a progress bar; the world's folder."""
+    synth.main(dataclasses.replace(cfg, progress=False))
+    return Path(cfg.out)
 
 
 @pytest.fixture(scope="session")

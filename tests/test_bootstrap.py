@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from sightsound import bootstrap
-from sightsound.datasets import synth
+from sightsound.datasets.synth import oracle, world
 from sightsound.records import Sample
 
 
@@ -26,22 +26,22 @@ SCENE = [source("drum", True, True, True, "left"),     # seen and heard
 
 def test_a_watcher_counts_what_moves_and_cannot_tell_a_mime_from_a_player():
     count = sample("Count", ["one", "two", "three", "four"], 1, SCENE)  # two sounds: drum and horn
-    assert bootstrap.watcher_choices(count) == [1]  # two moving glyphs: right, for the wrong reason
+    assert oracle.watcher_choices(count) == [1]  # two moving glyphs: right, for the wrong reason
     which = sample("Which", ["horn", "bell", "drum", "flute"], 0, SCENE)
-    assert bootstrap.watcher_choices(which) == [1, 2]  # bell (mime) or drum; never the off-screen horn
+    assert oracle.watcher_choices(which) == [1, 2]  # bell (mime) or drum; never the off-screen horn
     nothing_seen = sample("Which", ["horn", "flute"], 0, SCENE)
-    assert bootstrap.watcher_choices(nothing_seen) == [0, 1]
+    assert oracle.watcher_choices(nothing_seen) == [0, 1]
 
 
 def test_checker_examples_are_labelled_by_the_worlds_truth():
     rng = random.Random(0)
     for seed in range(40):
-        scene = [vars(s) | {"events": []} for s in synth.make_scene(random.Random(seed), 2.0)]
-        clip = sample("Count", synth.COUNT_WORDS, 0, scene)
+        scene = [vars(s) | {"events": []} for s in world.make_scene(random.Random(seed), 2.0)]
+        clip = sample("Count", world.COUNT_WORDS, 0, scene)
         original, flipped = bootstrap.checker_examples(clip, rng)
         for example in (original, flipped):
             text = example["messages"][0]["content"][1]["text"]
-            claims = synth.claimed_sounds(text)
+            claims = oracle.claimed_sounds(text)
             expected = "no" if claims - set(clip.meta["facts"]["audible"]) else "yes"
             assert example["response"] == expected
         assert original["messages"][0]["content"][1]["text"] != flipped["messages"][0]["content"][1]["text"]

@@ -1,4 +1,4 @@
-"""Readers on fixtures that mirror the real schemas and their traps (DESIGN.md §4), and on the
+"""Readers on fixtures that mirror the real schemas and their traps (docs/architecture.md), and on the
 real metadata files in ../shared/data when they are present."""
 
 import json
@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 
 from sightsound import datasets
-from sightsound.datasets import DatasetError, Entry, Skip, avqa, music_avqa
+from sightsound.datasets import avqa, music_avqa
+from sightsound.datasets.reading import DatasetError, Entry, Skip
 from tests.conftest import SHARED_DATA, write_json
 
 AVQA_RECORD = {"id": 183, "video_name": "-HG3Omg_89c_000030", "video_id": 341,

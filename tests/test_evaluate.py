@@ -4,10 +4,11 @@ import json
 
 import pytest
 
-from sightsound import report
+from sightsound import inference, report
 from sightsound.cli import main as cli
 from sightsound.models import ModelConfig
-from sightsound.records import Prediction, Sample, read_jsonl
+from sightsound.records import Prediction, Sample
+from sightsound.store import read_jsonl
 from sightsound.stages import evaluate
 
 
@@ -46,15 +47,15 @@ def test_methods_build_their_prompts(prepared, tiny_models, tmp_path):
     sample = next(read_jsonl(prepared / "samples.jsonl", Sample))
     traces = {sample.id: "The flute on the left moves, so the flute is sounding."}
     cfg = config(prepared, tiny_models, tmp_path, method="test_time_cot_distill", teacher_traces="x")
-    [turn] = evaluate.messages(sample, cfg, traces)
+    [turn] = inference.turn(sample, cfg, traces)
     kinds = [p["type"] for p in turn["content"]]
     assert kinds == ["audio", "text"] and traces[sample.id] in turn["content"][-1]["text"]
     cfg = config(prepared, tiny_models, tmp_path, method="zero_shot_audio_cot", num_frames=4, frame_size=56)
-    [turn] = evaluate.messages(sample, cfg, {})
+    [turn] = inference.turn(sample, cfg, {})
     assert [p["type"] for p in turn["content"]] == ["video", "text"]
     assert "silent video" in turn["content"][-1]["text"] and sample.question in turn["content"][-1]["text"]
     cfg = config(prepared, tiny_models, tmp_path, method="zero_shot_cot", inputs="both", num_frames=2)
-    [turn] = evaluate.messages(sample, cfg, {})
+    [turn] = inference.turn(sample, cfg, {})
     assert [p["type"] for p in turn["content"]] == ["video", "audio", "text"]
     with pytest.raises(ValueError, match="unknown method"):
         evaluate.main(config(prepared, tiny_models, tmp_path, method="guess"))
@@ -104,6 +105,9 @@ def test_paper_columns_for_mmau_and_music_avqa(tmp_path):
     cfg = evaluate.EvalConfig(samples=str(tmp_path / "none.jsonl"), label="M", method="direct")
     result = evaluate.summarize(fake_rows(tmp_path, mmau, [True, False, True, False]), mmau, cfg, {})
     assert result["paper"]["columns"]["sound"]["accuracy"] == 0.5 and result["per_difficulty"]["easy"]["accuracy"] == 1.0
+    assert result["scorer"] == "mmau"  # the benchmark's own scorer, unless one is named
+    assert report.build_table([result])[0][2:] == ["MMAU test-mini Sound", "MMAU test-mini Speech",
+                                                   "MMAU test-mini Music", "MMAU test-mini Avg"]
     music = [Sample(f"v{i}", "music-avqa", "test", "q", [], None, "two", cat, meta={"modality": mod})
              for i, (cat, mod) in enumerate([("Counting", "Audio"), ("Counting", "Visual"), ("Temporal", "Audio-Visual"),
                                              ("Location", "Audio-Visual"), ("Existential", "Audio")])]

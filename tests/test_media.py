@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from sightsound import media
-from sightsound.datasets import synth
+from sightsound.datasets.synth import world
 from tests.conftest import (counting_frames, dominant_frequency, frame_index, make_corrupt, make_mp4,
                             make_wav, tone)
 
@@ -41,7 +41,7 @@ def test_single_pass_matches_decoding_every_frame_on_b_frame_video(tmp_path):
     import av
 
     path = tmp_path / "long.mp4"
-    synth.write_mp4(path, counting_frames(60, 32).repeat(4, axis=0)[:250], tone(300, 10, 16_000, 2), 25, 16_000)
+    world.write_mp4(path, counting_frames(60, 32).repeat(4, axis=0)[:250], tone(300, 10, 16_000, 2), 25, 16_000)
     with av.open(str(path)) as c:
         pts = [p.pts for p in c.demux(video=0) if p.size]
     assert pts != sorted(pts), "the fixture should hold B-frames (decode order differs from display order)"
@@ -53,7 +53,7 @@ def test_single_pass_matches_decoding_every_frame_on_b_frame_video(tmp_path):
 def test_frame_size_bounds_the_longer_side(tmp_path):
     path = tmp_path / "wide.mp4"
     frames = np.zeros((8, 40, 80, 3), dtype=np.uint8)
-    synth.write_mp4(path, frames, tone(440, 1.0, 16_000, 2), 8, 16_000)
+    world.write_mp4(path, frames, tone(440, 1.0, 16_000, 2), 8, 16_000)
     assert media.decode(path, num_frames=2, frame_size=40).frames.shape == (2, 20, 40, 3)
     assert media.decode(path, num_frames=2, frame_size=None).frames.shape == (2, 40, 80, 3)
 

@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from sightsound.records import read_jsonl, read_manifest
+from sightsound.store import read_jsonl
+from sightsound.manifest import read_manifest
 from sightsound.stages import grpo, sft
-from sightsound.student import load_model
-from sightsound.training import Batches
+from sightsound.models.loading import load_model
+from sightsound.training.loop import Batches
 from tests.test_training import toy_run  # noqa: F401  (the fixture: 16 samples, CoT traces, unanimous labels)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +38,7 @@ import torch
 
 from sightsound import cli, rl
 from sightsound.stages import grpo, sft
+from sightsound.training import loop
 
 dump = Path(sys.argv[1])
 seen = []  # what this rank trained on, one entry per micro-batch (SFT) or step (GRPO)
@@ -75,8 +77,7 @@ def recording_grpo_step(original):
     return grpo_step
 
 
-sft.save_model = recording_save(sft.save_model)
-grpo.save_model = recording_save(grpo.save_model)
+loop.save_model = recording_save(loop.save_model)
 sft.build_batch = recording_build_batch(sft.build_batch)
 grpo.grpo_step = recording_grpo_step(grpo.grpo_step)
 sys.exit(cli.main(sys.argv[2:]))

@@ -11,7 +11,9 @@ import pytest
 
 from sightsound import pipeline
 from sightsound.config import ConfigError
-from sightsound.records import read_jsonl, read_manifest
+from sightsound.inference import scorer_for
+from sightsound.store import read_jsonl
+from sightsound.manifest import read_manifest
 from tests.conftest import kill_when_written
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +35,11 @@ def reduced(tmp_path: Path, models: Path, *extra: str) -> list[str]:
     return [f"run.out={tmp_path}", f"bootstrap.out={models}", *REDUCED, *extra]
 
 
+def own_runs(plan: pipeline.Plan) -> dict:
+    """Each stage's own run's config (eval has none: its runs are per model and benchmark)."""
+    return {name: cfg for name, runs in plan.stages.items() for label, cfg in runs if label is None}
+
+
 # --- configs -----------------------------------------------------------------------------------------
 
 
@@ -47,7 +54,7 @@ def test_every_pipeline_config_loads(path):
 
 def test_paper_config_has_the_papers_setup():
     plan = pipeline.load_plan(ROOT / "configs" / "sightsound-r1.yaml")
-    s = plan.stages
+    s = {**own_runs(plan), "eval": plan.stages["eval"]}
     assert s["teach"].model.model == "Qwen/Qwen2.5-VL-32B-Instruct"
     assert (s["prepare"].dataset, s["prepare"].split) == ("avqa", "train")
     assert s["verify"].checker == "api" and s["verify"].model.model.startswith("gpt-4o")
@@ -56,15 +63,15 @@ def test_paper_config_has_the_papers_setup():
     assert (sft.lora.rank, sft.lora.alpha, sft.lr, sft.steps) == (8, 16, 5e-5, 2000)
     assert (grpo.group_size, grpo.lr, grpo.temperature, grpo.beta, grpo.steps) == (8, 1e-6, 1.0, 0.04, 1000)
     assert not grpo.lora.enabled and grpo.model == "runs/sightsound-r1/sft/merged"
-    assert {(p.dataset, p.split) for p in plan.benchmarks.values()} == {
+    assert {(p.dataset, p.split) for label, p in plan.stages["prepare"] if label} == {
         ("avqa", "val"), ("mmau", "test-mini"), ("music-avqa", "test")}
-    assert all(cfg.scorer == "mmau" for name, cfg in s["eval"] if name.startswith("mmau/"))
+    assert all(scorer_for(cfg, "mmau") == "mmau" for name, cfg in s["eval"] if name.startswith("mmau/"))
     assert set(plan.run.launch) == {"sft", "grpo"}
 
 
 def test_ablations_are_the_rows_of_table_2():
     def plan(name):
-        return pipeline.load_plan(ROOT / "configs" / "ablations" / f"{name}.yaml").stages
+        return own_runs(pipeline.load_plan(ROOT / "configs" / "ablations" / f"{name}.yaml"))
 
     sft_only = plan("sft")  # distilled CoT, one trace per clip, unchecked
     assert sft_only["teach"].n == 1 and sft_only["verify"].checker == "none" and "grpo" not in sft_only
@@ -100,9 +107,9 @@ grpo: {steps: 5}
     child = write(tmp_path / "child.yaml", "extends: base.yaml\nteach: {n: 1}\ngrpo: null\n")
     plan = pipeline.load_plan(child, ["teach.temperature=0.5"], out=str(tmp_path / "r"))
     assert plan.run.out == str(tmp_path / "r")
-    assert plan.stages["prepare"].root == f"{tmp_path / 'r'}/world" and plan.stages["prepare"].out == str(tmp_path / "r")
-    assert (plan.stages["teach"].n, plan.stages["teach"].temperature) == (1, 0.5)
-    assert plan.stages["teach"].model.model == f"{tmp_path / 'r'}/teacher"
+    assert plan.config("prepare").root == f"{tmp_path / 'r'}/world" and plan.config("prepare").out == str(tmp_path / "r")
+    assert (plan.config("teach").n, plan.config("teach").temperature) == (1, 0.5)
+    assert plan.config("teach").model.model == f"{tmp_path / 'r'}/teacher"
     assert "grpo" not in plan.stages
     assert pipeline.selected(plan, "teach", None) == ["teach", "report"]
     assert pipeline.selected(plan, None, "prepare") == ["prepare"]

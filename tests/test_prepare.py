@@ -6,7 +6,9 @@ import pytest
 
 from sightsound import media
 from sightsound.cli import main as cli
-from sightsound.records import Sample, read_jsonl, read_manifest, sha256_file
+from sightsound.records import Sample
+from sightsound.store import read_jsonl, sha256_file
+from sightsound.manifest import read_manifest
 from sightsound.stages import prepare
 from tests.conftest import (SHARED_DATA, dominant_frequency, make_corrupt, make_mp4, make_wav,
                             write_json)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sightsound.records import (JsonlWriter, Sample, Trace, mark_started, read_jsonl, read_manifest,
-                                stage_status, write_manifest)
+from sightsound.records import Sample, Trace
+from sightsound.store import JsonlWriter, read_jsonl
+from sightsound.manifest import mark_started, read_manifest, stage_status, write_manifest
 
 
 def sample(i: int) -> Sample:
@@ -63,7 +64,7 @@ def test_bad_line_in_the_middle_is_an_error_naming_file_and_line(tmp_path):
 
 WRITER = """
 import sys, time
-from sightsound.records import JsonlWriter
+from sightsound.store import JsonlWriter
 path, total = sys.argv[1], int(sys.argv[2])
 with JsonlWriter(path) as out:
     for i in range(total):
@@ -118,7 +119,7 @@ def test_model_inputs_change_when_a_model_is_retrained_in_place(tmp_path):
     import json
     import os
 
-    from sightsound.records import model_inputs
+    from sightsound.manifest import model_inputs
 
     base, adapter = tmp_path / "base", tmp_path / "adapter"
     base.mkdir(), adapter.mkdir()

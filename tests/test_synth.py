@@ -3,13 +3,15 @@ import json
 import numpy as np
 
 from sightsound import media
-from sightsound.datasets import synth
+from sightsound.datasets.synth import oracle
+from sightsound.datasets.synth.world import COUNT_WORDS, POSITIONS, SynthConfig, make_scene
+from tests.conftest import generate_world
 
 
 def test_same_seed_same_world_other_seed_other_world(tmp_path):
-    a = synth.generate(synth.SynthConfig(out=str(tmp_path / "a"), clips=3, seed=7), progress=False)
-    b = synth.generate(synth.SynthConfig(out=str(tmp_path / "b"), clips=3, seed=7), progress=False)
-    c = synth.generate(synth.SynthConfig(out=str(tmp_path / "c"), clips=3, seed=8), progress=False)
+    a = generate_world(SynthConfig(out=str(tmp_path / "a"), clips=3, seed=7))
+    b = generate_world(SynthConfig(out=str(tmp_path / "b"), clips=3, seed=7))
+    c = generate_world(SynthConfig(out=str(tmp_path / "c"), clips=3, seed=8))
     for name in ("train_qa.json", "val_qa.json", "facts.jsonl"):
         assert (a / name).read_text() == (b / name).read_text()
     assert (a / "facts.jsonl").read_text() != (c / "facts.jsonl").read_text()
@@ -27,7 +29,7 @@ def test_answers_follow_from_the_facts(world):
             assert answer in sounding
             assert sum(o in sounding for o in r["multi_choice"]) == 1
         elif r["question_type"] == "Count":
-            assert answer == synth.COUNT_WORDS[len(sounding) - 1]
+            assert answer == COUNT_WORDS[len(sounding) - 1]
         elif r["question_type"] == "Order":
             assert answer == min(sounding.values(), key=lambda s: s["events"][0]["onset"])["name"]
         elif r["question_type"] == "Louder":
@@ -56,7 +58,7 @@ def test_sound_and_motion_sit_where_the_facts_say(world):
             e = s["events"][0]
             frame = int((e["onset"] + e["duration"] / 2) * 8)
             still = next((i for i in range(16) if not e["onset"] - 0.2 <= i / 8 <= e["onset"] + e["duration"] + 0.2), None)
-            slot = synth.POSITIONS.index(s["position"])
+            slot = POSITIONS.index(s["position"])
             column = clip.frames[:, :, int(slot * 56 / 3):int((slot + 1) * 56 / 3)].astype(float)
             if still is not None:  # the glyph is bigger and brighter while its event lasts
                 assert column[frame].max(axis=-1).mean() > column[still].max(axis=-1).mean() + 5
@@ -69,7 +71,7 @@ def test_roles_cover_the_hallucination_cases():
 
     roles = set()
     for seed in range(200):
-        for s in synth.make_scene(random.Random(seed), 2.0):
+        for s in make_scene(random.Random(seed), 2.0):
             roles.add((s.visible, s.sounding, s.moving))
     assert (True, True, True) in roles  # seen and heard
     assert (True, False, True) in roles  # a mime: moves, makes no sound
@@ -84,11 +86,11 @@ def test_visual_reasoning_hallucinates_exactly_on_mimes():
         {"name": "drum", "visible": True, "position": "middle", "moving": False, "sounding": False},
         {"name": "bird", "visible": False, "position": None, "moving": False, "sounding": True},  # off-screen
     ]
-    text = synth.visual_reasoning(sources)
+    text = oracle.visual_reasoning(sources)
     assert text.startswith("The flute on the left moves, so the flute is sounding.")
-    assert synth.claimed_sounds(text) == {"flute", "bell"}
-    assert synth.hallucinated(text, {"audible": ["flute", "bird"]})
-    assert not synth.hallucinated("<think>The flute is sounding.</think>", {"audible": ["flute", "bird"]})
+    assert oracle.claimed_sounds(text) == {"flute", "bell"}
+    assert oracle.hallucinated(text, {"audible": ["flute", "bird"]})
+    assert not oracle.hallucinated("<think>The flute is sounding.</think>", {"audible": ["flute", "bird"]})
 
 
 

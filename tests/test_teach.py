@@ -9,7 +9,9 @@ import pytest
 
 from sightsound import prompts
 from sightsound.models import ModelConfig
-from sightsound.records import Sample, Trace, read_jsonl, read_manifest
+from sightsound.records import Sample, Trace
+from sightsound.store import read_jsonl
+from sightsound.manifest import read_manifest
 from sightsound.stages import teach
 from tests.conftest import kill_when_written
 

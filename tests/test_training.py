@@ -9,9 +9,12 @@ import torch
 from sightsound import rl
 from sightsound.models import ModelConfig, load_backend
 from sightsound.models.hf import HFBackend
-from sightsound.records import Sample, read_jsonl, read_manifest
+from sightsound.records import Sample
+from sightsound.store import read_jsonl
+from sightsound.manifest import read_manifest
 from sightsound.stages import evaluate, grpo, sft
-from sightsound.student import LoraConfig, add_lora, build_batch, completion_logps, load_model
+from sightsound.models.loading import load_model
+from sightsound.training.student import LoraConfig, add_lora, build_batch, completion_logps
 from tests.conftest import make_wav
 
 
@@ -152,14 +155,13 @@ def test_grpo_runs_logs_and_saves_a_loadable_model(toy_run, tiny_models, tmp_pat
 
 def format_rate(model_dir, samples) -> float:
     """The share of <think>…</think><answer>…</answer> replies among 8 samples for each of 8 prompts."""
-    from sightsound import prompts
     from sightsound.models import Request, Sampling
 
     model, processor = load_model(model_dir)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     backend = HFBackend.from_loaded(model.eval(), processor)
-    requests = [Request(s.id, sft.student_messages(s, prompts.STUDENT_PROMPT)) for s in samples[:8]]
+    requests = [Request(s.id, sft.student_turn(s, "zero_shot_cot", "letter")) for s in samples[:8]]
     texts = [t for g in backend.generate(requests, Sampling(n=8, temperature=1.0, max_new_tokens=24, seed=123))
              for t in g.texts]
     return sum(map(rl.format_reward, texts)) / len(texts)

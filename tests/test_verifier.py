@@ -6,8 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from sightsound import media, verifier
-from sightsound.records import to_json
+from sightsound import media
+from sightsound.checking import verifier
+from sightsound.scoring import rejection_metrics
+from sightsound.store import to_json
 
 
 def write_clip(path, kind: str, seed: int, seconds: float = 2.0):
@@ -54,12 +56,12 @@ def write_jsonl(path, rows):
 def test_rejection_metrics_count_rejections_of_what_should_be_rejected():
     should = [True, True, True, False, False, False, False]
     did = [True, True, False, True, False, False, False]
-    m = verifier.rejection_metrics(should, did)
+    m = rejection_metrics(should, did)
     assert (m["tp"], m["fp"], m["fn"], m["tn"]) == (2, 1, 1, 3)
     assert (m["precision"], m["recall"], m["f1"]) == (0.6667, 0.6667, 0.6667)
-    nothing_rejected = verifier.rejection_metrics([True, False], [False, False])
+    nothing_rejected = rejection_metrics([True, False], [False, False])
     assert nothing_rejected["precision"] is None and nothing_rejected["recall"] == 0.0
-    assert verifier.rejection_metrics([False], [True])["recall"] is None
+    assert rejection_metrics([False], [True])["recall"] is None
 
 
 @pytest.mark.parametrize("role, dim", [("student", 64), ("omni", 128)])
@@ -135,8 +137,7 @@ def test_calibration_files_are_checked(tmp_path):
 
 
 def test_calibration_from_a_checked_run_leaves_unparseable_replies_out(tmp_path):
-    from sightsound.records import Sample, Trace, Verdict
-    from sightsound.stages.verify import UNPARSEABLE
+    from sightsound.records import UNPARSEABLE, Sample, Trace, Verdict
 
     wav = write_clip(tmp_path / "a.wav", "flute", seed=0)
     sample = Sample("s1", "synth", "train", "Which?", ["flute", "drum"], 0, "flute", "Which", audio=wav)

@@ -10,13 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from sightsound import prompts, verifier
+from sightsound import prompts
+from sightsound.checking import verifier
 from sightsound.cli import main as cli
 from sightsound.config import load_config
-from sightsound.datasets import synth
+from sightsound.datasets.synth import oracle, world
 from sightsound.models import ModelConfig, Request
-from sightsound.records import Sample, Trace, Verdict, read_jsonl, read_manifest, to_json
-from sightsound.stages import SECTIONS, teach, verify
+from sightsound.records import Sample, Trace, Verdict
+from sightsound.store import read_jsonl, to_json
+from sightsound.manifest import read_manifest
+from sightsound.checking import checkers
+from sightsound.stages import teach, verify
 from tests.http_server import ChatServer, Reply, completion
 from tests.conftest import kill_when_written
 
@@ -25,7 +29,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def taught(prepared, tmp_path, name="run") -> Path:
     """A copy of the prepared run with two traces per sample, as teach leaves them. Trace 0 is what
-    a watcher writes (synth.visual_reasoning: it hallucinates where a source mimes); trace 1 claims
+    a watcher writes (oracle.visual_reasoning: it hallucinates where a source mimes); trace 1 claims
     the audible sources and, on clips with an even video id, one more that is silent (hallucinated).
     Counting questions get two different answers, so they are not unanimous."""
     run_dir = tmp_path / name
@@ -35,8 +39,8 @@ def taught(prepared, tmp_path, name="run") -> Path:
         facts = s.meta["facts"]
         claims = list(facts["audible"])
         if s.meta["video_id"] % 2 == 0:
-            claims.append(next(n for n in synth.NAMES if n not in facts["audible"]))
-        texts = [synth.visual_reasoning(facts["sources"]), " ".join(f"The {n} is sounding." for n in claims)]
+            claims.append(next(n for n in world.NAMES if n not in facts["audible"]))
+        texts = [oracle.visual_reasoning(facts["sources"]), " ".join(f"The {n} is sounding." for n in claims)]
         letters = ["A", "B"] if s.category == "Count" else ["ABCD"[s.answer]] * 2
         pair = [teach.make_trace(s, i, f"<think>{text}</think><answer>{letter}</answer>")
                 for i, (text, letter) in enumerate(zip(texts, letters))]
@@ -54,7 +58,7 @@ def unanimous_items(run_dir):
 
 
 def is_hallucinated(sample, trace):
-    return synth.hallucinated(trace.text, sample.meta["facts"])
+    return oracle.hallucinated(trace.text, sample.meta["facts"])
 
 
 def test_fixture_has_what_the_tests_need(prepared, tmp_path):
@@ -74,13 +78,13 @@ def test_fixture_has_what_the_tests_need(prepared, tmp_path):
     ("No-one knows", None), ("Sí", None),
 ])
 def test_api_replies_are_parsed_strictly(reply, word):
-    assert verify.parse_reply(reply) == word
+    assert checkers.parse_reply(reply) == word
 
 
 def test_the_checker_sees_the_reasoning_and_the_audio_not_the_answer():
     sample = Sample("s", "synth", "train", "Which?", ["flute", "drum"], 0, "flute", "Which", audio="clip.wav")
     trace = Trace("s", 0, "<think>The flute on the left moves, so the flute is sounding.</think><answer>A</answer>", 0)
-    [message] = verify.checker_messages(sample, trace)
+    [message] = checkers.checker_messages(sample, trace)
     audio, text = message["content"]
     assert audio == {"type": "audio", "path": "clip.wav"}
     assert text["text"] == prompts.CHECKER_PROMPT.format(trace="The flute on the left moves, so the flute is sounding.")
@@ -98,7 +102,7 @@ def test_local_checker_decides_from_the_yes_no_probabilities(prepared, tiny_mode
     verdicts = {v.id: v for v in read_jsonl(run_dir / "verdicts.jsonl", Verdict)}
     assert list(verdicts) == [t.id for _, t in items]  # every trace of every unanimous sample, nothing else
 
-    direct = HFBackend(model).yes_probability([Request(t.id, verify.checker_messages(s, t)) for s, t in items])
+    direct = HFBackend(model).yes_probability([Request(t.id, checkers.checker_messages(s, t)) for s, t in items])
     for (s, t), p_yes in zip(items, direct):
         v = verdicts[t.id]
         assert v.checker == "local" and math.isclose(v.score, p_yes, rel_tol=1e-4, abs_tol=1e-6)
@@ -171,9 +175,9 @@ def test_api_checker_parses_strictly_and_retries_failed_requests(prepared, tmp_p
     _fast_retries(monkeypatch)
     run_dir = taught(prepared, tmp_path)
     items = unanimous_items(run_dir)
-    prompts_in_order = sorted({verify.checker_messages(s, t)[0]["content"][1]["text"] for s, t in items})
+    prompts_in_order = sorted({checkers.checker_messages(s, t)[0]["content"][1]["text"] for s, t in items})
     script = {text: SCRIPT[i % len(SCRIPT)] for i, text in enumerate(prompts_in_order)}
-    expected = {t.id: script[verify.checker_messages(s, t)[0]["content"][1]["text"]] for s, t in items}
+    expected = {t.id: script[checkers.checker_messages(s, t)[0]["content"][1]["text"]] for s, t in items}
     assert set(expected.values()) == set(SCRIPT)
 
     with ChatServer() as server:
@@ -196,7 +200,7 @@ def test_api_checker_parses_strictly_and_retries_failed_requests(prepared, tmp_p
 
         for trace_id, v in verdicts.items():
             said = expected[trace_id]
-            word = verify.parse_reply(said)
+            word = checkers.parse_reply(said)
             assert v.checker == "api" and v.score is None
             assert v.accept == (word == "yes")
             assert v.reply == (said if word else verify.UNPARSEABLE + said)  # raw text kept, marked
@@ -213,7 +217,7 @@ def test_api_checker_parses_strictly_and_retries_failed_requests(prepared, tmp_p
     assert audio["input_audio"]["format"] == "wav" and text.startswith("Here is a description")
     final = {v.id: v for v in read_jsonl(run_dir / "verdicts.jsonl", Verdict)}
     assert set(final) == set(expected) and all(final[i].accept and final[i].reply == "Yes" for i in failed)
-    unparseable = sum(verify.parse_reply(s) is None for i, s in expected.items() if i not in failed)
+    unparseable = sum(checkers.parse_reply(s) is None for i, s in expected.items() if i not in failed)
     assert manifest["counts"]["unparseable"] == unparseable > 0
     assert manifest["counts"]["accepted"] == sum(v.accept for v in final.values())
     assert [r["id"] for r in read_jsonl(run_dir / "corpus.jsonl")] == [t.id for _, t in items if final[t.id].accept]
@@ -239,7 +243,7 @@ def oracle_rule(items):
 
     def rule(body, headers):
         audio, text = _parts(body)
-        return Reply(body=completion(["No." if synth.hallucinated(text, facts[audio["input_audio"]["data"]]) else "Yes."]))
+        return Reply(body=completion(["No." if oracle.hallucinated(text, facts[audio["input_audio"]["data"]]) else "Yes."]))
 
     return rule
 
@@ -350,10 +354,10 @@ def test_killed_verify_loses_nothing(prepared, tmp_path):
 
 
 def test_configs_name_the_papers_checker():
-    paper = load_config(SECTIONS["verify"], CONFIGS / "sightsound-r1.yaml", section="verify")
+    paper = load_config(verify.VerifyConfig, CONFIGS / "sightsound-r1.yaml", section="verify")
     assert (paper.checker, paper.model.backend, paper.model.model) == ("api", "openai", "gpt-4o-audio-preview")
     assert paper.model.api_key_env == "OPENAI_API_KEY"
-    demo = load_config(SECTIONS["verify"], CONFIGS / "demo.yaml", section="verify")
+    demo = load_config(verify.VerifyConfig, CONFIGS / "demo.yaml", section="verify")
     assert demo.checker in verify.CHECKERS
 
 

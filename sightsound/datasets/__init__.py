@@ -1,98 +1,28 @@
-"""Dataset readers: each turns a benchmark's metadata into canonical `Sample`s.
+"""Datasets as data: one module per benchmark, each with its reader and a `Benchmark` saying how it
+is read, reported (its title and the paper's columns) and scored.
 
-A reader is a plain function `read(root: Path, split: str) -> Metadata`. To add a dataset, write
-one in a module of this package and add it to `READERS` (the name is what `--dataset` takes).
-Readers only parse metadata; `stages/prepare.py` finds and decodes the media named by `stems`.
+    metadata = read("mmau", "data/mmau", "test-mini")      # Metadata: files, entries (Entry | Skip)
+    BENCHMARKS["music-avqa"].columns                       # {"Temporal": "Temp", ...}
+
+To add a dataset, write a module with `read(root, split) -> Metadata` and a `BENCHMARK`, and add it
+to `BENCHMARKS` (its name is what prepare's `dataset` takes).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
-from sightsound.records import Sample
+from sightsound.datasets import avqa, jsonl, mmau, music_avqa
+from sightsound.datasets.reading import Benchmark, DatasetError, Metadata
+from sightsound.datasets.synth import reader as synth
 
-
-class DatasetError(ValueError):
-    """Metadata that cannot be read at all (the message names the file)."""
-
-
-@dataclass
-class Entry:
-    """A parsed record, waiting for its media: files whose stem is in `stems` (best first)."""
-
-    sample: Sample
-    stems: list[str]
-
-
-@dataclass
-class Skip:
-    """A record that cannot be used, and why (named by file, record and field)."""
-
-    id: str
-    reason: str
-    kind: str = "metadata"  # metadata | duplicate | media-missing | media-corrupt
-
-
-@dataclass
-class Metadata:
-    files: list[Path]  # what was read; hashed into the stage manifest
-    entries: Iterable[Entry | Skip]
-    total: int | None = None  # number of records, for progress bars
-
-
-def load_json_list(path: Path) -> list:
-    """A metadata file holding one JSON list, with errors that name the file."""
-    if not path.exists():
-        raise DatasetError(f"{path}: metadata file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not valid JSON: {exc}") from exc
-    if not isinstance(data, list):
-        raise DatasetError(f"{path}: expected a JSON list of records, found {type(data).__name__}")
-    return data
-
-
-def parse_each(records: list, path: Path, split: str, parse, id_key: str = "id"):
-    """Yield `parse(record, where, split)` for each record, or a `Skip` naming file, record and field."""
-    for number, record in enumerate(records):
-        where = f"{path.name} record {number}"
-        try:
-            yield parse(record, where, split)
-        except (KeyError, TypeError, ValueError) as exc:
-            rid = record.get(id_key, f"#{number}") if isinstance(record, dict) else f"#{number}"
-            yield Skip(id=str(rid), reason=str(exc.args[0]))
-
-
-def field(record: dict, name: str, kind, where: str):
-    """`record[name]`, checked to be of `kind`; a KeyError/TypeError message names file, record and field."""
-    if not isinstance(record, dict):
-        raise TypeError(f"{where}: record is not a JSON object")
-    if name not in record:
-        raise KeyError(f"{where}: missing field '{name}'")
-    value = record[name]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise TypeError(f"{where}: field '{name}' should be {names}, found {value!r}")
-    return value
-
-
-def _readers() -> dict[str, Callable[[Path, str], Metadata]]:
-    from sightsound.datasets import avqa, jsonl, mmau, music_avqa, synth
-
-    return {"avqa": avqa.read, "mmau": mmau.read, "music-avqa": music_avqa.read,
-            "jsonl": jsonl.read, "synth": synth.read}
-
-
-# The split each dataset is read with when none is given.
-DEFAULT_SPLITS = {"avqa": "val", "mmau": "test-mini", "music-avqa": "test", "jsonl": "test", "synth": "train"}
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (avqa.BENCHMARK, mmau.BENCHMARK, music_avqa.BENCHMARK,
+                                                        jsonl.BENCHMARK, synth.BENCHMARK)}
 
 
 def read(dataset: str, root: str | Path, split: str | None = None) -> Metadata:
-    readers = _readers()
-    if dataset not in readers:
-        raise DatasetError(f"unknown dataset {dataset!r} (known: {', '.join(readers)})")
-    return readers[dataset](Path(root), split or DEFAULT_SPLITS[dataset])
+    """A dataset's metadata, read by its benchmark's reader (`split` defaults to the benchmark's)."""
+    if dataset not in BENCHMARKS:
+        raise DatasetError(f"unknown dataset {dataset!r} (known: {', '.join(BENCHMARKS)})")
+    benchmark = BENCHMARKS[dataset]
+    return benchmark.read(Path(root), split or benchmark.split)

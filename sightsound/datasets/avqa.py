@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sightsound.datasets import Entry, Metadata, field, load_json_list, parse_each
+from sightsound.datasets.reading import Benchmark, Entry, Metadata, field, load_json_list, parse_each
 from sightsound.records import Sample
 
 
@@ -22,6 +22,9 @@ def read(root: Path, split: str) -> Metadata:
     path = Path(root) / f"{split}_qa.json"
     records = load_json_list(path)
     return Metadata(files=[path], total=len(records), entries=parse_each(records, path, split, _parse))
+
+
+BENCHMARK = Benchmark("avqa", read, split="val", title="AVQA")
 
 
 def _parse(record: dict, where: str, split: str) -> Entry:

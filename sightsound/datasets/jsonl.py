@@ -1,5 +1,5 @@
 """Users' own data: `{split}.jsonl` (or ROOT itself when it is a .jsonl file) holding canonical
-sample records (DESIGN.md §3) — `id`, `question`, `options`, `answer`, `answer_text`, `category`,
+sample records — `id`, `question`, `options`, `answer`, `answer_text`, `category`,
 and `audio` and/or `video` naming the media by path (relative to the file) or by file stem.
 `dataset` and `split` default to "jsonl" and the split; `meta` is kept as given.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sightsound.datasets import DatasetError, Entry, Metadata, Skip, field
+from sightsound.datasets.reading import Benchmark, DatasetError, Entry, Metadata, Skip, field
 from sightsound.records import Sample
 
 
@@ -18,6 +18,9 @@ def read(root: Path, split: str) -> Metadata:
     if not path.exists():
         raise DatasetError(f"{path}: metadata file not found")
     return Metadata(files=[path], entries=_entries(path, split))
+
+
+BENCHMARK = Benchmark("jsonl", read, split="test", title="jsonl")
 
 
 def _entries(path: Path, split: str):

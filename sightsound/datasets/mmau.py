@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sightsound.answers import option_index
-from sightsound.datasets import Entry, Metadata, field, load_json_list, parse_each
+from sightsound.datasets.reading import Benchmark, Entry, Metadata, field, load_json_list, parse_each
 from sightsound.records import Sample
 
 
@@ -25,6 +25,10 @@ def read(root: Path, split: str) -> Metadata:
     path = Path(root) / f"mmau-{split}.json"
     records = load_json_list(path)
     return Metadata(files=[path], total=len(records), entries=parse_each(records, path, split, _parse))
+
+
+BENCHMARK = Benchmark("mmau", read, split="test-mini", title="MMAU test-mini",
+                      columns={"sound": "Sound", "speech": "Speech", "music": "Music"}, scorer="mmau")
 
 
 def _parse(record: dict, where: str, split: str) -> Entry:

@@ -19,7 +19,7 @@ import json
 import re
 from pathlib import Path
 
-from sightsound.datasets import Entry, Metadata, field, load_json_list, parse_each
+from sightsound.datasets.reading import Benchmark, Entry, Metadata, field, load_json_list, parse_each
 from sightsound.records import Sample
 
 PLACEHOLDER = re.compile(r"<(Object|LR|FL|TH|LRer|LL|BA)>")
@@ -31,6 +31,13 @@ def read(root: Path, split: str) -> Metadata:
         path = Path(root) / f"music-avqa-{split}.json"
     records = load_json_list(path)
     return Metadata(files=[path], total=len(records), entries=parse_each(records, path, split, _parse, "question_id"))
+
+
+# The paper's columns: question types over the audio and audio-visual questions (Location and the
+# visual-only questions are reported apart).
+BENCHMARK = Benchmark("music-avqa", read, split="test", title="MUSIC-AVQA test",
+                      columns={"Temporal": "Temp", "Comparative": "Comp", "Counting": "Cnt", "Existential": "Exist"},
+                      modalities=("Audio", "Audio-Visual"))
 
 
 def _parse(record: dict, where: str, split: str) -> Entry:

@@ -48,7 +48,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from sightsound.models import Generation, ModelConfig, Request, Sampling
+from sightsound.models.backend import Generation, ModelConfig, Request, Sampling
 
 log = logging.getLogger(__name__)
 

@@ -64,17 +64,21 @@ VISION = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_h
               patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1])
 
 
+# The words of the synthetic world (its sources, counts and screen positions; tests check that they
+# cover sightsound.datasets.synth.world), so that the tokenizer gives each of them few tokens.
+WORDS = ["flute", "violin", "drum", "bell", "horn", "bird", "one", "two", "three", "four", "left", "middle", "right",
+         "yes", "no", "louder", "first"]
+
+
 def corpus() -> list[str]:
     """Text the tokenizer learns from: the prompts, tags, options and words of the synthetic world."""
     from sightsound import prompts
-    from sightsound.datasets import synth
 
-    words = synth.NAMES + synth.COUNT_WORDS + list(synth.POSITIONS) + ["yes", "no", "louder", "first"]
     lines = [prompts.TEACHER_PROMPT, prompts.STUDENT_PROMPT, prompts.CHECKER_PROMPT,
              "You are a helpful assistant.", "Which object is making a sound in the video?",
              "How many sound sources can be heard in the video?", "Which sound starts first in the video?",
              "<think>I see the flute pulse, so it sounds.</think><answer>B</answer>",
-             " ".join(f"{c}. {w}" for c, w in zip("ABCDEFGH", words)), " ".join(words), "0 1 2 3 4 5 6 7 8 9 10"]
+             " ".join(f"{c}. {w}" for c, w in zip("ABCDEFGH", WORDS)), " ".join(WORDS), "0 1 2 3 4 5 6 7 8 9 10"]
     return lines * 20
 
 
@@ -96,17 +100,11 @@ def build_tokenizer():
 
 def build_student(out: Path, tokenizer, seed: int = 0) -> Path:
     """Qwen2-Audio: Whisper-style encoder (width 64, 2 layers) + Qwen2 decoder."""
-    import torch
     from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor
 
-    torch.manual_seed(seed)
-    config = Qwen2AudioConfig(
-        audio_config=AUDIO,
-        text_config=_text_config(tokenizer, model_type="qwen2"),
-        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
-    )
-    model = Qwen2AudioForConditionalGeneration(config)
-    _set_special_ids(model, tokenizer)
+    model = _init(Qwen2AudioForConditionalGeneration, Qwen2AudioConfig, tokenizer, seed, audio_config=AUDIO,
+                  text_config=_text_config(tokenizer, model_type="qwen2"),
+                  audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"))
     Qwen2AudioProcessor(feature_extractor=_feature_extractor(), tokenizer=tokenizer,
                         chat_template=CHAT_TEMPLATE).save_pretrained(out)
     model.save_pretrained(out)
@@ -115,19 +113,13 @@ def build_student(out: Path, tokenizer, seed: int = 0) -> Path:
 
 def build_teacher(out: Path, tokenizer, seed: int = 0) -> Path:
     """Qwen2.5-VL: a 2-block vision tower (width 64) + Qwen2 decoder with 3-D rotary positions."""
-    import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    torch.manual_seed(seed)
     ids = tokenizer.convert_tokens_to_ids
-    config = Qwen2_5_VLConfig(
-        vision_config=VISION,
-        text_config=_text_config(tokenizer, rope_parameters=MROPE),
-        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
-    )
-    model = Qwen2_5_VLForConditionalGeneration(config)
-    _set_special_ids(model, tokenizer)
+    model = _init(Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig, tokenizer, seed, vision_config=VISION,
+                  text_config=_text_config(tokenizer, rope_parameters=MROPE),
+                  image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+                  vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
     # The image processor config names the class real checkpoints name; without torchvision,
     # transformers loads its PIL twin, as it does for a real checkpoint.
     _image_processor().save_pretrained(out)
@@ -140,21 +132,16 @@ def build_teacher(out: Path, tokenizer, seed: int = 0) -> Path:
 
 def build_omni(out: Path, tokenizer, seed: int = 0) -> Path:
     """Qwen2.5-Omni's thinker: audio encoder + vision tower + Qwen2 decoder (the talker is not needed)."""
-    import torch
     from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
 
-    torch.manual_seed(seed)
     ids = tokenizer.convert_tokens_to_ids
-    config = Qwen2_5OmniThinkerConfig(
-        audio_config={**AUDIO, "n_window": 50, "output_dim": TEXT["hidden_size"]},
-        vision_config=VISION,
-        text_config=_text_config(tokenizer, rope_parameters=MROPE),
-        audio_token_index=ids("<|AUDIO|>"), image_token_index=ids("<|IMAGE|>"), video_token_index=ids("<|VIDEO|>"),
-        audio_start_token_id=ids("<|audio_bos|>"), audio_end_token_id=ids("<|audio_eos|>"),
-        vision_start_token_id=ids("<|vision_bos|>"), vision_end_token_id=ids("<|vision_eos|>"),
-    )
-    model = Qwen2_5OmniThinkerForConditionalGeneration(config)
-    _set_special_ids(model, tokenizer)
+    model = _init(Qwen2_5OmniThinkerForConditionalGeneration, Qwen2_5OmniThinkerConfig, tokenizer, seed,
+                  audio_config={**AUDIO, "n_window": 50, "output_dim": TEXT["hidden_size"]}, vision_config=VISION,
+                  text_config=_text_config(tokenizer, rope_parameters=MROPE),
+                  audio_token_index=ids("<|AUDIO|>"), image_token_index=ids("<|IMAGE|>"),
+                  video_token_index=ids("<|VIDEO|>"), audio_start_token_id=ids("<|audio_bos|>"),
+                  audio_end_token_id=ids("<|audio_eos|>"), vision_start_token_id=ids("<|vision_bos|>"),
+                  vision_end_token_id=ids("<|vision_eos|>"))
     # Real Omni checkpoints keep the image processor's and the feature extractor's settings in one file.
     _image_processor().save_pretrained(out)
     features = {k: v for k, v in _feature_extractor().to_dict().items() if k != "mel_filters"}
@@ -165,6 +152,16 @@ def build_omni(out: Path, tokenizer, seed: int = 0) -> Path:
     omni_tokenizer.save_pretrained(out)
     model.save_pretrained(out)
     return out
+
+
+def _init(model_class, config_class, tokenizer, seed: int, **config):
+    """A freshly initialized model of `model_class`, seeded, with the tokenizer's special ids."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = model_class(config_class(**config))
+    _set_special_ids(model, tokenizer)
+    return model
 
 
 def _image_processor():

@@ -11,54 +11,38 @@ Methods (paper Tables 1-2):
   (from `teacher_traces`, a teach stage's traces.jsonl) placed in its prompt.
 A trained checkpoint is evaluated by pointing `model.model` at it (with `direct` or `zero_shot_cot`).
 
-Writes `OUT/predictions.jsonl` (per sample: prompt, response, pred_index, correct, category, ...),
+How a question is asked and judged is `sightsound.inference` (shared with validation during
+training); the scorer is the benchmark's own unless `scorer` says otherwise (MMAU: its official
+string rule). Writes `OUT/predictions.jsonl` (per sample: prompt, response, pred_index, correct, category, ...),
 `OUT/result.json` (accuracy overall, per category, per difficulty / modality where the benchmark
 has them, the paper's columns, counts, and the dataset file's hash) and a manifest. Resumable.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
-from sightsound import answers, media, prompts, scoring
-from sightsound.config import config_hash
-from sightsound.models import ModelConfig, Request, Sampling, load_backend
-from sightsound.records import (JsonlWriter, Prediction, Sample, begin_stage, model_inputs, read_jsonl,
-                                read_manifest, sha256_file, write_json, write_manifest)
-
-METHODS = ("direct", "zero_shot_cot", "zero_shot_audio_cot", "test_time_cot_distill")
-
-# The paper's Table 2 columns: MMAU by task; MUSIC-AVQA by question type over the audio and
-# audio-visual questions (Location and visual-only questions reported apart).
-PAPER_COLUMNS = {
-    "mmau": {"columns": ["sound", "speech", "music"], "modalities": None},
-    "music-avqa": {"columns": ["Temporal", "Comparative", "Counting", "Existential"],
-                   "modalities": ["Audio", "Audio-Visual"]},
-}
+from sightsound import answers, datasets, scoring
+from sightsound.inference import Asking, answer_all, inputs_of, scorer_for
+from sightsound.manifest import model_inputs, open_stage, read_manifest
+from sightsound.models import ModelConfig, load_backend
+from sightsound.prompts import METHODS
+from sightsound.records import Sample
+from sightsound.store import JsonlWriter, read_jsonl, sha256_file, write_json
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Asking):
     samples: str = "runs/demo/eval/samples.jsonl"  # a prepared benchmark
     out: str = "runs/demo/eval/direct"  # predictions.jsonl, result.json
     model: ModelConfig = field(default_factory=lambda: ModelConfig(model="runs/tiny/student"))
     label: str | None = None  # the model's name in reports (default: model.model)
-    method: str = "direct"  # one of METHODS
-    answer: str = "letter"  # letter | text: how the prompt asks for a multiple-choice answer
-    inputs: str = "audio"  # audio | video | both (zero_shot_audio_cot always uses video)
     teacher_traces: str | None = None  # traces.jsonl, for test_time_cot_distill
-    max_new_tokens: int = 256
-    temperature: float = 0.0  # greedy
-    num_frames: int = 8
-    frame_size: int | None = 448
-    scorer: str = "default"  # default | mmau (MMAU's official string rule)
-    similarity_threshold: float | None = answers.SIMILARITY_THRESHOLD  # the extractor's fallback; null: off
-    chunk: int = 32
-    limit: int | None = None
+    chunk: int = 32  # questions sent to the backend at once; predictions are written after each
+    limit: int | None = None  # only the first N questions
     progress: bool = True
 
 
@@ -69,13 +53,10 @@ def main(cfg: EvalConfig) -> dict:
     inputs = {str(samples_path): sha256_file(samples_path), **model_inputs(cfg.model.model)}
     if cfg.teacher_traces:
         inputs[cfg.teacher_traces] = sha256_file(cfg.teacher_traces)
-    digest = config_hash(cfg)
     predictions_path = out / "predictions.jsonl"
-    manifest = begin_stage(out, "eval", cfg, digest, inputs, [predictions_path])
-    if manifest is not None:
-        print(f"eval: already done in {out}")
-        return manifest
-    started = time.time()
+    stage = open_stage(out, "eval", cfg, inputs, [predictions_path])
+    if stage.done:
+        return stage.manifest
 
     samples = list(read_jsonl(samples_path, Sample))[: cfg.limit]
     traces = _first_traces(cfg.teacher_traces) if cfg.method == "test_time_cot_distill" else {}
@@ -100,10 +81,9 @@ def main(cfg: EvalConfig) -> dict:
     result["unusable"] = unusable
     write_json(out / "result.json", result)
     if failures:
-        print(f"eval: {failures} questions failed in the backend; rerun to retry them (no manifest written)")
+        stage.incomplete({"questions": result["count"]}, f"{failures} questions failed in the backend")
         return result
-    write_manifest(out, "eval", config_hash=digest, inputs=inputs, started=started,
-                   counts={"questions": result["count"], "accuracy": result["accuracy"]})
+    stage.finish({"questions": result["count"], "accuracy": result["accuracy"]})
     print(f"eval: {cfg.label or cfg.model.model} / {cfg.method}: accuracy {result['accuracy']:.4f} "
           f"over {result['count']} questions → {out / 'result.json'}")
     return result
@@ -120,71 +100,6 @@ def _check(cfg: EvalConfig) -> None:
         raise FileNotFoundError(f"{cfg.samples}: not found; run `sightsound prepare` first")
 
 
-def answer_all(backend, samples: list[Sample], cfg: EvalConfig, traces: dict[str, str] | None = None
-               ) -> tuple[list[Prediction], dict[str, str], int]:
-    """Ask each sample once, greedily: (predictions, unusable sample → why, backend failures)."""
-    requests, unusable = {}, {}
-    for sample in samples:
-        try:
-            requests[sample.id] = Request(sample.id, messages(sample, cfg, traces or {}))
-        except (media.MediaError, ValueError) as exc:  # cannot be asked: reported, not scored
-            unusable[sample.id] = str(exc)
-    by_id = {s.id: s for s in samples}
-    sampling = Sampling(n=1, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=0)
-    predictions, failures = [], 0
-    for generation in backend.generate(list(requests.values()), sampling):
-        if generation.error:  # left for the next run
-            failures += 1
-            continue
-        prompt = requests[generation.request_id].messages[0]["content"][-1]["text"]
-        predictions.append(predict(by_id[generation.request_id], prompt, generation.texts[0], cfg))
-    if cfg.similarity_threshold is not None:
-        _closest_for_unmatched(predictions, cfg)
-    return predictions, unusable, failures
-
-
-def _closest_for_unmatched(predictions: list[Prediction], cfg: EvalConfig) -> None:
-    """The paper's fallback (closest option by content similarity) for every answer that named no
-    option, in one embedding call rather than one per answer."""
-    unmatched = [p for p in predictions if p.options and p.pred_index is None]
-    if not unmatched:
-        return
-    closest = answers.closest_options([p.response for p in unmatched], [p.options for p in unmatched],
-                                      cfg.similarity_threshold)
-    for prediction, pred in zip(unmatched, closest):
-        prediction.pred_index = pred
-        if pred is not None and cfg.scorer == "default":  # the mmau rule judges the text, not the index
-            expected = prediction.options[answers.option_index(prediction.answer, prediction.options)]
-            prediction.correct = answers.same_option(prediction.options[pred], expected)
-
-
-def messages(sample: Sample, cfg: EvalConfig, traces: dict[str, str]) -> list[dict]:
-    """The one user turn a method asks: media parts, then the prompt text."""
-    inputs = "video" if cfg.method == "zero_shot_audio_cot" else cfg.inputs
-    parts = []
-    if inputs in ("video", "both"):
-        if not sample.video:
-            raise media.MediaError(f"sample {sample.id}: no video", "media-missing")
-        frames = media.decode(sample.video, num_frames=cfg.num_frames, frame_size=cfg.frame_size, audio=False).frames
-        parts.append({"type": "video", "frames": frames})
-    if inputs in ("audio", "both"):
-        parts.append({"type": "audio", "path": sample.audio})
-    # Models that hear get the paper's audio variant of the question ("video" → "audio").
-    question = sample.question if inputs == "video" else prompts.audio_variant(sample.question)
-    if cfg.method == "direct":
-        text = prompts.fill(prompts.DIRECT_PROMPT, question, sample.options, cfg.answer)
-    elif cfg.method == "zero_shot_cot":
-        text = prompts.fill(prompts.STUDENT_PROMPT, question, sample.options, cfg.answer)
-    elif cfg.method == "zero_shot_audio_cot":
-        text = prompts.fill(prompts.TEACHER_PROMPT, question, sample.options, cfg.answer)
-    else:
-        trace = traces.get(sample.id)
-        if trace is None:
-            raise ValueError(f"sample {sample.id}: no teacher trace in {cfg.teacher_traces}")
-        text = prompts.fill(prompts.DISTILL_PROMPT, question, sample.options, cfg.answer, trace=trace)
-    return [{"role": "user", "content": [*parts, {"type": "text", "text": text}]}]
-
-
 def _first_traces(path: str) -> dict[str, str]:
     """The teacher's first trace per sample (its reasoning, without the teacher's own answer)."""
     traces: dict[str, str] = {}
@@ -194,17 +109,6 @@ def _first_traces(path: str) -> dict[str, str]:
     return traces
 
 
-def predict(sample: Sample, prompt: str, response: str, cfg: EvalConfig) -> Prediction:
-    row = {"response": response, "options": sample.options,
-           "answer": sample.answer if sample.options else sample.answer_text}
-    # The similarity fallback runs afterwards, batched over all unmatched answers (_closest_for_unmatched).
-    pred, correct = scoring.judge(row, cfg.scorer, similarity_threshold=None)
-    groups = {k: sample.meta[k] for k in ("difficulty", "modality") if k in sample.meta}
-    return Prediction(id=sample.id, prompt=prompt, response=response, options=sample.options,
-                      answer=row["answer"], pred_index=pred, correct=correct, category=sample.category,
-                      meta={"dataset": sample.dataset, **groups})
-
-
 def summarize(predictions_path: Path, samples: list[Sample], cfg: EvalConfig, inputs: dict) -> dict:
     ids = {s.id for s in samples}
     rows = [r for r in read_jsonl(predictions_path) if r["id"] in ids]
@@ -212,9 +116,9 @@ def summarize(predictions_path: Path, samples: list[Sample], cfg: EvalConfig, in
     result = {
         "label": cfg.label or cfg.model.model,
         "method": cfg.method,
-        "inputs": "video" if cfg.method == "zero_shot_audio_cot" else cfg.inputs,
+        "inputs": inputs_of(cfg),
         "dataset": dataset,
-        "scorer": cfg.scorer,
+        "scorer": scorer_for(cfg, dataset),
         **(scoring.tally([r["correct"] for r in rows]) if rows else {"accuracy": 0.0, "count": 0, "correct": 0}),
         "unmatched": sum(1 for r in rows if r["options"] and r["pred_index"] is None),
         "per_category": _by(rows, lambda r: r["category"]),
@@ -223,12 +127,14 @@ def summarize(predictions_path: Path, samples: list[Sample], cfg: EvalConfig, in
         "dataset_files": _dataset_files(Path(cfg.samples)),
         "inputs_sha256": inputs,
     }
-    if dataset in PAPER_COLUMNS:
-        spec = PAPER_COLUMNS[dataset]
-        kept = [r for r in rows if spec["modalities"] is None or r["meta"].get("modality") in spec["modalities"]]
-        kept = [r for r in kept if r["category"] in spec["columns"]] if spec["modalities"] else kept
+    benchmark = datasets.BENCHMARKS.get(dataset)
+    if benchmark is not None and benchmark.columns:  # the paper's columns and their average
+        kept = rows
+        if benchmark.modalities is not None:
+            kept = [r for r in rows if r["meta"].get("modality") in benchmark.modalities
+                    and r["category"] in benchmark.columns]
         columns = _by(kept, lambda r: r["category"])
-        result["paper"] = {"columns": {c: columns.get(c) for c in spec["columns"]},
+        result["paper"] = {"columns": {c: columns.get(c) for c in benchmark.columns},
                            "avg": scoring.tally([r["correct"] for r in kept]) if kept else None}
     return result
 

@@ -9,29 +9,27 @@ normalizes advantages within each group, and minimizes eq. 2 — clipped ratio t
 sampled, plus beta times the k3 KL to a frozen reference: the SFT model (with LoRA GRPO, the same
 model with the GRPO adapter disabled). Log-probs are always computed with each sample's own audio
 features. Prompts are never truncated (that could cut the audio placeholders); completions stop at
-`max_completion_tokens`. Writes `RUN_DIR/grpo/` like the SFT stage: metrics.jsonl (+ TensorBoard),
-checkpoints (resumed from), best/ by validation accuracy, final/ (always a full model: LoRA GRPO
-adapters are merged on saving, since their base is the SFT model merged in memory).
+`max_completion_tokens`. Writes `RUN_DIR/grpo/` through the training loop the SFT stage uses
+(`sightsound.training.loop`): metrics.jsonl (+ TensorBoard), checkpoints (resumed from), best/ by
+validation accuracy, final/ (always a full model: LoRA GRPO adapters are merged on saving, since
+their base is the SFT model merged in memory).
 """
 
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from sightsound import prompts, rl
-from sightsound.config import config_hash
-from sightsound.models.hf import HFBackend
-from sightsound.records import JsonlWriter, Sample, begin_stage, model_inputs, read_jsonl, sha256_file
-from sightsound.stages.sft import student_messages
-from sightsound.student import LoraConfig, add_lora, completion_logps, load_model
-from sightsound.training import (Batches, latest_checkpoint, open_board, read_state, save_checkpoint, save_model,
-                                 validate, write_training_manifest)
+from sightsound import formats, prompts, rl
+from sightsound.manifest import model_inputs
+from sightsound.models.loading import encode, load_model, render
+from sightsound.records import Sample
+from sightsound.store import read_jsonl, sha256_file
+from sightsound.training.loop import finish_training, open_training, train
+from sightsound.training.student import LoraConfig, add_lora, completion_logps
 
 
 @dataclass
@@ -66,25 +64,14 @@ class GRPOConfig:
 
 
 def main(cfg: GRPOConfig) -> dict:
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
     unknown = set(cfg.rewards) - set(rl.REWARDS)
     if unknown:
         raise ValueError(f"unknown rewards {sorted(unknown)} (known: {', '.join(rl.REWARDS)})")
-    run_dir, out = Path(cfg.out), Path(cfg.out) / cfg.subdir
+    run_dir = Path(cfg.out)
     items, inputs = load_prompts(run_dir)
-    inputs |= model_inputs(cfg.model)
-    digest = config_hash(cfg)
-    accelerator = Accelerator()
-    # another config's training is not resumed: begin_stage clears `out` unless this config started it
-    manifest = begin_stage(run_dir, cfg.subdir, cfg, digest, inputs, [out], accelerator.is_main_process)
-    if manifest is not None:
-        accelerator.print(f"grpo: already done in {out}")
-        return manifest
-    accelerator.wait_for_everyone()
-    started = time.time()
-    set_seed(cfg.seed)
+    accelerator, stage = open_training(run_dir, cfg, inputs | model_inputs(cfg.model))
+    if stage.done:
+        return stage.manifest
 
     policy, reference, processor = load_policy_and_reference(cfg)
     trainable = [p for p in policy.parameters() if p.requires_grad]
@@ -92,49 +79,21 @@ def main(cfg: GRPOConfig) -> dict:
     policy, optimizer = accelerator.prepare(policy, optimizer)
     if reference is not None:
         reference.to(accelerator.device)
-    state = {"step": 0, "best_accuracy": None, "best_step": None}
-    last = latest_checkpoint(out)
-    if last is not None:
-        accelerator.load_state(str(last / "state"))
-        state = read_state(last)
-        accelerator.print(f"grpo: resuming from {last} (step {state['step']})")
 
-    order = Batches(len(items), cfg.prompts_per_step * accelerator.num_processes, cfg.seed, state["step"])
-    metrics = JsonlWriter(out / "metrics.jsonl", id_of=lambda r: str(r["step"])) if accelerator.is_main_process else None
-    board = open_board(out) if accelerator.is_main_process else None
-    bar = tqdm(total=cfg.steps, initial=state["step"], desc="grpo", unit="step",
-               disable=not (cfg.progress and accelerator.is_main_process))
-    while state["step"] < cfg.steps:
-        batch = [items[i] for i in order.next()[accelerator.process_index::accelerator.num_processes]]
-        row = grpo_step(accelerator, policy, reference, processor, optimizer, trainable, batch, cfg, state["step"])
-        state["step"] += 1
-        row["step"] = state["step"]
-        bar.update(1)
-        if cfg.val_samples and (state["step"] % cfg.val_every == 0 or state["step"] == cfg.steps):
-            row["val_accuracy"] = validate(accelerator, policy, processor, cfg, "zero_shot_cot")
-            if state["best_accuracy"] is None or row["val_accuracy"] > state["best_accuracy"]:
-                state.update(best_accuracy=row["val_accuracy"], best_step=state["step"])
-                save_model(accelerator, policy, processor, out / "best", merge=cfg.lora.enabled)
-        if accelerator.is_main_process and (state["step"] % cfg.log_every == 0 or state["step"] == cfg.steps):
-            metrics.write(row)
-            for key, value in row.items():
-                if key != "step":
-                    board.add_scalar(f"grpo/{key}", value, state["step"])
-            bar.set_postfix(reward=f"{row['reward']:.3f}", kl=f"{row['kl']:.4f}")
-        if state["step"] % cfg.save_every == 0 or state["step"] == cfg.steps:
-            save_checkpoint(accelerator, out, state, cfg.keep_checkpoints)
-    bar.close()
+    def step(next_batch, number: int) -> dict:
+        batch = [items[i] for i in next_batch()]
+        return grpo_step(accelerator, policy, reference, processor, optimizer, trainable, batch, cfg, number)
 
     # With LoRA GRPO the adapter sits on the SFT model merged in memory, which no folder holds: the
     # saved models are merged, so they load as they were trained.
-    save_model(accelerator, policy, processor, out / "final", merge=cfg.lora.enabled)
+    state = train(accelerator, stage, cfg, policy, processor, step, name="grpo", items=len(items),
+                  batch_size=cfg.prompts_per_step, val_method="zero_shot_cot", merge=cfg.lora.enabled,
+                  show={"reward": ".3f", "kl": ".4f"})
     if not accelerator.is_main_process:
         return {}
-    metrics.close()
-    board.close()
-    manifest = write_training_manifest(run_dir, cfg, digest, inputs, started, state, "reward", {"prompts": len(items)})
+    manifest = finish_training(stage, cfg, state, "reward", {"prompts": len(items)})
     c = manifest["counts"]
-    print(f"grpo: {state['step']} steps; reward {c['first_reward']:.3f} → {c['last_reward']:.3f} → {out}")
+    print(f"grpo: {state['step']} steps; reward {c['first_reward']:.3f} → {c['last_reward']:.3f} → {run_dir / cfg.subdir}")
     return manifest
 
 
@@ -154,7 +113,7 @@ def load_policy_and_reference(cfg: GRPOConfig):
     """The policy starts as the SFT model (an SFT adapter is merged into its base first). The
     reference is that same model, frozen: a copy, or — with LoRA GRPO — the policy with its new
     adapter disabled (no second copy in memory)."""
-    model, processor = load_model(cfg.model, cfg.dtype)
+    model, processor = load_model(cfg.model, cfg.dtype, training=True)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     if cfg.lora.enabled:
@@ -168,9 +127,8 @@ def grpo_step(accelerator, policy, reference, processor, optimizer, trainable, b
     """Sample G completions per prompt, reward them, and take `updates_per_batch` optimizer steps."""
     G = cfg.group_size
     unwrapped = accelerator.unwrap_model(policy)
-    backend = HFBackend.from_loaded(unwrapped, processor)
-    prompt_inputs = backend.encode([student_messages(s, prompts.STUDENT_PROMPT, cfg.answer) for s, _ in batch])
-    prompt_inputs = prompt_inputs.to(accelerator.device)
+    turns = [prompts.question_turn("zero_shot_cot", s.question, s.options, cfg.answer, audio=s.audio) for s, _ in batch]
+    prompt_inputs = encode(processor, [render(processor, t) for t in turns], turns, "left").to(accelerator.device)
     torch.manual_seed(cfg.seed * 1_000_003 + step * 97 + accelerator.process_index)
     unwrapped.eval()
     with torch.no_grad():
@@ -252,3 +210,10 @@ def _reference_logps(policy, unwrapped, reference, prompt_inputs, completion_ids
 def _mean_over_processes(accelerator, row: dict) -> dict:
     values = torch.tensor(list(row.values()), dtype=torch.float64, device=accelerator.device)
     return dict(zip(row, accelerator.gather(values).view(-1, len(row)).mean(dim=0).tolist()))
+
+
+def summary(manifest: dict) -> str:
+    c = manifest.get("counts") or {}
+    text = (f"{c.get('prompts')} prompts, {c.get('steps')} steps, "
+            f"reward {formats.num(c.get('first_reward'), 3)} → {formats.num(c.get('last_reward'), 3)}")
+    return text + formats.best_val(c)

@@ -12,7 +12,6 @@ goes on. A rerun resumes where an interrupted one stopped; a finished one is not
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +19,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sightsound import datasets, media
-from sightsound.config import config_hash
-from sightsound.datasets import Entry, Skip
-from sightsound.records import (JsonlWriter, begin_stage, read_jsonl, sha256_file, write_manifest)
+from sightsound.datasets.reading import Entry, Skip
+from sightsound.manifest import open_stage
+from sightsound.store import JsonlWriter, read_jsonl, sha256_file
 
 
 @dataclass
@@ -42,13 +41,11 @@ def main(cfg: PrepareConfig) -> dict:
     run_dir = Path(cfg.out)
     metadata = datasets.read(cfg.dataset, cfg.root, cfg.split)
     inputs = {str(f): sha256_file(f) for f in metadata.files}
-    digest = config_hash(cfg)
     samples_path, skipped_path = run_dir / "samples.jsonl", run_dir / "skipped.jsonl"
-    manifest = begin_stage(run_dir, "prepare", cfg, digest, inputs, [samples_path, skipped_path])
-    if manifest is not None:
-        print(f"prepare: already done in {run_dir} ({manifest['counts']['samples']} samples)")
-        return manifest
-    started = time.time()
+    stage = open_stage(run_dir, "prepare", cfg, inputs, [samples_path, skipped_path],
+                       note=lambda m: f"{m['counts']['samples']} samples")
+    if stage.done:
+        return stage.manifest
 
     media_root = Path(cfg.media or cfg.root)
     index = index_media(media_root)
@@ -83,11 +80,8 @@ def main(cfg: PrepareConfig) -> dict:
         bar.close()
         n_samples, n_skipped = len(samples.ids), len(skipped.ids)
     reasons = Counter(line["kind"] for line in read_jsonl(skipped_path))
-    manifest = write_manifest(
-        run_dir, "prepare", config_hash=digest, inputs=inputs, started=started,
-        counts={"samples": n_samples, "skipped": n_skipped, "skipped_by_kind": dict(reasons)},
-        dataset=cfg.dataset, split=cfg.split or datasets.DEFAULT_SPLITS[cfg.dataset],
-    )
+    manifest = stage.finish({"samples": n_samples, "skipped": n_skipped, "skipped_by_kind": dict(reasons)},
+                            dataset=cfg.dataset, split=cfg.split or datasets.BENCHMARKS[cfg.dataset].split)
     summary = ", ".join(f"{n} {kind}" for kind, n in reasons.most_common())
     print(f"prepare: {n_samples} samples, {n_skipped} skipped" + (f" ({summary})" if summary else "")
           + f" → {samples_path}")
@@ -147,3 +141,9 @@ def materialize(entry: Entry, index, cache_dir: Path, cfg: PrepareConfig, failed
 
 def _str(path: Path | None) -> str | None:
     return str(path.resolve()) if path is not None else None
+
+
+def summary(manifest: dict) -> str:
+    c = manifest.get("counts") or {}
+    kinds = ", ".join(f"{kind}: {n}" for kind, n in (c.get("skipped_by_kind") or {}).items())
+    return f"{c.get('samples')} samples, {c.get('skipped')} skipped" + (f" ({kinds})" if kinds else "")

@@ -8,27 +8,25 @@ teacher's unanimous label only (`consensus.jsonl`), `gt_label` — the ground-tr
 label-only baselines), `examples` — any (messages, response) pairs from the JSONL file `examples`
 (one `{"messages": [...], "response": "..."}` per line; a `video` part may name a `.frames.npy`
 file by `path`): this is how the demo gives its tiny models their roles (sightsound/bootstrap.py).
-The loss covers response tokens only. Writes `RUN_DIR/sft/`: `metrics.jsonl`
-(and TensorBoard events), `checkpoint-N/` (model + optimizer state; the newest is resumed from),
-`best/` (highest validation accuracy, when `val_samples` is set), `final/`, and with `merge: true`
-`merged/` (LoRA folded into the base: an ordinary checkpoint). A manifest is written last.
+The loss covers response tokens only. Writes `RUN_DIR/sft/` as the shared training loop does
+(`sightsound.training.loop`: metrics, checkpoints resumed from, `best/`, `final/`) and, with
+`merge: true`, `merged/` (LoRA folded into the base: an ordinary checkpoint). A manifest is written last.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from sightsound import media, prompts
-from sightsound.config import config_hash
-from sightsound.records import JsonlWriter, Sample, begin_stage, model_inputs, read_jsonl, sha256_file
-from sightsound.student import LoraConfig, add_lora, build_batch, load_model
-from sightsound.training import (Batches, latest_checkpoint, open_board, read_state, save_checkpoint, save_model,
-                                 validate, write_training_manifest)
+from sightsound import formats, media, prompts
+from sightsound.manifest import model_inputs
+from sightsound.models.loading import load_model
+from sightsound.records import Sample
+from sightsound.store import read_jsonl, sha256_file
+from sightsound.training.loop import finish_training, open_training, save_model, train
+from sightsound.training.student import LoraConfig, add_lora, build_batch
 
 TARGETS = ("cot", "teacher_label", "gt_label", "examples")
 
@@ -64,26 +62,15 @@ class SFTConfig:
 
 
 def main(cfg: SFTConfig) -> dict:
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
     if cfg.target not in TARGETS:
         raise ValueError(f"unknown SFT target {cfg.target!r} (known: {', '.join(TARGETS)})")
-    run_dir, out = Path(cfg.out), Path(cfg.out) / cfg.subdir
+    run_dir = Path(cfg.out)
     examples, inputs = load_examples(run_dir, cfg)
-    inputs |= model_inputs(cfg.model)
-    digest = config_hash(cfg)
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum)
-    # another config's training is not resumed: begin_stage clears `out` unless this config started it
-    manifest = begin_stage(run_dir, cfg.subdir, cfg, digest, inputs, [out], accelerator.is_main_process)
-    if manifest is not None:
-        accelerator.print(f"sft: already done in {out}")
-        return manifest
-    accelerator.wait_for_everyone()
-    started = time.time()
-    set_seed(cfg.seed)
+    accelerator, stage = open_training(run_dir, cfg, inputs | model_inputs(cfg.model), cfg.grad_accum)
+    if stage.done:
+        return stage.manifest
 
-    model, processor = load_model(cfg.model, cfg.dtype)
+    model, processor = load_model(cfg.model, cfg.dtype, training=True)
     if cfg.lora.enabled and not hasattr(model, "peft_config"):
         model = add_lora(model, cfg.lora)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -93,24 +80,11 @@ def main(cfg: SFTConfig) -> dict:
     scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=cfg.warmup_steps,
                               num_training_steps=cfg.steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    state = {"step": 0, "best_accuracy": None, "best_step": None}
-    last = latest_checkpoint(out)
-    if last is not None:  # resume: weights, optimizer, scheduler, data order and step
-        accelerator.load_state(str(last / "state"))
-        state = read_state(last)
-        accelerator.print(f"sft: resuming from {last} (step {state['step']})")
 
-    order = Batches(len(examples), cfg.batch_size * accelerator.num_processes, cfg.seed, state["step"] * cfg.grad_accum)
-    metrics = JsonlWriter(out / "metrics.jsonl", id_of=lambda r: str(r["step"])) if accelerator.is_main_process else None
-    board = open_board(out) if accelerator.is_main_process else None
-    bar = tqdm(total=cfg.steps, initial=state["step"], desc="sft", unit="step",
-               disable=not (cfg.progress and accelerator.is_main_process))
-    model.train()
-    while state["step"] < cfg.steps:
+    def step(next_batch, number: int) -> dict:
         losses = []
         for _ in range(cfg.grad_accum):
-            indices = order.next()[accelerator.process_index::accelerator.num_processes]
-            batch = build_batch(processor, [examples[i] for i in indices]).to(accelerator.device)
+            batch = build_batch(processor, [examples[i] for i in next_batch()]).to(accelerator.device)
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
@@ -120,39 +94,19 @@ def main(cfg: SFTConfig) -> dict:
                 scheduler.step()
                 optimizer.zero_grad()
             losses.append(accelerator.gather(loss.detach()).mean().item())
-        state["step"] += 1
-        bar.update(1)
-        row = {"step": state["step"], "loss": sum(losses) / len(losses), "lr": scheduler.get_last_lr()[0]}
-        if cfg.val_samples and (state["step"] % cfg.val_every == 0 or state["step"] == cfg.steps):
-            row["val_accuracy"] = validate(accelerator, model, processor, cfg,
-                                           "zero_shot_cot" if cfg.target == "cot" else "direct")
-            if state["best_accuracy"] is None or row["val_accuracy"] > state["best_accuracy"]:
-                state.update(best_accuracy=row["val_accuracy"], best_step=state["step"])
-                save_model(accelerator, model, processor, out / "best")
-            model.train()
-        if accelerator.is_main_process and (state["step"] % cfg.log_every == 0 or "val_accuracy" in row
-                                            or state["step"] == cfg.steps):
-            metrics.write(row)
-            for key, value in row.items():
-                if key != "step":
-                    board.add_scalar(f"sft/{key}", value, state["step"])
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if state["step"] % cfg.save_every == 0 or state["step"] == cfg.steps:
-            save_checkpoint(accelerator, out, state, cfg.keep_checkpoints)
-    bar.close()
+        return {"loss": sum(losses) / len(losses), "lr": scheduler.get_last_lr()[0]}
 
-    save_model(accelerator, model, processor, out / "final")
+    state = train(accelerator, stage, cfg, model, processor, step, name="sft", items=len(examples),
+                  batch_size=cfg.batch_size, batches_per_step=cfg.grad_accum,
+                  val_method="zero_shot_cot" if cfg.target == "cot" else "direct", show={"loss": ".4f"})
     if cfg.merge:
-        save_model(accelerator, model, processor, out / "merged", merge=True)
+        save_model(accelerator, model, processor, run_dir / cfg.subdir / "merged", merge=True)
     if not accelerator.is_main_process:
         return {}
-    metrics.close()
-    board.close()
-    manifest = write_training_manifest(run_dir, cfg, digest, inputs, started, state, "loss",
-                                       {"examples": len(examples)}, target=cfg.target)
+    manifest = finish_training(stage, cfg, state, "loss", {"examples": len(examples)}, target=cfg.target)
     c = manifest["counts"]
     print(f"sft: {state['step']} steps on {len(examples)} training examples ({cfg.target}); loss "
-          f"{c['first_loss']:.4f} → {c['last_loss']:.4f} → {out}")
+          f"{c['first_loss']:.4f} → {c['last_loss']:.4f} → {run_dir / cfg.subdir}")
     return manifest
 
 
@@ -171,18 +125,19 @@ def load_examples(run_dir: Path, cfg: SFTConfig) -> tuple[list[tuple[list[dict],
         if not source.exists():
             raise FileNotFoundError(f"{source}: not found; run `sightsound verify` first (the fact-checked corpus)")
         pairs = [(samples[row["sample_id"]], row["text"]) for row in read_jsonl(source)]
-        examples = [(student_messages(s, prompts.STUDENT_PROMPT, answer), text.strip()) for s, text in pairs]
+        examples = [(student_turn(s, "zero_shot_cot", answer), text.strip()) for s, text in pairs]
     elif target == "teacher_label":
         source = run_dir / "consensus.jsonl"
         if not source.exists():
             raise FileNotFoundError(f"{source}: not found; run `sightsound teach` first")
         rows = [r for r in read_jsonl(source) if r["unanimous"]]
-        examples = [(student_messages(samples[r["id"]], prompts.DIRECT_PROMPT, answer),
-                     label_text(samples[r["id"]], r["label"], answer)) for r in rows]
+        examples = [(student_turn(samples[r["id"]], "direct", answer),
+                     prompts.label_text(samples[r["id"]].options, r["label"], answer)) for r in rows]
     else:
         source = samples_path
-        examples = [(student_messages(s, prompts.DIRECT_PROMPT, answer),
-                     label_text(s, s.answer if s.options else s.answer_text, answer)) for s in samples.values()]
+        examples = [(student_turn(s, "direct", answer),
+                     prompts.label_text(s.options, s.answer if s.options else s.answer_text, answer))
+                    for s in samples.values()]
     if not examples:
         raise ValueError(f"{source}: no training examples for target {target!r}")
     return examples, {str(samples_path): sha256_file(samples_path), str(source): sha256_file(source)}
@@ -197,30 +152,27 @@ def _read_examples(path: str | None) -> tuple[list[tuple[list[dict], str]], dict
             raise ValueError(f"{path}: line {number}: needs `messages` (a list) and `response` (a string)")
         for message in row["messages"]:
             if isinstance(message["content"], list):
-                message["content"] = [new for part in message["content"] for new in _frames_as_images(part)]
+                message["content"] = [_frames_loaded(part) for part in message["content"]]
         examples.append((row["messages"], row["response"]))
     if not examples:
         raise ValueError(f"{path}: no examples")
     return examples, {str(path): sha256_file(path)}
 
 
-def _frames_as_images(part: dict) -> list[dict]:
-    """A video part naming a frames file becomes one image part per frame, as the HF backend sends
-    frames to a model whose processor has no video support (no torchvision)."""
+def _frames_loaded(part: dict) -> dict:
+    """A video part naming a frames file holds the frames themselves (read once, not at every batch)."""
     if part["type"] != "video" or "path" not in part:
-        return [part]
-    return [{"type": "image", "image": frame} for frame in media.load_frames(part["path"])]
+        return part
+    return {"type": "video", "frames": media.load_frames(part["path"])}
 
 
-def student_messages(sample: Sample, template: str, answer: str = "letter") -> list[dict]:
-    """The student hears the clip and reads the audio variant of the question."""
-    text = prompts.fill(template, prompts.audio_variant(sample.question), sample.options, answer)
-    return [{"role": "user", "content": [{"type": "audio", "path": sample.audio}, {"type": "text", "text": text}]}]
+def student_turn(sample: Sample, method: str, answer: str) -> list[dict]:
+    """The student hears the clip and is asked the question as `method` asks it."""
+    return prompts.question_turn(method, sample.question, sample.options, answer, audio=sample.audio)
 
 
-def label_text(sample: Sample, label, answer: str = "letter") -> str:
-    """A label as the student should say it: the option letter (or, with answer "text", the
-    option's words), or the open-ended answer."""
-    if not sample.options:
-        return str(label)
-    return sample.options[label].strip() if answer == "text" else prompts.LETTERS[label]
+def summary(manifest: dict) -> str:
+    c = manifest.get("counts") or {}
+    text = (f"{c.get('examples')} examples, {c.get('steps')} steps, "
+            f"loss {formats.num(c.get('first_loss'))} → {formats.num(c.get('last_loss'))}")
+    return text + formats.best_val(c)

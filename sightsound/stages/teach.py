@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sightsound import answers, media, prompts
-from sightsound.config import config_hash
+from sightsound import answers, formats, media, prompts
+from sightsound.manifest import StageRun, model_inputs, open_stage
 from sightsound.models import ModelConfig, Request, Sampling, load_backend
-from sightsound.records import (JsonlWriter, Sample, Trace, begin_stage, model_inputs, read_jsonl, sha256_file,
-                                write_manifest)
+from sightsound.records import Sample, Trace
+from sightsound.store import JsonlWriter, read_jsonl, sha256_file
 
 
 @dataclass
@@ -56,14 +56,11 @@ def main(cfg: TeachConfig) -> dict:
     if cfg.prompt not in prompts.TEACHER_PROMPTS:
         raise ValueError(f"unknown teacher prompt {cfg.prompt!r} (known: {', '.join(prompts.TEACHER_PROMPTS)})")
     inputs = {str(samples_path): sha256_file(samples_path), **model_inputs(cfg.model.model)}
-    digest = config_hash(cfg)
     traces_path, consensus_path = run_dir / "traces.jsonl", run_dir / "consensus.jsonl"
-    manifest = begin_stage(run_dir, "teach", cfg, digest, inputs,
-                           [traces_path, consensus_path, run_dir / "teach_errors.jsonl"])
-    if manifest is not None:
-        print(f"teach: already done in {run_dir} ({manifest['counts']['unanimous']} unanimous samples)")
-        return manifest
-    started = time.time()
+    stage = open_stage(run_dir, "teach", cfg, inputs, [traces_path, consensus_path, run_dir / "teach_errors.jsonl"],
+                       note=lambda m: f"{m['counts']['unanimous']} unanimous samples")
+    if stage.done:
+        return stage.manifest
 
     samples = list(read_jsonl(samples_path, Sample))[: cfg.limit]
     sampling = Sampling(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
@@ -103,16 +100,14 @@ def main(cfg: TeachConfig) -> dict:
             bar.update(len(todo))
         bar.close()
 
-    return _finish(run_dir, cfg, digest, inputs, started, samples)
+    return _finish(stage, cfg, samples)
 
 
 def teacher_messages(sample: Sample, cfg: TeachConfig) -> list[dict]:
     """The silent frames and the audio-focused prompt, as one user turn."""
     if not sample.video:
         raise media.MediaError(f"sample {sample.id}: no video for the teacher to watch", "media-missing")
-    text = prompts.fill(prompts.TEACHER_PROMPTS[cfg.prompt], sample.question, sample.options, cfg.answer)
-    return [{"role": "user", "content": [{"type": "video", "frames": load_frames(sample, cfg)},
-                                         {"type": "text", "text": text}]}]
+    return prompts.teacher_turn(load_frames(sample, cfg), sample.question, sample.options, cfg.answer, cfg.prompt)
 
 
 def load_frames(sample: Sample, cfg: TeachConfig) -> np.ndarray:
@@ -146,7 +141,8 @@ def vote(sample: Sample, traces: list[Trace], error: str | None = None) -> dict:
             "label_correct": correct, "category": sample.category, "error": error}
 
 
-def _finish(run_dir: Path, cfg: TeachConfig, digest: str, inputs: dict, started: float, samples) -> dict:
+def _finish(stage: StageRun, cfg: TeachConfig, samples) -> dict:
+    run_dir = stage.run_dir
     ids = {s.id for s in samples}
     rows = [r for r in read_jsonl(run_dir / "consensus.jsonl") if r["id"] in ids]
     traces = [t for t in read_jsonl(run_dir / "traces.jsonl") if t["sample_id"] in ids]
@@ -165,11 +161,15 @@ def _finish(run_dir: Path, cfg: TeachConfig, digest: str, inputs: dict, started:
         "unusable": sum(1 for r in rows if r["error"]),
     }
     if counts["pending"]:
-        print(f"teach: {counts['pending']} samples failed and will be retried on the next run "
-              f"(see {run_dir / 'teach_errors.jsonl'}); no manifest written")
-        return {"counts": counts}
-    manifest = write_manifest(run_dir, "teach", config_hash=digest, inputs=inputs, counts=counts, started=started,
-                              model=cfg.model.model, backend=cfg.model.backend)
+        return stage.incomplete(counts, f"{counts['pending']} samples failed", run_dir / "teach_errors.jsonl")
+    manifest = stage.finish(counts, model=cfg.model.model, backend=cfg.model.backend)
     print(f"teach: {counts['samples']} samples, {counts['traces']} traces, {counts['unanimous']} unanimous "
           f"({counts['unanimity_rate']:.0%}); label accuracy {counts['label_accuracy']}")
     return manifest
+
+
+def summary(manifest: dict) -> str:
+    c = manifest.get("counts") or {}
+    text = (f"{c.get('samples')} samples → {c.get('traces')} traces, {c.get('unanimous')} unanimous "
+            f"({formats.share(c.get('unanimity_rate'))}), label accuracy {formats.share(c.get('label_accuracy'))}")
+    return text + (f", {c['unusable']} unusable" if c.get("unusable") else "")

@@ -12,14 +12,14 @@ so that it joins no files: `id`, `sample_id`, `index`, `dataset`, `split`, `cate
 `question`, `options`, `text` (the whole trace), `label` and `label_text` (the teacher's unanimous
 answer). The manifest, written last, has the acceptance rate overall and per category and — where
 samples carry the synthetic world's ground truth (`meta["facts"]`) — TP/FP/FN/TN, precision and
-recall of rejecting the traces that claim sounds the clip does not contain (`synth.hallucinated`).
+recall of rejecting the traces that claim sounds the clip does not contain (`datasets.synth.oracle.hallucinated`).
 
 What a checker is shown: the trace's reasoning, `answers.think_text` (its <think> block, or the
 text before <answer> when there is none), inside prompts.CHECKER_PROMPT, with the clip's audio.
 The claims about sounds are in the reasoning; the answer is a bare option letter that means nothing
 without the question, and would invite the checker to judge the answer instead of the claims.
 
-Checkers, chosen by `checker` (CHECKERS; to add one, write a class and add an entry):
+Checkers, chosen by `checker` (`checking.checkers.CHECKERS`; to add one, write a class and add an entry):
 
 - `local`: an audio LM (Qwen2-Audio, or Qwen2.5-Omni's thinker) through `model` (the HF backend;
   a served model with log-probs works too). The decision comes from the probabilities of "yes" and
@@ -35,7 +35,7 @@ Checkers, chosen by `checker` (CHECKERS; to add one, write a class and add an en
   and is counted in the manifest. `api_logprobs: true` adds a second, one-token request per trace
   for P(yes) from the server's log-probs as `score` (where the server gives them); the decision
   stays the parsed text.
-- `trained`: the cost-sensitive verifier trained on a calibration set (sightsound/verifier.py);
+- `trained`: the cost-sensitive verifier trained on a calibration set (sightsound/checking/verifier.py);
   `score` is its P(accept), accepted at ≥ `threshold`, `reply` "p_accept=0.8120".
 - `none`: every trace accepted unheard (`reply` "unchecked"): the ablation without AGFV.
 
@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -58,15 +57,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sightsound import answers, prompts
-from sightsound.config import config_hash
-from sightsound.datasets import synth
-from sightsound.models import ModelConfig, Request, Sampling, load_backend
-from sightsound.records import (JsonlWriter, Sample, Trace, Verdict, begin_stage, model_inputs, read_jsonl,
-                                sha256_file, write_manifest)
-from sightsound.verifier import rejection_metrics
-
-UNPARSEABLE = "[unparseable] "  # starts the `reply` of an api verdict whose text was neither yes nor no
+from sightsound import formats
+from sightsound.checking.checkers import CHECKERS
+from sightsound.datasets.synth import oracle
+from sightsound.manifest import StageRun, model_inputs, open_stage
+from sightsound.models import ModelConfig
+from sightsound.records import UNPARSEABLE, Sample, Trace, Verdict
+from sightsound.scoring import rejection_metrics
+from sightsound.store import JsonlWriter, read_jsonl, sha256_file
 
 
 @dataclass
@@ -95,14 +93,12 @@ def main(cfg: VerifyConfig) -> dict:
     inputs = {**{str(p): sha256_file(p) for p in paths.values()}, **model_inputs(cfg.model.model)}
     if cfg.checker == "trained":  # verdicts depend on the verifier's weights too
         inputs |= {str(p): sha256_file(p) for p in sorted(Path(cfg.verifier).glob("*")) if p.is_file()}
-    digest = config_hash(cfg, exclude=("out", "progress", "chunk"))  # chunking changes no verdict
     verdicts_path, errors_path = run_dir / "verdicts.jsonl", run_dir / "verify_errors.jsonl"
-    manifest = begin_stage(run_dir, "verify", cfg, digest, inputs,
-                           [verdicts_path, errors_path, run_dir / "corpus.jsonl"])
-    if manifest is not None:
-        print(f"verify: already done in {run_dir} ({manifest['counts']['accepted']} traces accepted)")
-        return manifest
-    started = time.time()
+    stage = open_stage(run_dir, "verify", cfg, inputs, [verdicts_path, errors_path, run_dir / "corpus.jsonl"],
+                       exclude=("out", "progress", "chunk"),  # chunking changes no verdict
+                       note=lambda m: f"{m['counts']['accepted']} traces accepted")
+    if stage.done:
+        return stage.manifest
 
     samples = {s.id: s for s in read_jsonl(paths["samples"], Sample)}
     consensus = [row for row in read_jsonl(paths["consensus"]) if row["unanimous"]][: cfg.limit]
@@ -131,117 +127,18 @@ def main(cfg: VerifyConfig) -> dict:
             bar.update(len(todo))
         bar.close()
 
-    return _finish(run_dir, cfg, digest, inputs, started, items, {row["id"]: row for row in consensus})
-
-
-def checker_messages(sample: Sample, trace: Trace) -> list[dict]:
-    """The clip's audio and the yes/no question about the trace's reasoning, as one user turn."""
-    return checker_turn(sample.audio, answers.think_text(trace.text))
-
-
-def checker_turn(audio: str, reasoning: str) -> list[dict]:
-    """The checker's question about a piece of reasoning (also what the demo's checker learns from)."""
-    text = prompts.CHECKER_PROMPT.format(trace=reasoning)
-    return [{"role": "user", "content": [{"type": "audio", "path": audio}, {"type": "text", "text": text}]}]
-
-
-def _requests(items) -> list[Request]:
-    return [Request(trace.id, checker_messages(sample, trace)) for sample, trace in items]
+    return _finish(stage, cfg, items, {row["id"]: row for row in consensus})
 
 
 def _error(trace: Trace, reason: str) -> dict:
     return {"id": f"{trace.id}@{time.time()}", "sample_id": trace.sample_id, "index": trace.index, "error": reason}
 
 
-# --- checkers: each is called with a chunk of (sample, trace) pairs and returns, in order, a
-# Verdict or a string saying why that trace got none (it is then retried on the next run) ---------
-
-
-class LocalChecker:
-    """Accept when P(yes) at the reply's first token reaches the threshold."""
-
-    def __init__(self, cfg: VerifyConfig):
-        self.backend = load_backend(cfg.model)
-        self.threshold = cfg.threshold
-
-    def __call__(self, items) -> list:
-        results = []
-        for (sample, trace), p_yes in zip(items, self.backend.yes_probability(_requests(items)), strict=True):
-            if p_yes is None:  # a served model that gave no log-probs for this request
-                results.append("no yes/no probabilities came back")
-                continue
-            results.append(Verdict(sample.id, trace.index, p_yes >= self.threshold, float(p_yes),
-                                   f"p_yes={p_yes:.4f}", "local"))
-        return results
-
-
-_REPLY = re.compile(r"""[\s"'*`(\[]*(yes|no)[\s"'*`)\]]*(?:[.,!;:\n].*)?""", re.IGNORECASE | re.DOTALL)
-
-
-def parse_reply(text: str) -> str | None:
-    """'yes' or 'no' when the reply follows the strict grammar in the module doc, else None."""
-    match = _REPLY.fullmatch(text or "")
-    return match.group(1).lower() if match else None
-
-
-class ApiChecker:
-    """Greedy reply of an audio LM API, parsed strictly; unparseable replies are rejections."""
-
-    def __init__(self, cfg: VerifyConfig):
-        self.backend = load_backend(cfg.model)
-        self.sampling = Sampling(n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens)
-        self.logprobs = cfg.api_logprobs
-
-    def __call__(self, items) -> list:
-        requests = _requests(items)
-        generations = {g.request_id: g for g in self.backend.generate(requests, self.sampling)}
-        scores = self.backend.yes_probability(requests) if self.logprobs else [None] * len(items)
-        results = []
-        for (sample, trace), score in zip(items, scores, strict=True):
-            generation = generations[trace.id]
-            if generation.error or not generation.texts:
-                results.append(generation.error or "no reply came back")
-                continue
-            reply = generation.texts[0]
-            word = parse_reply(reply)
-            results.append(Verdict(sample.id, trace.index, word == "yes", score,
-                                   reply if word else UNPARSEABLE + reply, "api"))
-        return results
-
-
-class TrainedChecker:
-    """The lightweight audio–text verifier: accept when its P(accept) reaches the threshold."""
-
-    def __init__(self, cfg: VerifyConfig):
-        from sightsound.verifier import Verifier
-
-        self.verifier = Verifier.load(cfg.verifier, device=cfg.device)
-        self.threshold = cfg.threshold
-
-    def __call__(self, items) -> list:
-        scores = self.verifier.predict([s.audio for s, _ in items], [t.text for _, t in items])
-        return [Verdict(sample.id, trace.index, bool(p >= self.threshold), float(p), f"p_accept={p:.4f}", "trained")
-                for (sample, trace), p in zip(items, scores, strict=True)]
-
-
-class NoChecker:
-    """Accept every trace unheard: the paper's "SFT" ablation row, distilled CoT without AGFV."""
-
-    def __init__(self, cfg: VerifyConfig):
-        pass
-
-    def __call__(self, items) -> list:
-        return [Verdict(sample.id, trace.index, True, 1.0, "unchecked", "none") for sample, trace in items]
-
-
-CHECKERS = {"local": LocalChecker, "api": ApiChecker, "trained": TrainedChecker, "none": NoChecker}
-
-
 # --- the summary and the corpus ----------------------------------------------------------------
 
 
-def _finish(run_dir: Path, cfg: VerifyConfig, digest: str, inputs: dict, started: float, items,
-            consensus: dict) -> dict:
+def _finish(stage: StageRun, cfg: VerifyConfig, items, consensus: dict) -> dict:
+    run_dir = stage.run_dir
     wanted = {t.id for _, t in items}
     found = {v.id: v for v in read_jsonl(run_dir / "verdicts.jsonl", Verdict) if v.id in wanted}
     judged = [(s, t, found[t.id]) for s, t in items if t.id in found]
@@ -255,10 +152,8 @@ def _finish(run_dir: Path, cfg: VerifyConfig, digest: str, inputs: dict, started
         "acceptance_rate": _rate(len(accepted), len(judged)),
         "unparseable": sum(v.reply.startswith(UNPARSEABLE) for _, _, v in judged),
     }
-    if counts["pending"]:
-        print(f"verify: {counts['pending']} traces got no verdict and will be retried on the next run "
-              f"(see {run_dir / 'verify_errors.jsonl'}); no corpus or manifest written")
-        return {"counts": counts}
+    if counts["pending"]:  # no corpus either: it is written whole or not at all
+        return stage.incomplete(counts, f"{counts['pending']} traces got no verdict", run_dir / "verify_errors.jsonl")
 
     per_category = {}
     totals, taken = Counter(s.category for s, _, _ in judged), Counter(s.category for s, _ in accepted)
@@ -268,15 +163,14 @@ def _finish(run_dir: Path, cfg: VerifyConfig, digest: str, inputs: dict, started
     with_facts = [(s, t, v) for s, t, v in judged if s.meta.get("facts")]
     quality = None
     if with_facts:  # ground truth: a trace claiming a sound the clip does not contain should be rejected
-        hallucinated = [synth.hallucinated(t.text, s.meta["facts"]) for s, t, _ in with_facts]
+        hallucinated = [oracle.hallucinated(t.text, s.meta["facts"]) for s, t, _ in with_facts]
         quality = {"traces": len(with_facts), "hallucinated": sum(hallucinated),
                    **rejection_metrics(hallucinated, [not v.accept for _, _, v in with_facts])}
 
     _write_corpus(run_dir / "corpus.jsonl", accepted, consensus)
-    manifest = write_manifest(run_dir, "verify", config_hash=digest, inputs=inputs, counts=counts, started=started,
-                              checker=cfg.checker, model=cfg.model.model if cfg.checker != "trained" else None,
-                              verifier=cfg.verifier if cfg.checker == "trained" else None,
-                              per_category=per_category, quality=quality)
+    manifest = stage.finish(counts, checker=cfg.checker, model=cfg.model.model if cfg.checker != "trained" else None,
+                            verifier=cfg.verifier if cfg.checker == "trained" else None,
+                            per_category=per_category, quality=quality)
     print(f"verify ({cfg.checker}): {counts['accepted']} of {counts['traces']} traces accepted "
           f"({counts['acceptance_rate']:.0%}) from {counts['samples']} unanimous samples"
           + (f"; {counts['unparseable']} replies unparseable" if counts["unparseable"] else ""))
@@ -304,3 +198,10 @@ def _write_corpus(path: Path, accepted, consensus: dict) -> None:
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
     os.replace(tmp, path)
+
+
+def summary(manifest: dict) -> str:
+    c = manifest.get("counts") or {}
+    text = (f"{c.get('accepted')} of {c.get('traces')} traces accepted ({formats.share(c.get('acceptance_rate'))}) "
+            f"by {manifest.get('checker') or '?'}")
+    return text + (f", {c['unparseable']} replies unparseable" if c.get("unparseable") else "")

@@ -1,21 +1,20 @@
-"""The student in training: loading (with LoRA on the language model only), batches whose labels
-cover only the response, and per-token log-probs computed *with each sample's own audio*.
+"""The student in training: LoRA on the language model only, batches whose labels cover only the
+response, and per-token log-probs computed *with each sample's own audio*.
 
-    model, processor = load_student("runs/tiny/student", lora=LoraConfig(rank=8, alpha=16))
+    model, processor = load_model("runs/tiny/student", training=True)      # sightsound.models.loading
+    model = add_lora(model, LoraConfig(rank=8, alpha=16))
     batch = build_batch(processor, [(messages, "<think>…</think><answer>B</answer>")])
     loss = model(**batch).loss                               # response tokens only (paper eq. 1)
-    logps = completion_logps(model, prompt_inputs, completion_ids, completion_mask)   # [N, T]
-
-A checkpoint folder may be a full model or a LoRA adapter (its `adapter_config.json` names the
-base); both load here and in `sightsound.models.hf`.
+    logps = completion_logps(model, prompt_inputs, completion_ids, repeats=8)   # [N, T]
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
+
+from sightsound.models.loading import encode, frames_as_images, render
 
 # LoRA on the decoder's projections only. Plain names like "q_proj" also match the audio encoder's
 # attention (and the vision tower's), which the paper does not train.
@@ -31,36 +30,6 @@ class LoraConfig:
     target_regex: str = LANGUAGE_MODEL_TARGETS
 
 
-def load_model(path: str | Path, dtype: str = "float32", device_map: str | None = None):
-    """A full model or a LoRA adapter folder (base + adapter), with its processor, for training."""
-    import transformers
-    from transformers import AutoConfig
-
-    from sightsound.models.hf import MODEL_CLASSES, _load_processor
-
-    path = Path(path)
-    adapter = (path / "adapter_config.json").exists()
-    base = _adapter_base(path) if adapter else str(path)
-    config = AutoConfig.from_pretrained(base)
-    if config.model_type not in MODEL_CLASSES or config.model_type == "qwen2_5_omni":
-        raise ValueError(f"{base}: model_type {config.model_type!r} cannot be trained as a student here")
-    model_class = getattr(transformers, MODEL_CLASSES[config.model_type])
-    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-    model = model_class.from_pretrained(base, dtype=torch_dtype, device_map=device_map)
-    if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(path), is_trainable=True)
-    processor = _load_processor(base, False)  # an adapter folder's processor is its base's
-    return model, processor
-
-
-def _adapter_base(path: Path) -> str:
-    import json
-
-    return json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
-
-
 def add_lora(model, lora: LoraConfig):
     """Wrap `model` with fresh LoRA adapters on the modules `lora.target_regex` names."""
     from peft import LoraConfig as PeftLoraConfig
@@ -74,41 +43,13 @@ def add_lora(model, lora: LoraConfig):
 # --- batches -----------------------------------------------------------------------------------
 
 
-def render(processor, messages: list[dict], response: str | None = None) -> str:
-    """The chat-template text of a conversation, ending with the assistant's turn opened (and,
-    with `response`, that response and the end-of-turn token)."""
-    from sightsound.models.hf import _strip_payloads
-
-    text = processor.tokenizer.apply_chat_template(_strip_payloads(messages), tokenize=False,
-                                                   add_generation_prompt=True)
-    if response is not None:
-        text += response + processor.tokenizer.eos_token
-    return text
-
-
-def encode(processor, texts: list[str], messages_batch: list[list[dict]], padding_side: str):
-    """Tokens and features for rendered texts (media taken from the messages, in order)."""
-    from sightsound.models.hf import _collect, _Media, _ProcessorShim, _pil
-
-    payload = _Media([], [], [])
-    for messages in messages_batch:
-        _collect(messages, payload)
-    processor.tokenizer.padding_side = padding_side
-    if isinstance(processor, _ProcessorShim):
-        return processor.build(texts, payload)
-    kwargs = {"text": texts, "padding": True, "return_tensors": "pt"}
-    if payload.audios:
-        kwargs.update(audio=payload.audios, sampling_rate=16_000)
-    if payload.images:
-        kwargs["images"] = [_pil(i) for i in payload.images]
-    return processor(**kwargs)
-
-
 def build_batch(processor, examples: list[tuple[list[dict], str]]):
-    """Right-padded inputs with `labels` = the response tokens (prompt and padding are -100)."""
-    messages_batch = [m for m, _ in examples]
-    full = encode(processor, [render(processor, m, r) for m, r in examples], messages_batch, "right")
-    prompts = encode(processor, [render(processor, m) for m, _ in examples], messages_batch, "right")
+    """Right-padded inputs with `labels` = the response tokens (prompt and padding are -100). Video
+    parts go in as images (the student's processor has no video support)."""
+    messages_batch = [frames_as_images(m) for m, _ in examples]
+    responses = [r for _, r in examples]
+    full = encode(processor, [render(processor, m, r) for m, r in zip(messages_batch, responses)], messages_batch, "right")
+    prompts = encode(processor, [render(processor, m) for m in messages_batch], messages_batch, "right")
     labels = full["input_ids"].clone()
     prompt_lengths = prompts["attention_mask"].sum(dim=1)  # [B]; the prompt is a prefix of the full text
     positions = torch.arange(labels.shape[1])[None, :]  # [1, T]

@@ -1,4 +1,5 @@
-"""A synthetic audio-visual world whose truth is known, for tests and the demo (nothing downloaded).
+"""A synthetic audio-visual world whose truth is known, for tests and the demo (nothing downloaded):
+its generator. (Its reader is `synth.reader`; what a watcher can tell of it, `synth.oracle`.)
 
     sightsound synth --out runs/world --clips 48 --seed 0
     sightsound prepare --dataset synth --root runs/world --split train --out runs/demo
@@ -18,13 +19,10 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from sightsound.datasets import Entry, Metadata, avqa
 
 # name, glyph shape, RGB colour; the sound of each is made by `_voice`.
 SOURCES = [
@@ -52,6 +50,7 @@ class SynthConfig:
     size: int = 56  # frame width and height in pixels
     sample_rate: int = 22_050
     question_types: list[str] = field(default_factory=lambda: list(QUESTION_TYPES))  # which kinds to ask
+    progress: bool = True
 
 
 @dataclass
@@ -124,35 +123,6 @@ def questions(sources: list[Source], rng: random.Random) -> list[dict]:
         result.append({"question_type": qtype, "question_text": text, "multi_choice": options,
                        "answer": options.index(answer)})
     return result
-
-
-# --- what a watcher can tell ---------------------------------------------------------------------
-
-
-def visual_reasoning(sources: list[dict]) -> str:
-    """The chain of thought a model that only watches can write: a moving glyph is taken to sound,
-    a still one to be silent, and off-screen sources go unmentioned. It is right about what is seen
-    and sounding, and hallucinates on mimes (moving but silent). `sources` are facts records."""
-    steps = []
-    for s in sorted((s for s in sources if s["visible"]), key=lambda s: POSITIONS.index(s["position"])):
-        if s["moving"]:
-            steps.append(f"The {s['name']} on the {s['position']} moves, so the {s['name']} is sounding.")
-        else:
-            steps.append(f"The {s['name']} on the {s['position']} is still, so the {s['name']} is silent.")
-    return " ".join(steps) or "I see nothing that could make a sound."
-
-
-_CLAIM = re.compile(r"\bthe (\w+) is sounding\b", re.IGNORECASE)
-
-
-def claimed_sounds(text: str) -> set[str]:
-    """The sources a trace says are sounding ("... the flute is sounding")."""
-    return {name.lower() for name in _CLAIM.findall(text) if name.lower() in NAMES}
-
-
-def hallucinated(text: str, facts: dict) -> bool:
-    """Whether a trace claims a sound the clip's audio does not contain."""
-    return bool(claimed_sounds(text) - set(facts["audible"]))
 
 
 # --- rendering ----------------------------------------------------------------------------------
@@ -271,32 +241,21 @@ def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, fps: int, sampl
 # --- the whole world ----------------------------------------------------------------------------
 
 
-def generate(cfg: SynthConfig, progress: bool = True) -> Path:
-    """Write the clips, the AVQA-format question files and the facts; deterministic by seed.
-    A world already written with the same settings is kept as it is."""
-    import time
-
+def write_world(cfg: SynthConfig) -> dict:
+    """Write the clips, the AVQA-format question files and the facts to `cfg.out`, deterministically
+    by seed; returns the counts (clips, questions per split)."""
     from tqdm import tqdm
-
-    from sightsound.config import config_hash
-    from sightsound.records import read_manifest, write_manifest
 
     unknown = set(cfg.question_types) - set(QUESTION_TYPES)
     if unknown:
         raise ValueError(f"unknown question types {sorted(unknown)} (known: {', '.join(QUESTION_TYPES)})")
     out = Path(cfg.out)
-    digest = config_hash(cfg)
-    done = read_manifest(out, "synth")
-    if done is not None and done["config_hash"] == digest:
-        print(f"synth: already done in {out}")
-        return out
-    started = time.time()
     rng = random.Random(cfg.seed)
     splits: dict[str, list[dict]] = {"train": [], "val": []}
     facts = []
     n_val = int(round(cfg.clips * cfg.val_fraction))
     qid = 0
-    for i in tqdm(range(cfg.clips), desc="synth", unit="clip", disable=not progress):
+    for i in tqdm(range(cfg.clips), desc="synth", unit="clip", disable=not cfg.progress):
         clip_rng = random.Random(rng.randrange(2**32))
         name = f"syn{cfg.seed:03d}c{i:05d}_{(i * 10) % 300:06d}"  # AVQA style: <id>_<start second>
         sources = make_scene(clip_rng, cfg.duration)
@@ -316,28 +275,4 @@ def generate(cfg: SynthConfig, progress: bool = True) -> Path:
     for split, records in splits.items():
         (out / f"{split}_qa.json").write_text(json.dumps(records, indent=1))
     (out / "facts.jsonl").write_text("".join(json.dumps(f) + "\n" for f in facts))
-    write_manifest(out, "synth", config_hash=digest, inputs={}, started=started,
-                   counts={"clips": cfg.clips, **{f"{k}_questions": len(v) for k, v in splits.items()}})
-    print(f"synth: {cfg.clips} clips → {out}")
-    return out
-
-
-def read(root: Path, split: str) -> Metadata:
-    """The AVQA reader over the synthetic question files, with each clip's facts in `meta`."""
-    facts_file = Path(root) / "facts.jsonl"
-    facts = {}
-    if facts_file.exists():
-        for line in facts_file.read_text().splitlines():
-            record = json.loads(line)
-            facts[record["video_name"]] = record
-    metadata = avqa.read(root, split)
-
-    def entries():
-        for entry in metadata.entries:
-            if isinstance(entry, Entry):
-                entry.sample.dataset = "synth"
-                entry.sample.meta["facts"] = facts.get(entry.sample.meta["video_name"])
-            yield entry
-
-    files = metadata.files + ([facts_file] if facts_file.exists() else [])
-    return Metadata(files=files, entries=entries(), total=metadata.total)
+    return {"clips": cfg.clips, **{f"{k}_questions": len(v) for k, v in splits.items()}}

@@ -51,7 +51,9 @@ from pathlib import Path
 import numpy as np
 
 from sightsound import answers, media
-from sightsound.records import Sample, Trace, read_jsonl, sha256_file
+from sightsound.records import UNPARSEABLE, Sample, Trace
+from sightsound.scoring import rejection_metrics
+from sightsound.store import read_jsonl, sha256_file
 
 VERIFIER_FILE = "verifier.json"
 WEIGHTS_FILE = "classifier.safetensors"
@@ -64,27 +66,6 @@ AUDIO_TOWERS = {
     "qwen2_5_omni_thinker": ("transformers.models.qwen2_5_omni.modeling_qwen2_5_omni", "Qwen2_5OmniAudioEncoder"),
     "qwen2_5_omni": ("transformers.models.qwen2_5_omni.modeling_qwen2_5_omni", "Qwen2_5OmniAudioEncoder"),
 }
-
-
-# --- metrics -----------------------------------------------------------------------------------
-
-
-def rejection_metrics(should_reject, rejected) -> dict:
-    """Counts and precision/recall/F1 of rejection: a true positive is a rejected trace that should
-    be rejected (hallucinated, or labelled false). Undefined ratios are None."""
-    pairs = [(bool(s), bool(r)) for s, r in zip(should_reject, rejected, strict=True)]
-    tp = sum(s and r for s, r in pairs)
-    fp = sum(r and not s for s, r in pairs)
-    fn = sum(s and not r for s, r in pairs)
-    tn = sum(not s and not r for s, r in pairs)
-    precision = tp / (tp + fp) if tp + fp else None
-    recall = tp / (tp + fn) if tp + fn else None
-    f1 = None
-    if precision is not None and recall is not None:
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    rounded = {k: None if v is None else round(v, 4) for k, v in
-               {"precision": precision, "recall": recall, "f1": f1}.items()}
-    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn, **rounded}
 
 
 # --- encoders ----------------------------------------------------------------------------------
@@ -314,8 +295,6 @@ def calibration_from_run(run_dir: str | Path, out: str | Path, limit: int | None
     """Write a calibration file from a checked run: each verdict labels its trace (accept → true).
     Verdicts whose reply could not be parsed say nothing about the trace and are left out.
     `limit` keeps the first N. Returns the number of lines written."""
-    from sightsound.stages.verify import UNPARSEABLE
-
     run_dir = Path(run_dir)
     for name in ("verdicts.jsonl", "traces.jsonl", "samples.jsonl"):
         if not (run_dir / name).exists():

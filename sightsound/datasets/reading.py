@@ -1,0 +1,93 @@
+"""What every dataset reader shares: the records it yields, the `Benchmark` it is described by, and
+helpers that read JSON metadata with errors naming the file, the record and the field.
+
+A reader is a plain function `read(root: Path, split: str) -> Metadata`; it only parses metadata
+(`stages/prepare.py` finds and decodes the media its entries name by `stems`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field as dataclass_field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from sightsound.records import Sample
+
+
+class DatasetError(ValueError):
+    """Metadata that cannot be read at all (the message names the file)."""
+
+
+@dataclass
+class Entry:
+    """A parsed record, waiting for its media: files whose stem is in `stems` (best first)."""
+
+    sample: Sample
+    stems: list[str]
+
+
+@dataclass
+class Skip:
+    """A record that cannot be used, and why (named by file, record and field)."""
+
+    id: str
+    reason: str
+    kind: str = "metadata"  # metadata | duplicate | media-missing | media-corrupt
+
+
+@dataclass
+class Metadata:
+    files: list[Path]  # what was read; hashed into the stage manifest
+    entries: Iterable[Entry | Skip]
+    total: int | None = None  # number of records, for progress bars
+
+
+def load_json_list(path: Path) -> list:
+    """A metadata file holding one JSON list, with errors that name the file."""
+    if not path.exists():
+        raise DatasetError(f"{path}: metadata file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: not valid JSON: {exc}") from exc
+    if not isinstance(data, list):
+        raise DatasetError(f"{path}: expected a JSON list of records, found {type(data).__name__}")
+    return data
+
+
+def parse_each(records: list, path: Path, split: str, parse, id_key: str = "id"):
+    """Yield `parse(record, where, split)` for each record, or a `Skip` naming file, record and field."""
+    for number, record in enumerate(records):
+        where = f"{path.name} record {number}"
+        try:
+            yield parse(record, where, split)
+        except (KeyError, TypeError, ValueError) as exc:
+            rid = record.get(id_key, f"#{number}") if isinstance(record, dict) else f"#{number}"
+            yield Skip(id=str(rid), reason=str(exc.args[0]))
+
+
+def field(record: dict, name: str, kind, where: str):
+    """`record[name]`, checked to be of `kind`; a KeyError/TypeError message names file, record and field."""
+    if not isinstance(record, dict):
+        raise TypeError(f"{where}: record is not a JSON object")
+    if name not in record:
+        raise KeyError(f"{where}: missing field '{name}'")
+    value = record[name]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise TypeError(f"{where}: field '{name}' should be {names}, found {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A dataset as data: how it is read, how it is reported and how it is scored."""
+
+    name: str  # what prepare's `dataset` takes, and the `dataset` of its samples
+    read: Callable[[Path, str], Metadata]
+    split: str  # the split read when none is given
+    title: str  # its name in report tables
+    columns: dict[str, str] = dataclass_field(default_factory=dict)  # the paper's columns: category → header
+    modalities: tuple[str, ...] | None = None  # only samples of these `meta["modality"]` count in the columns
+    scorer: str = "default"  # how evaluation scores it unless told otherwise (sightsound.scoring.SCORERS)

@@ -1,0 +1,27 @@
+"""How measured numbers are written in summaries and reports ("—" where a number is unknown)."""
+
+from __future__ import annotations
+
+
+def share(value) -> str:
+    """A 0..1 share as a percentage with one decimal."""
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def num(value, digits: int = 4) -> str:
+    """A measured number with `digits` significant digits."""
+    return "—" if value is None else f"{value:.{digits}g}"
+
+
+def count(value) -> str:
+    return "—" if value is None else str(value)
+
+
+def seconds(value) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def best_val(counts: dict) -> str:
+    """", best val accuracy 61.0%" for a training manifest's counts that have one, else ""."""
+    best = counts.get("best_val_accuracy")
+    return "" if best is None else f", best val accuracy {share(best)}"

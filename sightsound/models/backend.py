@@ -1,0 +1,45 @@
+"""What every model backend takes and gives: its settings, sampling settings, requests and generations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ModelConfig:
+    backend: str = "hf"  # hf | openai
+    model: str = ""  # a Hugging Face folder or hub id (hf), or the served model name (openai)
+    # hf
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    device_map: str | None = None  # e.g. "auto" on GPU machines; None: CPU
+    trust_remote_code: bool = False
+    batch_size: int = 8
+    frames_as: str = "auto"  # video | images | auto (video where torchvision is installed)
+    # openai-compatible HTTP (vLLM serve, SGLang, OpenAI, ...)
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str | None = "OPENAI_API_KEY"  # the key is read from this variable, never stored
+    max_concurrency: int = 32
+    timeout: float = 120.0  # seconds per request
+    max_retries: int = 5
+
+
+@dataclass
+class Sampling:
+    n: int = 1  # texts per request
+    temperature: float = 1.0  # 0: greedy
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    seed: int | None = 0
+
+
+@dataclass
+class Request:
+    id: str
+    messages: list[dict]
+
+
+@dataclass
+class Generation:
+    request_id: str
+    texts: list[str] = field(default_factory=list)
+    error: str | None = None  # why no texts came back (after retries)

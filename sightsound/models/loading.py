@@ -1,0 +1,240 @@
+"""Loading a checkpoint and turning chat messages into model inputs: the one path inference
+(`models.hf`) and training (`training.student`) both take.
+
+    model, processor = load_model("runs/demo/sft/final", dtype="float32")   # full model or LoRA adapter
+    texts = [render(processor, messages) for messages in batch]             # chat template, reply opened
+    inputs = encode(processor, texts, batch, padding_side="left")           # tokens + audio/image features
+
+The model class is chosen from the checkpoint's `model_type` (MODEL_CLASSES). A folder holding a
+LoRA adapter (`adapter_config.json`) loads its base and then the adapter; its processor is the
+base's. Where transformers cannot build a checkpoint's processor — Qwen2.5-VL's and Qwen2.5-Omni's
+include a video processor, which needs torchvision — `ProcessorShim` does what they do for images
+and audio. Video frames go in as one image part per frame wherever the processor has no video
+support (`frames_as_images`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sightsound import media
+
+MODEL_CLASSES = {
+    "qwen2_audio": "Qwen2AudioForConditionalGeneration",
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "qwen2_5_omni_thinker": "Qwen2_5OmniThinkerForConditionalGeneration",
+    "qwen2_5_omni": "Qwen2_5OmniForConditionalGeneration",  # released Omni checkpoints: we use its thinker
+}
+
+
+def load_model(path: str | Path, dtype: str = "float32", device_map: str | None = None,
+               trust_remote_code: bool = False, training: bool = False):
+    """(model, processor) for a full checkpoint or a LoRA adapter folder (base + adapter, trainable
+    when `training`). A released Qwen2.5-Omni checkpoint loads as its thinker (the part that
+    writes text), and cannot be trained here."""
+    import torch
+    import transformers
+    from transformers import AutoConfig
+
+    path = Path(path)
+    adapter = (path / "adapter_config.json").exists()
+    base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"] if adapter else str(path)
+    config = AutoConfig.from_pretrained(base, trust_remote_code=trust_remote_code)
+    if config.model_type not in MODEL_CLASSES:
+        raise ValueError(f"{base}: model_type {config.model_type!r} is not supported "
+                         f"(supported: {', '.join(MODEL_CLASSES)})")
+    if training and config.model_type == "qwen2_5_omni":
+        raise ValueError(f"{base}: model_type {config.model_type!r} cannot be trained as a student here")
+    model_class = getattr(transformers, MODEL_CLASSES[config.model_type])
+    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+    model = model_class.from_pretrained(base, dtype=torch_dtype, device_map=device_map,
+                                        trust_remote_code=trust_remote_code)
+    if config.model_type == "qwen2_5_omni":  # the thinker writes the text; the talker only speaks it
+        model = model.thinker
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(path), is_trainable=training)
+    return model, load_processor(base, trust_remote_code)
+
+
+# --- messages → inputs ------------------------------------------------------------------------------
+
+
+@dataclass
+class Media:
+    """The payloads of one batch, in prompt order."""
+
+    audios: list[np.ndarray]
+    images: list[np.ndarray]
+    videos: list[np.ndarray]
+
+
+def frames_as_images(messages: list[dict]) -> list[dict]:
+    """Each video part becomes one image part per frame (its `frames`, or the `.frames.npy` file
+    its `path` names), for processors without video support."""
+    out = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                if part["type"] == "video":
+                    frames = part["frames"] if "frames" in part else media.load_frames(part["path"])
+                    parts += [{"type": "image", "image": frame} for frame in frames]
+                else:
+                    parts.append(part)
+            message = {**message, "content": parts}
+        out.append(message)
+    return out
+
+
+def render(processor, messages: list[dict], response: str | None = None, add_generation_prompt: bool = True) -> str:
+    """The chat-template text of a conversation, ending with the assistant's turn opened (and,
+    with `response`, that response and the end-of-turn token)."""
+    text = processor.tokenizer.apply_chat_template(strip_payloads(messages), tokenize=False,
+                                                   add_generation_prompt=add_generation_prompt)
+    if response is not None:
+        text += response + processor.tokenizer.eos_token
+    return text
+
+
+def encode(processor, texts: list[str], messages_batch: list[list[dict]], padding_side: str):
+    """Tokens and features for rendered texts, padded on `padding_side` (the media are taken from
+    the messages, in order)."""
+    payload = Media([], [], [])
+    for messages in messages_batch:
+        collect_media(messages, payload)
+    processor.tokenizer.padding_side = padding_side
+    if isinstance(processor, ProcessorShim):
+        return processor.build(texts, payload)
+    kwargs = {"text": texts, "padding": True, "return_tensors": "pt"}
+    if payload.audios:
+        kwargs.update(audio=payload.audios, sampling_rate=media.SAMPLE_RATE)
+    if payload.images:
+        kwargs["images"] = [to_pil(image) for image in payload.images]
+    if payload.videos:
+        kwargs["videos"] = [list(frames) for frames in payload.videos]
+    return processor(**kwargs)
+
+
+def strip_payloads(messages: list[dict]) -> list[dict]:
+    """The chat template needs only each part's type and text; arrays stay out of the renderer."""
+    out = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            content = [{"type": p["type"], "text": p["text"]} if p["type"] == "text" else {"type": p["type"]}
+                       for p in content]
+        out.append({"role": message["role"], "content": content})
+    return out
+
+
+def collect_media(messages: list[dict], payload: Media) -> None:
+    """Add each audio, image and video part's data to `payload`, in order (files are read here)."""
+    for message in messages:
+        if not isinstance(message["content"], list):
+            continue
+        for part in message["content"]:
+            if part["type"] == "audio":
+                payload.audios.append(part["audio"] if "audio" in part else media.read_wav(part["path"]))
+            elif part["type"] == "image":
+                payload.images.append(np.asarray(part["image"]))
+            elif part["type"] == "video":
+                payload.videos.append(np.asarray(part["frames"] if "frames" in part else media.load_frames(part["path"])))
+
+
+def to_pil(image: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(np.asarray(image, dtype=np.uint8))
+
+
+# --- processors -------------------------------------------------------------------------------------
+
+
+def load_processor(path: str, trust_remote_code: bool):
+    """The checkpoint's own processor. Where transformers cannot build it — Qwen2.5-VL's and
+    Qwen2.5-Omni's processors include a video processor, which needs torchvision — the tokenizer,
+    image processor and feature extractor are joined by `ProcessorShim` instead."""
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoImageProcessor, AutoProcessor, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (ImportError, AttributeError, ValueError, OSError):
+        if config.model_type not in SHIM_TOKENS:
+            raise
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    images = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    features = None
+    if config.model_type.startswith("qwen2_5_omni"):
+        features = AutoFeatureExtractor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return ProcessorShim(tokenizer, images, features, **SHIM_TOKENS[config.model_type])
+
+
+# The placeholder each model's processor expands, and whether the model wants `mm_token_type_ids`.
+SHIM_TOKENS = {
+    "qwen2_5_vl": dict(image_token="<|image_pad|>", audio_token=None, token_types=True),
+    "qwen2_5_omni_thinker": dict(image_token="<|IMAGE|>", audio_token="<|AUDIO|>", token_types=False),
+    "qwen2_5_omni": dict(image_token="<|IMAGE|>", audio_token="<|AUDIO|>", token_types=False),
+}
+
+
+class ProcessorShim:
+    """What Qwen's processors do for images and audio: each image placeholder is repeated once per
+    merged patch of its image, each audio placeholder once per encoder output frame, and (for
+    Qwen2.5-VL) `mm_token_type_ids` marks image tokens for the 3-D rotary positions."""
+
+    video_processor = None
+
+    def __init__(self, tokenizer, image_processor, feature_extractor, image_token, audio_token, token_types):
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.feature_extractor = feature_extractor
+        self.image_token, self.audio_token, self.token_types = image_token, audio_token, token_types
+
+    def save_pretrained(self, path) -> None:
+        """The parts a later `load_processor` reads back (as a real checkpoint stores them)."""
+        for part in (self.tokenizer, self.image_processor, self.feature_extractor):
+            if part is not None:
+                part.save_pretrained(path)
+
+    def build(self, texts: list[str], payload: Media):
+        import torch
+        from transformers import BatchFeature
+
+        if payload.videos:
+            raise ValueError("video input needs torchvision; use frames_as=images")
+        features = {}
+        if payload.images:
+            features.update(self.image_processor(images=[to_pil(i) for i in payload.images], return_tensors="pt"))
+            counts = (features["image_grid_thw"].prod(-1) // self.image_processor.merge_size ** 2).tolist()
+            texts = repeat_placeholders(texts, self.image_token, counts)
+        if payload.audios:
+            if self.feature_extractor is None:
+                raise ValueError("this model takes no audio")
+            audio = self.feature_extractor(payload.audios, sampling_rate=media.SAMPLE_RATE, padding="max_length",
+                                           return_attention_mask=True, return_tensors="pt")
+            features.update(input_features=audio["input_features"], feature_attention_mask=audio["attention_mask"])
+            lengths = (audio["attention_mask"].sum(-1) - 1) // 2 + 1  # the encoder's conv, then its pooling
+            texts = repeat_placeholders(texts, self.audio_token, ((lengths - 2) // 2 + 1).tolist())
+        tokens = self.tokenizer(texts, padding=True, return_tensors="pt")
+        if self.token_types:
+            image_id = self.tokenizer.convert_tokens_to_ids(self.image_token)
+            tokens["mm_token_type_ids"] = (tokens["input_ids"] == image_id).to(torch.long)
+        return BatchFeature({**tokens, **features})
+
+
+def repeat_placeholders(texts: list[str], token: str, counts: list[int]) -> list[str]:
+    """Replace the k-th `token` across the batch by counts[k] copies of it."""
+    counts = iter(counts)
+    out = []
+    for text in texts:
+        pieces = text.split(token)
+        out.append(pieces[0] + "".join(token * next(counts) + piece for piece in pieces[1:]))
+    return out

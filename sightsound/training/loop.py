@@ -1,0 +1,195 @@
+"""The training loop SFT and GRPO share: resume, batches, metrics, validation with the best model
+kept, checkpoints, the final model and the manifest. Each stage passes only what is its own: how
+one optimizer step is taken.
+
+    accelerator, stage = open_training(run_dir, cfg, inputs)        # skips a finished run
+    ...                                                             # load the model, build the optimizer
+    state = train(accelerator, stage, cfg, model, processor, step, items=len(examples),
+                  batch_size=cfg.batch_size, val_method="zero_shot_cot", show={"loss": ".4f"})
+    return finish_training(stage, cfg, state, "loss", {"examples": len(examples)})
+
+`step(next_batch, number)` takes optimizer step `number` (0-based) and returns its metrics
+(`next_batch()` gives this process's share of the next global batch, as example indices). Writes `RUN_DIR/<subdir>/`:
+`metrics.jsonl` and TensorBoard events, `checkpoint-N/` (accelerate state: weights, optimizer,
+scheduler, RNG) with `trainer_state.json` written last, so a checkpoint without it is known to be
+partial and the newest complete one is resumed from; `best/` (highest validation accuracy, when
+`val_samples` is set) and `final/`. Saved models are ordinary HF folders (a LoRA adapter, or a full
+model) with the processor beside them, so evaluation loads them like any checkpoint.
+
+The stage configs share these keys: out, subdir, model, answer, seed, steps, log_every,
+save_every, keep_checkpoints, val_samples, val_every, val_limit, val_max_new_tokens, progress.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from sightsound.inference import Asking, answer_all
+from sightsound.manifest import StageRun, open_stage
+from sightsound.models.hf import HFBackend
+from sightsound.records import Sample
+from sightsound.store import JsonlWriter, read_jsonl, write_json
+
+
+def open_training(run_dir: Path, cfg, inputs: dict, grad_accum: int = 1):
+    """(accelerator, stage run): the stage is `done` when it already finished with this config and
+    these inputs. Another config's training is not resumed: its folder is cleared first."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    accelerator = Accelerator(gradient_accumulation_steps=grad_accum)
+    stage = open_stage(run_dir, cfg.subdir, cfg, inputs, [Path(run_dir) / cfg.subdir],
+                       main_process=accelerator.is_main_process)
+    if not stage.done:
+        accelerator.wait_for_everyone()
+        set_seed(cfg.seed)
+    return accelerator, stage
+
+
+def train(accelerator, stage: StageRun, cfg, model, processor, step, *, name: str, items: int, batch_size: int,
+          batches_per_step: int = 1, val_method: str, merge: bool = False, show: dict[str, str]) -> dict:
+    """Run `step` until `cfg.steps`, resuming from the newest checkpoint; returns the trainer state
+    (step, best_accuracy, best_step). `batch_size` examples per process make a batch, and a step
+    takes `batches_per_step` of them; `merge` saves best/ and final/ with LoRA folded in; `show`
+    names the metrics on the progress bar, with their formats."""
+    out = stage.run_dir / cfg.subdir
+    state = {"step": 0, "best_accuracy": None, "best_step": None}
+    last = latest_checkpoint(out)
+    if last is not None:  # resume: weights, optimizer, scheduler, data order and step
+        accelerator.load_state(str(last / "state"))
+        state = read_state(last)
+        accelerator.print(f"{name}: resuming from {last} (step {state['step']})")
+    order = Batches(items, batch_size * accelerator.num_processes, cfg.seed, state["step"] * batches_per_step)
+
+    def next_batch() -> list[int]:
+        return order.next()[accelerator.process_index::accelerator.num_processes]
+
+    main = accelerator.is_main_process
+    metrics = JsonlWriter(out / "metrics.jsonl", id_of=lambda r: str(r["step"])) if main else None
+    board = open_board(out) if main else None
+    bar = tqdm(total=cfg.steps, initial=state["step"], desc=name, unit="step", disable=not (cfg.progress and main))
+    model.train()
+    while state["step"] < cfg.steps:
+        row = {"step": state["step"] + 1, **step(next_batch, state["step"])}
+        state["step"] += 1
+        bar.update(1)
+        last_step = state["step"] == cfg.steps
+        if cfg.val_samples and (state["step"] % cfg.val_every == 0 or last_step):
+            row["val_accuracy"] = validate(accelerator, model, processor, cfg, val_method)
+            if state["best_accuracy"] is None or row["val_accuracy"] > state["best_accuracy"]:
+                state.update(best_accuracy=row["val_accuracy"], best_step=state["step"])
+                save_model(accelerator, model, processor, out / "best", merge=merge)
+            model.train()
+        if main and (state["step"] % cfg.log_every == 0 or "val_accuracy" in row or last_step):
+            metrics.write(row)
+            for key, value in row.items():
+                if key != "step":
+                    board.add_scalar(f"{name}/{key}", value, state["step"])
+            bar.set_postfix({key: format(row[key], spec) for key, spec in show.items()})
+        if state["step"] % cfg.save_every == 0 or last_step:
+            save_checkpoint(accelerator, out, state, cfg.keep_checkpoints)
+    bar.close()
+    save_model(accelerator, model, processor, out / "final", merge=merge)
+    if main:
+        metrics.close()
+        board.close()
+    return state
+
+
+def finish_training(stage: StageRun, cfg, state: dict, curve: str, counts: dict, **extra) -> dict:
+    """The manifest of an SFT or GRPO run (main process, after the final model is saved): `counts`
+    plus steps, the first and last logged value of `curve` (loss, reward) and the best validation."""
+    rows = list(read_jsonl(stage.run_dir / cfg.subdir / "metrics.jsonl"))
+    counts = {**counts, "steps": state["step"], f"first_{curve}": rows[0][curve], f"last_{curve}": rows[-1][curve],
+              "best_val_accuracy": state["best_accuracy"], "best_step": state["best_step"]}
+    return stage.finish(counts, model=cfg.model, **extra)
+
+
+class Batches:
+    """Indices of each global batch: a seeded shuffle per epoch, so a resumed run sees the same
+    order as an uninterrupted one (`skip` batches are consumed first)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, skip: int = 0):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.epoch, self.queue = 0, []
+        for _ in range(skip):
+            self.next()
+
+    def next(self) -> list[int]:
+        while len(self.queue) < self.batch_size:
+            order = list(range(self.n))
+            random.Random(self.seed + self.epoch).shuffle(order)
+            self.queue += order
+            self.epoch += 1
+        batch, self.queue = self.queue[: self.batch_size], self.queue[self.batch_size:]
+        return batch
+
+
+def validate(accelerator, model, processor, cfg, method: str) -> float:
+    """Greedy accuracy on `cfg.val_samples` (the first `cfg.val_limit`), asked with `method`."""
+    accuracy = 0.0
+    if accelerator.is_main_process:
+        samples = list(read_jsonl(cfg.val_samples, Sample))[: cfg.val_limit]
+        backend = HFBackend.from_loaded(accelerator.unwrap_model(model).eval(), processor)
+        ask = Asking(method=method, answer=cfg.answer, max_new_tokens=cfg.val_max_new_tokens)
+        predictions, _, _ = answer_all(backend, samples, ask)
+        accuracy = sum(p.correct for p in predictions) / max(len(samples), 1)
+    accelerator.wait_for_everyone()
+    return float(accelerator.gather(torch.tensor([accuracy], device=accelerator.device))[0])
+
+
+def save_model(accelerator, model, processor, path: Path, merge: bool = False) -> None:
+    """An ordinary HF folder (a LoRA adapter, or with `merge` the full merged model) + processor."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        if merge and hasattr(unwrapped, "merge_and_unload"):
+            import copy
+
+            unwrapped = copy.deepcopy(unwrapped).merge_and_unload()
+        if path.exists():
+            shutil.rmtree(path)
+        unwrapped.save_pretrained(path)
+        if hasattr(processor, "save_pretrained"):
+            processor.save_pretrained(path)
+    accelerator.wait_for_everyone()
+
+
+def save_checkpoint(accelerator, out: Path, state: dict, keep: int) -> None:
+    """Everything accelerate prepared (weights, optimizer, scheduler, RNG), then the trainer state."""
+    path = out / f"checkpoint-{state['step']}"
+    accelerator.save_state(str(path / "state"))
+    if accelerator.is_main_process:
+        write_json(path / "trainer_state.json", state)  # written last: a checkpoint without it is partial
+        for old in sorted(_checkpoints(out), key=_step)[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    done = [p for p in _checkpoints(out) if (p / "trainer_state.json").exists()]
+    return max(done, key=_step) if done else None
+
+
+def read_state(path: Path) -> dict:
+    return json.loads((path / "trainer_state.json").read_text())
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    return [p for p in out.glob("checkpoint-*") if p.is_dir()] if out.exists() else []
+
+
+def _step(path: Path) -> int:
+    return int(path.name.split("-")[1])
+
+
+def open_board(out: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(out / "tensorboard"))
