@@ -11,8 +11,8 @@
 A stage's manifest (`RUN_DIR/manifests/<stage>.json`) is written last, after every output is on
 disk: a stage without one has not finished. It holds the config hash, the hashes of the inputs,
 the counts and the times. While a stage runs, `manifests/<stage>.started` holds the hash of the
-config its outputs belong to, so a rerun with that config resumes them and a rerun with another
-config (or other inputs) starts again from nothing.
+config and inputs its outputs belong to, so a rerun with both the same resumes them and a rerun
+with another config or other inputs starts again from nothing.
 """
 
 from __future__ import annotations
@@ -77,23 +77,30 @@ def write_manifest(run_dir, stage: str, *, config_hash: str, inputs: dict, count
 
 def stage_status(run_dir, stage: str, config_hash: str, inputs: dict) -> str:
     """'done' when the manifest matches this config and these inputs; 'stale' when one exists
-    for something else; 'resume' when outputs were started without a manifest; else 'new'."""
+    for something else; 'resume' when outputs were started, without a manifest, from this very
+    config and these very inputs; else 'new' (outputs started from other inputs are not resumed:
+    their records could point at questions or options that are no longer there)."""
     manifest = read_manifest(run_dir, stage)
     if manifest is not None:
         same = manifest["config_hash"] == config_hash and manifest["inputs"] == inputs
         return "done" if same else "stale"
     started = Path(run_dir) / "manifests" / f"{stage}.started"
-    if started.exists() and started.read_text().strip() == config_hash:
+    if started.exists() and started.read_text().split() == [config_hash, _digest(inputs)]:
         return "resume"
     return "new"
 
 
-def mark_started(run_dir, stage: str, config_hash: str) -> None:
-    """Note which config the in-progress outputs belong to, so a rerun knows it may resume them."""
+def mark_started(run_dir, stage: str, config_hash: str, inputs: dict) -> None:
+    """Note which config and inputs the in-progress outputs belong to, so a rerun knows whether it
+    may resume them."""
     path = Path(run_dir) / "manifests" / f"{stage}.started"
     path.parent.mkdir(parents=True, exist_ok=True)
     manifest_path(run_dir, stage).unlink(missing_ok=True)
-    path.write_text(config_hash + "\n")
+    path.write_text(f"{config_hash}\n{_digest(inputs)}\n")
+
+
+def _digest(inputs: dict) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # --- the opening and closing of a stage -----------------------------------------------------------
@@ -154,7 +161,7 @@ def open_stage(run_dir, stage: str, cfg, inputs: dict, outputs: list[Path], *,
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
-    mark_started(run_dir, stage, digest)
+    mark_started(run_dir, stage, digest, inputs)
     save_config(cfg, run_dir / "config" / f"{stage}.yaml")
     return run
 

@@ -110,6 +110,27 @@ def test_rerun_is_skipped_interrupted_run_resumes_changed_config_restarts(world,
     assert np.load(again[0].meta["frames"]).shape[0] == 3  # the frame cache is keyed by the frame spec
 
 
+def test_an_interrupted_run_is_not_resumed_onto_changed_inputs(world, tmp_path):
+    """Killed part-way, its metadata then changed (same ids, other options): the rerun starts again,
+    so no record from before points at options that are no longer there."""
+    root = tmp_path / "world"
+    shutil.copytree(world, root)
+    run(tmp_path, dataset="synth", root=str(root), num_frames=0)
+    (tmp_path / "run" / "manifests" / "prepare.json").unlink()  # killed before the manifest
+    lines = (tmp_path / "run" / "samples.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "run" / "samples.jsonl").write_text("".join(lines[:3]))
+    records = json.loads((root / "train_qa.json").read_text())
+    for record in records:  # the same questions, options in reverse order
+        answer = record["multi_choice"][record["answer"]]
+        record["multi_choice"] = record["multi_choice"][::-1]
+        record["answer"] = record["multi_choice"].index(answer)
+    (root / "train_qa.json").write_text(json.dumps(records))
+    run(tmp_path, dataset="synth", root=str(root), num_frames=0)
+    by_id = {str(r["id"]): r for r in records}
+    for sample in samples(tmp_path).values():
+        assert sample.options == by_id[sample.id]["multi_choice"] and sample.answer == by_id[sample.id]["answer"]
+
+
 def test_limit_keeps_first_usable_samples(world, tmp_path):
     manifest = run(tmp_path, dataset="synth", root=str(world), num_frames=0, limit=3)
     assert manifest["counts"]["samples"] == 3 and list(samples(tmp_path)) == ["0", "1", "2"]

@@ -101,16 +101,17 @@ def test_killed_writer_resumes_without_duplicates_or_losses(tmp_path):
 def test_manifest_status_cycle(tmp_path):
     inputs = {"meta.json": "abc"}
     assert stage_status(tmp_path, "prepare", "h1", inputs) == "new"
-    mark_started(tmp_path, "prepare", "h1")
+    mark_started(tmp_path, "prepare", "h1", inputs)
     assert stage_status(tmp_path, "prepare", "h1", inputs) == "resume"
     assert stage_status(tmp_path, "prepare", "h2", inputs) == "new"
+    assert stage_status(tmp_path, "prepare", "h1", {"meta.json": "changed mid-run"}) == "new"  # not resumed
     write_manifest(tmp_path, "prepare", config_hash="h1", inputs=inputs, counts={"samples": 3}, started=time.time())
     assert stage_status(tmp_path, "prepare", "h1", inputs) == "done"
     assert stage_status(tmp_path, "prepare", "h1", {"meta.json": "changed"}) == "stale"
     assert stage_status(tmp_path, "prepare", "h2", inputs) == "stale"
     manifest = read_manifest(tmp_path, "prepare")
     assert manifest["counts"] == {"samples": 3} and manifest["seconds"] >= 0
-    mark_started(tmp_path, "prepare", "h2")  # starting again removes the old manifest first
+    mark_started(tmp_path, "prepare", "h2", inputs)  # starting again removes the old manifest first
     assert read_manifest(tmp_path, "prepare") is None
     assert not list(Path(tmp_path, "manifests").glob("*.tmp"))
 
