@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -41,6 +42,10 @@ def _stage(args):
     else:
         cfg = load_config(stage.config, args.config, args.overrides, section=args.command, values=flags)
     stage.main(cfg)
+    # Launched on several processes (accelerate, torchrun) only global rank 0 writes the manifest.
+    if os.environ.get("RANK", "0") == "0" and not stage.manifest_file(cfg).exists():
+        raise StageIncomplete(f"{stage.name} did not finish: no manifest was written (its messages above say "
+                              "why); run the same command again to retry what failed")
 
 
 def _run(args):

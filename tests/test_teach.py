@@ -174,6 +174,21 @@ def test_teach_through_the_http_backend_never_writes_the_key(prepared, tmp_path,
             assert key.encode() not in path.read_bytes(), path
 
 
+def test_teach_subcommand_exits_non_zero_when_it_did_not_finish(prepared, tmp_path, capsys):
+    from sightsound.cli import main as cli
+    from tests.http_server import ChatServer, Reply
+
+    run_dir = copy_prepared(prepared, tmp_path)
+    with ChatServer() as server:
+        args = ["teach", "--out", str(run_dir), "model.backend=openai", f"model.base_url={server.url}",
+                "model.model=teacher", "model.max_retries=0", "n=2", "num_frames=4", "frame_size=56", "progress=false"]
+        server.rule = lambda body, headers: Reply.error(500)
+        assert cli(args) != 0
+        assert "teach did not finish" in capsys.readouterr().err and read_manifest(run_dir, "teach") is None
+        server.rule = None  # the server recovers: the rerun finishes what failed
+        assert cli(args) == 0 and read_manifest(run_dir, "teach") is not None
+
+
 def _fast_retries(init):
     def wrapped(self, cfg, **kw):
         async def no_sleep(seconds):
