@@ -15,6 +15,7 @@ import hashlib
 import inspect
 import io
 import json
+import re
 import textwrap
 import tokenize
 import types
@@ -137,6 +138,17 @@ def _coerce(hint, value, source: str, key: str):
         raise ConfigError(f"{source}: '{key}' must be {hint.__name__}, got {value!r}")
     if isinstance(hint, type) and not isinstance(value, hint):
         raise ConfigError(f"{source}: '{key}' must be {hint.__name__}, got {value!r}")
+    return value
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_name(key: str, value: str) -> str:
+    """`value` when it is a plain folder name (letters, digits, `.`, `_`, `-`; no path separators,
+    not `.` or `..`), so that a folder named by a config value stays inside its parent."""
+    if not isinstance(value, str) or not _PLAIN_NAME.fullmatch(value) or set(value) == {"."}:
+        raise ValueError(f"'{key}' must be a plain folder name (letters, digits, '.', '_', '-'), not {value!r}")
     return value
 
 

@@ -142,9 +142,12 @@ def open_stage(run_dir, stage: str, cfg, inputs: dict, outputs: list[Path], *,
     "already done" is printed, with `note(manifest)` when given). Otherwise get ready to run:
     outputs left by another config or other inputs are removed (an interrupted run's, with this
     config, are kept to be resumed), the start is marked and the resolved config saved as
-    `RUN_DIR/config/<stage>.yaml`. In a multi-process run every process opens the stage, and only
+    `RUN_DIR/config/<stage>.yaml`. Every output must lie inside `run_dir` (checked before anything
+    is touched). In a multi-process run every process opens the stage, and only
     the main one (`main_process`) touches files or prints."""
     run_dir = Path(run_dir)
+    for path in outputs:
+        inside(run_dir, path)
     digest = config_hash(cfg, exclude)
     run = StageRun(run_dir, stage, digest, inputs, time.time())
     status = stage_status(run_dir, stage, digest, inputs)
@@ -164,6 +167,15 @@ def open_stage(run_dir, stage: str, cfg, inputs: dict, outputs: list[Path], *,
     mark_started(run_dir, stage, digest, inputs)
     save_config(cfg, run_dir / "config" / f"{stage}.yaml")
     return run
+
+
+def inside(run_dir: Path, path: Path) -> Path:
+    """`path`, when it resolves to something strictly inside `run_dir`; a stage writes and deletes
+    nothing else (a config value like `subdir: ..` must not make it delete the run directory)."""
+    root, target = Path(run_dir).resolve(), Path(path).resolve()
+    if root not in target.parents:
+        raise ValueError(f"{path} is not inside the run directory {run_dir}: refusing to write or delete it")
+    return path
 
 
 def _iso(t: float) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sightsound import bootstrap
-from sightsound.config import ConfigError, from_dict
+from sightsound.config import ConfigError, check_name, from_dict
 from sightsound.datasets.synth.world import SynthConfig
 from sightsound.manifest import manifest_path
 from sightsound.stages import evaluate, grpo, prepare, sft, synth, teach, verify
@@ -79,6 +79,7 @@ def benchmarks(context: Context) -> dict[str, tuple[prepare.PrepareConfig, dict]
         settings = dict(settings or {})
         overrides = settings.pop("eval", None) or {}
         source = f"{context.source} [benchmarks.{name}]"
+        _check_name(f"benchmarks.{name}", name, source)
         if "out" in settings:
             raise ConfigError(f"{source}: 'out' is fixed by the runner (eval/{name}/)")
         settings["out"] = str(Path(context.run_dir) / "eval" / name)
@@ -106,6 +107,7 @@ def eval_runs(stage: Stage, section: dict, context: Context) -> list:
         model_name = entry.pop("name", None)
         if not model_name:
             raise ConfigError(f"{source}: models[{i}] needs a `name` (its folder under eval/<benchmark>/)")
+        _check_name(f"models[{i}].name", model_name, source)
         model = entry.pop("model", None)
         for bench, (bench_cfg, overrides) in prepared.items():
             merged = {**copy.deepcopy(section), **overrides, **entry}
@@ -117,6 +119,14 @@ def eval_runs(stage: Stage, section: dict, context: Context) -> list:
             merged.update(samples=str(folder / "samples.jsonl"), out=str(folder / model_name))
             runs.append((f"{bench}/{model_name}", from_dict(stage.config, merged, f"{source} models[{i}]")))
     return runs
+
+
+def _check_name(key: str, name, source: str) -> None:
+    """Benchmark and model names become folders under eval/: plain names only."""
+    try:
+        check_name(key, name)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def _subdir_manifest(cfg) -> Path:

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from sightsound import formats, prompts, rl
+from sightsound.config import check_name
 from sightsound.manifest import model_inputs
 from sightsound.models.loading import encode, load_model, render
 from sightsound.records import Sample
@@ -59,8 +60,11 @@ class GRPOConfig:
     val_every: int = 100
     val_limit: int | None = 200
     val_max_new_tokens: int = 256
-    subdir: str = "grpo"
+    subdir: str = "grpo"  # the folder inside the run directory it trains into (a plain name)
     progress: bool = True
+
+    def __post_init__(self):
+        check_name("subdir", self.subdir)
 
 
 def main(cfg: GRPOConfig) -> dict:

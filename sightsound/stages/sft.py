@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from sightsound import formats, media, prompts
+from sightsound.config import check_name
 from sightsound.manifest import model_inputs
 from sightsound.models.loading import load_model
 from sightsound.records import Sample
@@ -57,8 +58,11 @@ class SFTConfig:
     val_limit: int | None = 200
     val_max_new_tokens: int = 256
     merge: bool = False  # also write merged/ (LoRA folded into the base)
-    subdir: str = "sft"
+    subdir: str = "sft"  # the folder inside the run directory it trains into (a plain name)
     progress: bool = True
+
+    def __post_init__(self):
+        check_name("subdir", self.subdir)
 
 
 def main(cfg: SFTConfig) -> dict:
