@@ -80,7 +80,9 @@ def set_dotted(data: dict, dotted: str, value) -> None:
 
 
 def from_dict(cls, data: dict, source: str = "config", prefix: str = ""):
-    """Build dataclass `cls` from a mapping, rejecting unknown keys and values of the wrong type."""
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and values of the wrong type. A
+    nested section is laid over the field's own default, so `model.backend=openai` changes the
+    backend and keeps the model the stage names by default."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: {prefix or cls.__name__} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
@@ -91,11 +93,25 @@ def from_dict(cls, data: dict, source: str = "config", prefix: str = ""):
             f"{source}: unknown key '{prefix}{unknown[0]}' for {cls.__name__} "
             f"(known keys: {', '.join(names)})"
         )
-    kwargs = {k: _coerce(hints[k], v, source, f"{prefix}{k}") for k, v in data.items()}
+    defaults = {f.name: _default(f) for f in dataclasses.fields(cls)}
+    kwargs = {k: _coerce(hints[k], _over(defaults[k], v), source, f"{prefix}{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: {exc}") from exc
+
+
+def _default(f: dataclasses.Field):
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def _over(default, value):
+    """A mapping given for a dataclass-valued field, laid over that field's default value."""
+    if isinstance(value, dict) and dataclasses.is_dataclass(default):
+        return {**{f.name: getattr(default, f.name) for f in dataclasses.fields(default)}, **value}
+    return value
 
 
 def _coerce(hint, value, source: str, key: str):

@@ -71,3 +71,21 @@ def test_resolved_config_is_saved_and_hash_ignores_output_place(tmp_path):
     assert yaml.safe_load((tmp_path / "config" / "prepare.yaml").read_text())["dataset"] == "avqa"
     assert config_hash(cfg) == config_hash(PrepareConfig(dataset="avqa", root="r", out="b", progress=False))
     assert config_hash(cfg) != config_hash(PrepareConfig(dataset="avqa", root="r", split="train"))
+
+
+@dataclass
+class Stage:
+    lora: Inner = field(default_factory=lambda: Inner(rank=4))  # a default unlike the class's own
+
+
+def test_a_nested_override_keeps_the_stages_own_defaults(tmp_path):
+    from sightsound.stages.teach import TeachConfig
+
+    assert load_config(Stage, None, ["lora.alpha=8"]).lora == Inner(rank=4, alpha=8.0)
+    cfg = load_config(TeachConfig, None, ["model.backend=openai", "model.base_url=http://127.0.0.1:8000/v1"])
+    assert (cfg.model.backend, cfg.model.model) == ("openai", TeachConfig().model.model)
+    path = tmp_path / "c.yaml"
+    path.write_text("teach:\n  model: {batch_size: 2}\n")
+    assert load_config(TeachConfig, path, section="teach").model.model == TeachConfig().model.model
+    with pytest.raises(ConfigError, match="unknown key 'model.bogus'"):
+        load_config(TeachConfig, None, ["model.bogus=1"])
