@@ -95,10 +95,52 @@ def from_dict(cls, data: dict, source: str = "config", prefix: str = ""):
         )
     defaults = {f.name: _default(f) for f in dataclasses.fields(cls)}
     kwargs = {k: _coerce(hints[k], _over(defaults[k], v), source, f"{prefix}{k}") for k, v in data.items()}
+    for key, value in kwargs.items():
+        _check_range(key, value, source, f"{prefix}{key}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: {exc}") from exc
+
+
+# --- the valid range of every numeric config key, by name (tests check that every key has one) ------
+
+
+def _at_least(low):
+    return (lambda v: v >= low), f"at least {low}"
+
+
+def _above(low):
+    return (lambda v: v > low), f"above {low}"
+
+
+def _within(low, high):
+    return (lambda v: low <= v <= high), f"between {low} and {high}"
+
+
+COUNT, POSITIVE, FRACTION = _at_least(1), _above(0), _within(0, 1)
+RANGES = {
+    **dict.fromkeys(["n", "chunk", "limit", "steps", "batch_size", "grad_accum", "prompts_per_step", "clips",
+                     "max_new_tokens", "max_completion_tokens", "val_max_new_tokens", "log_every", "save_every",
+                     "keep_checkpoints", "val_every", "val_limit", "updates_per_batch", "heldout_limit", "rank",
+                     "max_concurrency", "frame_size", "fps", "sample_rate"], COUNT),
+    **dict.fromkeys(["lr", "alpha", "duration", "timeout", "max_grad_norm"], POSITIVE),
+    **dict.fromkeys(["seed", "num_frames", "warmup_steps", "max_retries"], _at_least(0)),
+    **dict.fromkeys(["weight_decay", "beta", "epsilon", "temperature"], _at_least(0)),
+    **dict.fromkeys(["threshold", "dropout", "val_fraction", "holdout"], FRACTION),
+    "top_p": _within(0.0, 1.0),
+    "group_size": _at_least(2),  # a group's rewards need a spread: one completion has no std
+    "size": _at_least(16),  # frame width and height: room for three glyphs
+    "similarity_threshold": _within(-1.0, 1.0),  # a cosine
+}
+
+
+def _check_range(key: str, value, source: str, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or key not in RANGES:
+        return
+    valid, description = RANGES[key]
+    if not valid(value):
+        raise ConfigError(f"{source}: '{name}' must be {description}, got {value!r}")
 
 
 def _default(f: dataclasses.Field):

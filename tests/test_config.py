@@ -89,3 +89,42 @@ def test_a_nested_override_keeps_the_stages_own_defaults(tmp_path):
     assert load_config(TeachConfig, path, section="teach").model.model == TeachConfig().model.model
     with pytest.raises(ConfigError, match="unknown key 'model.bogus'"):
         load_config(TeachConfig, None, ["model.bogus=1"])
+
+
+def _numeric_keys(cls, prefix=""):
+    """(dotted key, leaf name, default) for every int or float field of a config, nested ones too."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kinds = [k for k in (typing.get_args(hints[f.name]) or (hints[f.name],)) if k is not type(None)]
+        nested = [k for k in kinds if dataclasses.is_dataclass(k)]
+        if nested:
+            yield from _numeric_keys(nested[0], f"{prefix}{f.name}.")
+        elif typing.get_origin(hints[f.name]) is not dict and set(kinds) & {int, float}:
+            yield f"{prefix}{f.name}", f.name, getattr(cls(), f.name)
+
+
+def test_every_numeric_key_has_a_checked_range():
+    from sightsound.checking.verifier import TrainConfig
+    from sightsound.config import RANGES
+    from sightsound.registry import STAGES
+
+    for cls in [stage.config for stage in STAGES.values()] + [TrainConfig]:
+        for dotted, name, default in _numeric_keys(cls):
+            assert name in RANGES, f"{cls.__name__}.{dotted} has no valid range in config.RANGES"
+            assert default is None or RANGES[name][0](default), f"{cls.__name__}.{dotted}: default out of range"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("n=0", "'n' must be at least 1, got 0"), ("n=-1", "'n' must be at least 1"),
+    ("chunk=-1", "'chunk' must be at least 1"), ("chunk=0", "'chunk' must be at least 1"),
+    ("limit=-3", "'limit' must be at least 1"), ("top_p=1.5", "'top_p' must be between"),
+    ("temperature=-0.1", "'temperature' must be at least 0"), ("model.batch_size=0", "'model.batch_size' must be"),
+])
+def test_out_of_range_values_are_refused_naming_the_key(override, message):
+    from sightsound.stages.teach import TeachConfig
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(TeachConfig, None, [override])
