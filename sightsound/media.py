@@ -29,7 +29,7 @@ class MediaError(Exception):
 
     def __init__(self, message: str, kind: str = "media-corrupt"):
         super().__init__(message)
-        self.kind = kind  # media-missing | media-corrupt
+        self.kind = kind  # media-missing | media-corrupt | media-outside
 
 
 @dataclass

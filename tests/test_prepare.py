@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,7 +46,8 @@ def test_avqa_media_found_by_padded_or_unpadded_stem_and_bad_media_skipped(tmp_p
     got = samples(tmp_path)
     assert set(got) == {"0", "1"}
     a = got["0"]
-    assert a.video.endswith("clipA_000030.mp4") and a.audio.endswith("run/media/clipA_000030.wav")
+    assert a.video.endswith("clipA_000030.mp4") and Path(a.audio).parent == tmp_path / "run" / "media"
+    assert Path(a.audio).name.startswith("clipA_000030-") and a.audio.endswith(".wav")
     assert np.load(a.meta["frames"]).shape == (3, 16, 16, 3)
     assert abs(dominant_frequency(media.read_wav(a.audio)) - 440) < 5
     b = got["1"]
@@ -129,6 +131,36 @@ def test_an_interrupted_run_is_not_resumed_onto_changed_inputs(world, tmp_path):
     by_id = {str(r["id"]): r for r in records}
     for sample in samples(tmp_path).values():
         assert sample.options == by_id[sample.id]["multi_choice"] and sample.answer == by_id[sample.id]["answer"]
+
+
+def _jsonl(path, media_paths):
+    path.write_text("".join(json.dumps({"id": f"q{i}", "question": "What plays?", "options": ["a", "b"], "answer": 0,
+                                        "audio": m}) + "\n" for i, m in enumerate(media_paths)))
+    return path
+
+
+def test_same_file_name_in_two_folders_is_two_clips(tmp_path):
+    data = tmp_path / "data"
+    make_wav(data / "a" / "clip.wav", freq=440.0)
+    make_wav(data / "b" / "clip.wav", freq=880.0)
+    run(tmp_path, dataset="jsonl", root=str(_jsonl(data / "test.jsonl", ["a/clip.wav", "b/clip.wav"])), num_frames=0)
+    heard = {s.id: dominant_frequency(media.read_wav(s.audio)) for s in samples(tmp_path).values()}
+    assert abs(heard["q0"] - 440) < 5 and abs(heard["q1"] - 880) < 5
+
+
+def test_media_outside_the_dataset_is_refused_unless_allowed(tmp_path):
+    data, outside = tmp_path / "data", make_wav(tmp_path / "secret" / "private.wav")
+    make_wav(data / "inside.wav")
+    metadata = _jsonl(data / "test.jsonl", ["inside.wav", "../secret/private.wav", str(outside)])
+    run(tmp_path, dataset="jsonl", root=str(metadata), num_frames=0)
+    assert list(samples(tmp_path)) == ["q0"]
+    refused = skipped(tmp_path)
+    assert {k: v["kind"] for k, v in refused.items()} == {"q1": "media-outside", "q2": "media-outside"}
+    assert "private.wav" in refused["q1"]["reason"] and "allow_outside_media" in refused["q1"]["reason"]
+    assert not [p for p in (tmp_path / "run" / "media").iterdir() if p.name.startswith("private")]
+    shutil.rmtree(tmp_path / "run")
+    run(tmp_path, dataset="jsonl", root=str(metadata), num_frames=0, allow_outside_media=True)
+    assert list(samples(tmp_path)) == ["q0", "q1", "q2"]
 
 
 def test_limit_keeps_first_usable_samples(world, tmp_path):

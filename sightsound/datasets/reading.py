@@ -33,7 +33,7 @@ class Skip:
 
     id: str
     reason: str
-    kind: str = "metadata"  # metadata | duplicate | media-missing | media-corrupt
+    kind: str = "metadata"  # metadata | duplicate | media-missing | media-corrupt | media-outside
 
 
 @dataclass

@@ -4,14 +4,16 @@
 
 For each record the reader yields, the clip is found by file stem anywhere under `media`
 (default: `root`), decoded once — frames and 16 kHz mono audio in one pass — and cached in
-`RUN_DIR/media/` (`<clip>.wav`, and `<clip>.<N>x<size>.frames.npy` for the teacher when there is
-video; its path is in `meta["frames"]`).
+`RUN_DIR/media/` (`<clip>-<path hash>.wav`, and `<clip>-<path hash>.<N>x<size>.frames.npy` for the
+teacher when there is video; its path is in `meta["frames"]`). Metadata that names media by a path
+outside `root` and `media` is skipped (`media-outside`) unless `allow_outside_media` is set.
 A record whose metadata or media cannot be used goes to `skipped.jsonl` with its reason; the run
 goes on. A rerun resumes where an interrupted one stopped; a finished one is not redone.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,7 @@ class PrepareConfig:
     num_frames: int = 8  # frames cached per video clip for the teacher (0: audio only)
     frame_size: int | None = 448  # longest side of cached frames in pixels (null: as decoded)
     limit: int | None = None  # keep only the first N usable samples
+    allow_outside_media: bool = False  # use media that metadata names by a path outside root and media
     progress: bool = True
 
 
@@ -98,11 +101,21 @@ def index_media(root: Path) -> dict[str, list[Path]]:
     return index
 
 
-def find_media(stems: list[str], index: dict[str, list[Path]]) -> tuple[Path | None, Path | None]:
-    """The first video and the first audio file among the stems (a stem may also be a real path)."""
+def find_media(stems: list[str], index: dict[str, list[Path]], allowed: list[Path] | None = None
+               ) -> tuple[Path | None, Path | None]:
+    """The first video and the first audio file among the stems. A stem may also be a real path;
+    one outside the `allowed` folders (when given) is refused, so that metadata cannot make us read
+    (or send to a server) files from elsewhere on the machine."""
     found: list[Path] = []
     for stem in stems:
-        found += [Path(stem)] if Path(stem).is_file() else index.get(stem, [])
+        if not Path(stem).is_file():
+            found += index.get(stem, [])
+            continue
+        resolved = Path(stem).resolve()
+        if allowed is not None and not any(folder.resolve() in resolved.parents for folder in allowed):
+            raise media.MediaError(f"{stem}: outside the dataset's folders ({', '.join(map(str, allowed))}); "
+                                   "set allow_outside_media: true to use it", "media-outside")
+        found.append(Path(stem))
     videos = [p for p in found if p.suffix.lower() in media.VIDEO_EXTS]
     audios = [p for p in found if p.suffix.lower() in media.AUDIO_EXTS]
     return (videos[0] if videos else None), (audios[0] if audios else None)
@@ -110,12 +123,16 @@ def find_media(stems: list[str], index: dict[str, list[Path]]) -> tuple[Path | N
 
 def materialize(entry: Entry, index, cache_dir: Path, cfg: PrepareConfig, failed: dict):
     """Cached (audio wav, source video, frames npy) for an entry's clip; decodes at most once."""
-    video, audio_file = find_media(entry.stems, index)
+    root = Path(cfg.root)
+    allowed = None if cfg.allow_outside_media else [Path(cfg.media or cfg.root), root if root.is_dir() else root.parent]
+    video, audio_file = find_media(entry.stems, index, allowed)
     if video is None and audio_file is None:
         raise media.MediaError(f"no media file with stem {' or '.join(map(repr, entry.stems))} "
                                f"under {cfg.media or cfg.root}", "media-missing")
     source = video or audio_file
-    key = source.stem
+    # The cache is named by the file's stem and its full path: two `clip.wav` in different folders
+    # are two clips.
+    key = f"{source.stem}-{hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:10]}"
     if key in failed:
         raise failed[key]
     wav = cache_dir / f"{key}.wav"
