@@ -231,6 +231,15 @@ def test_the_key_never_leaks(chat_server, monkeypatch, caplog, tmp_path):
     assert caplog.text and all(KEY[:16] not in text for text in written)  # not even a part of it
 
 
+def test_a_key_echoed_in_a_successful_reply_is_scrubbed_from_the_text(chat_server, monkeypatch):
+    from tests.http_server import completion
+
+    monkeypatch.setenv("SIGHTSOUND_TEST_KEY", KEY)
+    chat_server.rule = lambda body, headers: Reply(body=completion([f"my key is {headers['Authorization']}"]))
+    [gen] = backend_for(chat_server, api_key_env="SIGHTSOUND_TEST_KEY").generate([ask("a")], Sampling())
+    assert gen.texts == ["my key is Bearer ***"]
+
+
 # ---------------------------------------------------------------- yes/no log-probs
 
 

@@ -28,7 +28,8 @@ What it does, and the choices made where servers differ:
 - A request that still fails comes back as `Generation(id, [], error="<reason>; status=...;
   attempts=...")`; `generate` never raises because of one request, the others complete.
 - The API key is read from the variable named by `api_key_env` on each call and is never kept on
-  the backend; it is scrubbed from every message we log or return (servers may echo it back).
+  the backend; it is scrubbed from every message we log or return, generated texts included
+  (servers may echo it back).
 """
 
 from __future__ import annotations
@@ -246,7 +247,7 @@ class OpenAIBackend:
             body = {"model": self.cfg.model, "messages": messages, "n": sampling.n - len(texts),
                     "temperature": sampling.temperature, "top_p": sampling.top_p,
                     "max_tokens": sampling.max_new_tokens, **({} if seed is None else {"seed": seed})}
-            texts += await self._post(client, body, choice_texts)
+            texts += [self._scrub(text) for text in await self._post(client, body, choice_texts)]
             if len(texts) < sampling.n:
                 log.debug("request %s: %d of %d texts, asking again", request.id, len(texts), sampling.n)
         return texts[: sampling.n]
