@@ -189,6 +189,18 @@ def _letter(text: str, n_options: int, taken: list[tuple[int, int]]) -> int | No
     return chosen.pop() if len(chosen) == 1 else None
 
 
+_BARE_LETTER = re.compile(r"""[\s"'*`]*(?:(?:the\s+)?(?:answer|option|choice)\s*(?:is\s*)?[:=]?\s*)?"""
+                          r"""[\s(\[]*([A-H])[\s)\].:*"'`]*""", re.IGNORECASE)
+
+
+def bare_letter(text: str, n_options: int) -> int | None:
+    """The option index when `text` is an option letter and nothing else but its dress ("B",
+    "(b)", "B.", "**B**", "Answer: B"), else None."""
+    match = _BARE_LETTER.fullmatch(text)
+    index = LETTERS.index(match.group(1).upper()) if match else None
+    return index if index is not None and index < n_options else None
+
+
 # --- similarity fallback ------------------------------------------------------------------------
 
 def _closest(text: str, options: Sequence[str], threshold: float, embedder: Embedder | None) -> int | None:

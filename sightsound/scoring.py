@@ -17,7 +17,10 @@ Each input line is one JSON object:
 - `default`: `sightsound.answers.is_correct` (the same matching the GRPO reward uses).
 - `mmau`: MMAU's official `evaluation.py` token rule on the extracted answer (the last
   `<answer>` block, else the whole response) decides `correct`; `pred_index` still comes from
-  `match_option`, for information. It needs options.
+  `match_option`, for information. It needs options. The official rule never accepts a bare
+  option letter, while our prompts list the options with letters (and the paper config asks for
+  the letter): an answer that is a bare letter and nothing else ("B", "(B)", "Answer: B") is read
+  as its option's text before the rule. Any answer in words is judged by the rule as it is.
 
 RESULT.json: `scorer`, `predictions` (the input path), `accuracy` (0..1), `count`, `correct`,
 `unmatched` (option questions where no option was matched), `per_category` ({name: {accuracy,
@@ -34,7 +37,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sightsound.answers import (SIMILARITY_THRESHOLD, Embedder, extract_answer, is_correct,
+from sightsound.answers import (SIMILARITY_THRESHOLD, Embedder, bare_letter, extract_answer, is_correct,
                                 match_option, mmau_correct, option_index)
 from sightsound.store import write_json
 
@@ -84,7 +87,9 @@ def judge(row, scorer: str = "default", **match_kwargs) -> tuple[int | None, boo
     if scorer == "mmau":
         pred = match_option(row["response"], row["options"], **match_kwargs)
         answer_text = row["options"][option_index(row["answer"], row["options"])]
-        return pred, mmau_correct(extract_answer(row["response"]), answer_text, row["options"])
+        said = extract_answer(row["response"])
+        letter = bare_letter(said, len(row["options"]))
+        return pred, mmau_correct(said if letter is None else row["options"][letter], answer_text, row["options"])
     return is_correct(row["response"], row, **match_kwargs)
 
 

@@ -80,18 +80,21 @@ def test_mmau_scorer(tmp_path):
         {"id": "b", "response": "<answer>a man or a woman</answer>", "options": VOICES, "answer": 1,
          "category": "speech"},  # names a wrong choice too
         {"id": "c", "response": "<answer>B</answer>", "options": VOICES, "answer": 1,
-         "category": "sound"},  # MMAU's rule does not read letters
+         "category": "sound"},  # a bare letter is read as its option's text: the rule never reads letters
         {"id": "d", "response": "<think>nine? four?</think><answer>fourteen</answer>",
          "options": ["four", "nine", "fourteen", "fourteen"], "answer": "fourteen", "category": "sound"},
+        {"id": "e", "response": "<answer>(A)</answer>", "options": VOICES, "answer": 1, "category": "sound"},
+        {"id": "f", "response": "<answer>Answer: b.</answer>", "options": VOICES, "answer": 1, "category": "sound"},
+        {"id": "g", "response": "<answer>B or the man</answer>", "options": VOICES, "answer": 1,
+         "category": "sound"},  # not a bare letter: the rule as it is (a wrong choice is named)
     ]
     path = write_jsonl(tmp_path / "p.jsonl", rows, blank_line=False)
     result = score_predictions(path, scorer="mmau", similarity_threshold=None)
     assert [(r["pred_index"], r["correct"]) for r in result["records"]] == \
-        [(1, True), (None, False), (1, False), (2, True)]
+        [(1, True), (None, False), (1, True), (2, True), (0, False), (1, True), (0, False)]
     assert result["per_category"]["speech"]["accuracy"] == 0.5
-    assert result["per_category"]["sound"]["accuracy"] == 0.5
     default = score_predictions(path, similarity_threshold=None)
-    assert [r["correct"] for r in default["records"]] == [True, False, True, True]
+    assert [r["correct"] for r in default["records"]] == [True, False, True, True, False, True, False]
 
 
 @pytest.mark.parametrize("line, message", [
