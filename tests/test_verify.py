@@ -223,6 +223,17 @@ def test_api_checker_parses_strictly_and_retries_failed_requests(prepared, tmp_p
     assert [r["id"] for r in read_jsonl(run_dir / "corpus.jsonl")] == [t.id for _, t in items if final[t.id].accept]
 
 
+def test_a_local_checker_served_without_logprobs_stops_with_one_clear_error(prepared, tmp_path, capsys):
+    run_dir = taught(prepared, tmp_path)
+    with ChatServer() as server:  # answers, but gives no log-probs
+        assert cli(["verify", "--out", str(run_dir), "--checker", "local", "model.backend=openai",
+                    f"model.base_url={server.url}", "model.model=checker", "chunk=4", "progress=false"]) == 2
+        asked = len(server.received)
+    err = capsys.readouterr().err
+    assert "answered without log-probs" in err and "checker: api" in err and len(err.strip().splitlines()) == 1
+    assert asked <= 4 and not list(read_jsonl(run_dir / "verdicts.jsonl"))  # stopped after the first chunk
+
+
 def test_api_scores_come_from_logprobs_but_the_text_decides(prepared, tmp_path):
     run_dir = taught(prepared, tmp_path)
     with ChatServer() as server:

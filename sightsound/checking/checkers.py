@@ -30,10 +30,16 @@ class LocalChecker:
     def __init__(self, cfg):
         self.backend = load_backend(cfg.model)
         self.threshold = cfg.threshold
+        self.model = f"{cfg.model.model!r} at {cfg.model.base_url}" if cfg.model.backend == "openai" else cfg.model.model
 
     def __call__(self, items) -> list:
+        scores = self.backend.yes_probability(_requests(items))
+        if all(p is None for p in scores) and getattr(self.backend, "replies_without_logprobs", 0):
+            # a served model without log-probs would fail the same way on every rerun
+            raise ValueError(f"checker local: {self.model} answered without log-probs, which this checker decides "
+                             "by; serve the model with log-probs (vLLM gives them) or use checker: api")
         results = []
-        for (sample, trace), p_yes in zip(items, self.backend.yes_probability(_requests(items)), strict=True):
+        for (sample, trace), p_yes in zip(items, scores, strict=True):
             if p_yes is None:  # a served model that gave no log-probs for this request
                 results.append("no yes/no probabilities came back")
                 continue

@@ -180,6 +180,7 @@ class OpenAIBackend:
         self._sleep = sleep  # injectable so that tests can record delays instead of waiting
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self._rng = rng or random.Random()
+        self.replies_without_logprobs = 0
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.cfg.model!r}, base_url={self.cfg.base_url!r})"
@@ -192,12 +193,18 @@ class OpenAIBackend:
 
     def yes_probability(self, requests: list[Request]) -> list[float | None]:
         """For a verifier: the share of "yes" against "no" in the first token, greedy; None when
-        the server returns no log-probs or the request fails."""
+        the server returns no log-probs or the request fails (`replies_without_logprobs` counts the
+        replies that came back without any, so a caller can tell a server that never gives them)."""
+        def parse(data: dict) -> float | None:
+            if not (data["choices"][0].get("logprobs") or {}).get("content"):
+                self.replies_without_logprobs += 1
+            return yes_share(data)
+
         async def job(client, request):
             messages = await asyncio.to_thread(to_openai_messages, request.messages)
             body = {"model": self.cfg.model, "messages": messages, "n": 1, "max_tokens": 1,
                     "temperature": 0, "logprobs": True, "top_logprobs": 20}
-            return await self._post(client, body, yes_share)
+            return await self._post(client, body, parse)
 
         return _run(self._each(requests, job, lambda request, error: None))
 
