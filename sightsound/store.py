@@ -143,3 +143,15 @@ def write_json(path: str | Path, data) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def keep_only(path: str | Path, keep) -> None:
+    """Rewrite a JSONL file atomically with only the records for which `keep(record)` is true
+    (e.g. error logs, once a later run has resolved some of their errors)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    rows = [row for row in read_jsonl(path) if keep(row)]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    os.replace(tmp, path)

@@ -185,8 +185,10 @@ def test_teach_subcommand_exits_non_zero_when_it_did_not_finish(prepared, tmp_pa
         server.rule = lambda body, headers: Reply.error(500)
         assert cli(args) != 0
         assert "teach did not finish" in capsys.readouterr().err and read_manifest(run_dir, "teach") is None
+        assert len(list(read_jsonl(run_dir / "teach_errors.jsonl"))) == len(list(read_jsonl(run_dir / "samples.jsonl")))
         server.rule = None  # the server recovers: the rerun finishes what failed
         assert cli(args) == 0 and read_manifest(run_dir, "teach") is not None
+        assert list(read_jsonl(run_dir / "teach_errors.jsonl")) == []  # resolved errors are not kept
 
 
 def _fast_retries(init):

@@ -206,10 +206,12 @@ def test_api_checker_parses_strictly_and_retries_failed_requests(prepared, tmp_p
             assert v.reply == (said if word else verify.UNPARSEABLE + said)  # raw text kept, marked
         assert not any(v.accept for v in verdicts.values() if v.reply.startswith(verify.UNPARSEABLE))
 
+        assert {f"{e['sample_id']}#{e['index']}" for e in read_jsonl(run_dir / "verify_errors.jsonl")} == set(failed)
         server.rule = lambda body, headers: Reply(body=completion(["Yes"]))  # the server recovers
         before = len(server.received)
         manifest = verify.main(cfg)
         assert len(server.received) - before == len(failed)  # the rerun asks only for what is missing
+        assert list(read_jsonl(run_dir / "verify_errors.jsonl")) == []  # resolved errors are not kept
 
     assert (first["temperature"], first["n"], first["max_tokens"]) == (0.0, 1, cfg.max_new_tokens)
     audio, text = _parts(first)

@@ -27,7 +27,7 @@ from sightsound import answers, formats, media, prompts
 from sightsound.manifest import StageRun, model_inputs, open_stage
 from sightsound.models import ModelConfig, Request, Sampling, load_backend
 from sightsound.records import Sample, Trace
-from sightsound.store import JsonlWriter, read_jsonl, sha256_file
+from sightsound.store import JsonlWriter, keep_only, read_jsonl, sha256_file
 
 
 @dataclass
@@ -160,6 +160,8 @@ def _finish(stage: StageRun, cfg: TeachConfig, samples) -> dict:
         "label_accuracy": round(sum(bool(r["label_correct"]) for r in kept) / len(kept), 4) if kept else None,
         "unusable": sum(1 for r in rows if r["error"]),
     }
+    answered = {r["id"] for r in rows}
+    keep_only(run_dir / "teach_errors.jsonl", lambda e: e["sample_id"] not in answered)  # only what is pending
     if counts["pending"]:
         return stage.incomplete(counts, f"{counts['pending']} samples failed", run_dir / "teach_errors.jsonl")
     manifest = stage.finish(counts, model=cfg.model.model, backend=cfg.model.backend)

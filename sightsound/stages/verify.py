@@ -64,7 +64,7 @@ from sightsound.manifest import StageRun, model_inputs, open_stage
 from sightsound.models import ModelConfig
 from sightsound.records import UNPARSEABLE, Sample, Trace, Verdict
 from sightsound.scoring import rejection_metrics
-from sightsound.store import JsonlWriter, read_jsonl, sha256_file
+from sightsound.store import JsonlWriter, keep_only, read_jsonl, sha256_file
 
 
 @dataclass
@@ -152,6 +152,7 @@ def _finish(stage: StageRun, cfg: VerifyConfig, items, consensus: dict) -> dict:
         "acceptance_rate": _rate(len(accepted), len(judged)),
         "unparseable": sum(v.reply.startswith(UNPARSEABLE) for _, _, v in judged),
     }
+    keep_only(run_dir / "verify_errors.jsonl", lambda e: f"{e['sample_id']}#{e['index']}" not in found)
     if counts["pending"]:  # no corpus either: it is written whole or not at all
         return stage.incomplete(counts, f"{counts['pending']} traces got no verdict", run_dir / "verify_errors.jsonl")
 
