@@ -93,6 +93,8 @@ def _decode_open(container, path: Path, num_frames: int, frame_size: int | None,
     samples = np.concatenate(chunks).astype(np.float32) if chunks else None
     if astream is not None and (samples is None or samples.size == 0):
         raise MediaError(f"{path}: audio stream has no decodable samples")
+    if samples is not None and not np.isfinite(samples).all():
+        raise MediaError(f"{path}: audio holds samples that are not numbers (NaN or infinite)")
     frames = picker.result(path) if picker is not None else None
     if duration <= 0 and samples is not None:
         duration = samples.size / SAMPLE_RATE

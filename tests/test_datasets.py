@@ -138,7 +138,7 @@ def test_jsonl_reads_canonical_records(tmp_path):
          "category": "animals", "meta": {"source": "mine"}},
         {"id": "b", "question": "What plays?", "answer_text": "piano", "video": "b"},
         {"id": "c", "question": "No media?", "answer_text": "x"},
-        {"id": "d", "question": "Bad index", "options": ["x"], "answer": 3, "audio": "d"},
+        {"id": "d", "question": "Bad index", "options": ["x", "y"], "answer": 3, "audio": "d"},
     ]
     (tmp_path / "clips").mkdir()
     (tmp_path / "clips" / "a.wav").write_bytes(b"RIFF")
@@ -152,6 +152,49 @@ def test_jsonl_reads_canonical_records(tmp_path):
     assert any("line 3 (id c): missing field 'audio' or 'video'" in r for r in reasons)
     assert any("line 4 (id d): field 'answer'" in r for r in reasons)
     assert any("line 5: not valid JSON" in r for r in reasons)
+
+
+def test_wrong_types_are_skipped_naming_file_record_and_field(tmp_path):
+    write_json(tmp_path / "val_qa.json", [{**AVQA_RECORD, "id": 1, "multi_choice": ["only one"], "answer": 0},
+                                          {**AVQA_RECORD, "id": 2, "question_text": ["a", "list"]}])
+    _, skipped = split_entries(datasets.read("avqa", tmp_path))
+    reasons = {s.id: s.reason for s in skipped}
+    assert "val_qa.json record 0 (id 1): field 'multi_choice' should be a list of at least 2" in reasons["1"]
+    assert "val_qa.json record 1 (id 2): field 'question_text' should be str" in reasons["2"]
+
+    music = [{**MUSIC_RECORDS[0], "question_id": 1, "type": json.dumps(["Audio", 3])},
+             {**MUSIC_RECORDS[1], "question_id": 2, "templ_values": json.dumps("first")}]
+    write_json(tmp_path / "avqa-test.json", music)
+    _, skipped = split_entries(datasets.read("music-avqa", tmp_path))
+    reasons = {s.id: s.reason for s in skipped}
+    assert "(question_id 1): field 'type' should encode [modality, question type]" in reasons["1"]
+    assert "(question_id 2): field 'templ_values' should encode a list of words" in reasons["2"]
+
+    lines = [{"id": "a", "question": "q", "options": ["x"], "answer": 0, "audio": "a"},
+             {"id": "b", "question": "q", "options": ["x", "y"], "answer": 0, "audio": "b", "category": ["c"]},
+             {"id": "c", "question": "q", "answer_text": ["two"], "audio": "c"},
+             {"id": "d", "question": "q", "answer_text": "two", "audio": "d", "meta": "m"}]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + "[" * 100_000 + "\n")
+    ok, skipped = split_entries(datasets.read("jsonl", tmp_path))
+    reasons = {s.id: s.reason for s in skipped}
+    assert not ok and set(reasons) == {"a", "b", "c", "d", "line 5"}
+    assert "line 1 (id a): field 'options' should be a list of at least 2" in reasons["a"]
+    assert "line 2 (id b): field 'category' should be a string" in reasons["b"]
+    assert "line 3 (id c): field 'answer_text' should be a string" in reasons["c"]
+    assert "line 4 (id d): field 'meta' should be an object" in reasons["d"]
+    assert "line 5: " in reasons["line 5"]
+
+
+def test_unreadable_metadata_files_are_errors_naming_the_file(tmp_path):
+    (tmp_path / "val_qa.json").write_bytes(b'[{"id": 1, "question_text": "caf\xe9"}]')
+    with pytest.raises(DatasetError, match="val_qa.json: not UTF-8 text"):
+        datasets.read("avqa", tmp_path)
+    (tmp_path / "test.jsonl").write_bytes(b'{"id": "\xff"}\n')
+    with pytest.raises(DatasetError, match="test.jsonl: not UTF-8 text"):
+        datasets.read("jsonl", tmp_path)
+    (tmp_path / "mmau-test-mini.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DatasetError, match="mmau-test-mini.json: JSON nested too deeply"):
+        datasets.read("mmau", tmp_path)
 
 
 def test_synth_reader_attaches_facts(world):

@@ -113,6 +113,15 @@ def test_bad_files_raise_media_errors_naming_the_file(tmp_path):
         media.decode(make_corrupt(tmp_path / "bad.mp4"))
 
 
+def test_audio_that_is_not_numbers_is_an_error(tmp_path):
+    import soundfile as sf
+
+    sf.write(str(tmp_path / "nan.wav"), np.full(16_000, np.nan, dtype=np.float32), 16_000, subtype="FLOAT")
+    with pytest.raises(media.MediaError, match="nan.wav: audio holds samples that are not numbers") as err:
+        media.decode(tmp_path / "nan.wav", num_frames=0)
+    assert err.value.kind == "media-corrupt"
+
+
 def test_truncated_video_is_an_error_or_a_short_clip_never_a_crash(tmp_path):
     path = make_mp4(tmp_path / "clip.mp4")
     data = path.read_bytes()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sightsound.datasets.reading import Benchmark, Entry, Metadata, field, load_json_list, parse_each
+from sightsound.datasets.reading import Benchmark, Entry, Metadata, field, load_json_list, parse_each, string_list
 from sightsound.records import Sample
 
 
@@ -31,9 +31,7 @@ def _parse(record: dict, where: str, split: str) -> Entry:
     qid = field(record, "id", (int, str), where)
     where = f"{where} (id {qid})"
     name = field(record, "video_name", str, where)
-    options = field(record, "multi_choice", list, where)
-    if not options or not all(isinstance(o, str) for o in options):
-        raise TypeError(f"{where}: field 'multi_choice' should be a non-empty list of strings")
+    options = string_list(record, "multi_choice", where, least=2)  # a question with one option asks nothing
     answer = field(record, "answer", int, where)
     if not 0 <= answer < len(options):
         raise ValueError(f"{where}: field 'answer' = {answer} is out of range for {len(options)} options")

@@ -17,14 +17,18 @@ def read(root: Path, split: str) -> Metadata:
     path = Path(root) if Path(root).suffix == ".jsonl" else Path(root) / f"{split}.jsonl"
     if not path.exists():
         raise DatasetError(f"{path}: metadata file not found")
-    return Metadata(files=[path], entries=_entries(path, split))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    return Metadata(files=[path], entries=_entries(path, text, split))
 
 
 BENCHMARK = Benchmark("jsonl", read, split="test", title="jsonl")
 
 
-def _entries(path: Path, split: str):
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+def _entries(path: Path, text: str, split: str):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path.name} line {number}"
@@ -33,6 +37,8 @@ def _entries(path: Path, split: str):
             yield _parse(record, where, split, path.parent)
         except json.JSONDecodeError as exc:
             yield Skip(id=f"line {number}", reason=f"{where}: not valid JSON: {exc}")
+        except RecursionError:
+            yield Skip(id=f"line {number}", reason=f"{where}: JSON nested too deeply to be a record")
         except (KeyError, TypeError, ValueError) as exc:
             rid = record.get("id", f"line {number}") if isinstance(record, dict) else f"line {number}"
             yield Skip(id=str(rid), reason=str(exc.args[0]))
@@ -42,12 +48,17 @@ def _parse(record: dict, where: str, split: str, base: Path) -> Entry:
     qid = field(record, "id", (str, int), where)
     where = f"{where} (id {qid})"
     options = record.get("options") or []
-    if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
-        raise TypeError(f"{where}: field 'options' should be a list of strings")
+    if not isinstance(options, list) or not all(isinstance(o, str) for o in options) or len(options) == 1:
+        raise TypeError(f"{where}: field 'options' should be a list of at least 2 strings (or none), found {options!r}")
     answer = record.get("answer")
     if answer is not None:
         if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(options):
             raise ValueError(f"{where}: field 'answer' should be an index into options, found {answer!r}")
+    for name in ("answer_text", "category", "dataset", "split", "audio", "video"):
+        if record.get(name) is not None and not isinstance(record[name], str):
+            raise TypeError(f"{where}: field '{name}' should be a string, found {record[name]!r}")
+    if record.get("meta") is not None and not isinstance(record["meta"], dict):
+        raise TypeError(f"{where}: field 'meta' should be an object, found {record['meta']!r}")
     answer_text = record.get("answer_text")
     if answer_text is None:
         if answer is None:

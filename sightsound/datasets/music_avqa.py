@@ -44,9 +44,11 @@ def _parse(record: dict, where: str, split: str) -> Entry:
     qid = field(record, "question_id", (int, str), where)
     where = f"{where} (question_id {qid})"
     kinds = _json_string(record, "type", where)
-    if not isinstance(kinds, list) or len(kinds) != 2:
+    if not isinstance(kinds, list) or len(kinds) != 2 or not all(isinstance(k, str) for k in kinds):
         raise ValueError(f"{where}: field 'type' should encode [modality, question type], found {kinds!r}")
     values = _json_string(record, "templ_values", where)
+    if not isinstance(values, list) or not all(isinstance(v, (str, int)) for v in values):
+        raise ValueError(f"{where}: field 'templ_values' should encode a list of words, found {values!r}")
     template = field(record, "question_content", str, where)
     question = fill_template(template, values, where)
     answer = field(record, "anser", str, where)

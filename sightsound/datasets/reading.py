@@ -51,6 +51,10 @@ def load_json_list(path: Path) -> list:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: not valid JSON: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except RecursionError:
+        raise DatasetError(f"{path}: JSON nested too deeply to be metadata") from None
     if not isinstance(data, list):
         raise DatasetError(f"{path}: expected a JSON list of records, found {type(data).__name__}")
     return data
@@ -65,6 +69,14 @@ def parse_each(records: list, path: Path, split: str, parse, id_key: str = "id")
         except (KeyError, TypeError, ValueError) as exc:
             rid = record.get(id_key, f"#{number}") if isinstance(record, dict) else f"#{number}"
             yield Skip(id=str(rid), reason=str(exc.args[0]))
+
+
+def string_list(record: dict, name: str, where: str, least: int = 0) -> list[str]:
+    """`record[name]` checked to be a list of at least `least` strings."""
+    value = field(record, name, list, where)
+    if len(value) < least or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{where}: field '{name}' should be a list of at least {least} strings, found {value!r}")
+    return value
 
 
 def field(record: dict, name: str, kind, where: str):
