@@ -191,6 +191,25 @@ def test_teach_subcommand_exits_non_zero_when_it_did_not_finish(prepared, tmp_pa
         assert list(read_jsonl(run_dir / "teach_errors.jsonl")) == []  # resolved errors are not kept
 
 
+def test_a_rerun_asks_a_server_only_for_the_samples_that_failed(prepared, tmp_path):
+    from tests.http_server import ChatServer
+
+    run_dir = copy_prepared(prepared, tmp_path)
+    total = len(list(read_jsonl(run_dir / "samples.jsonl")))
+    with ChatServer() as server:
+        model = ModelConfig(backend="openai", model="teacher", base_url=server.url, max_retries=0)
+        cfg = teach.TeachConfig(out=str(run_dir), model=model, n=2, num_frames=4, frame_size=56, chunk=total,
+                                progress=False)
+        server.fail(1)  # one sample of the one chunk fails
+        teach.main(cfg)
+        assert len(server.received) == total and read_manifest(run_dir, "teach") is None
+        first = {json.dumps(r, sort_keys=True) for r in read_jsonl(run_dir / "consensus.jsonl")}
+        teach.main(cfg)
+        assert len(server.received) == total + 1  # only the failed sample is asked again
+    rows = {json.dumps(r, sort_keys=True) for r in read_jsonl(run_dir / "consensus.jsonl")}
+    assert first < rows and len(rows) == total and read_manifest(run_dir, "teach") is not None
+
+
 def _fast_retries(init):
     def wrapped(self, cfg, **kw):
         async def no_sleep(seconds):

@@ -18,6 +18,7 @@ from sightsound.models.loading import encode, frames_as_images, load_model, rend
 
 
 class HFBackend:
+    batch_dependent_draws = True  # one seed per batch: a sample's draws depend on what it is batched with
     def __init__(self, cfg: ModelConfig):
         model, processor = load_model(cfg.model, cfg.dtype, cfg.device_map, cfg.trust_remote_code)
         self._hold(model.eval(), processor, cfg)

@@ -174,6 +174,7 @@ class RequestFailed(Exception):
 
 
 class OpenAIBackend:
+    batch_dependent_draws = False  # each request is seeded on its own: a request's reply does not depend on the others
     def __init__(self, cfg: ModelConfig, *, sleep=asyncio.sleep, backoff_base: float = 0.5,
                  backoff_cap: float = 30.0, rng: random.Random | None = None):
         self.cfg = cfg

@@ -9,9 +9,11 @@ it (§3.1): all n extracted answers are the same, |unique(A)| = 1 — and that a
 with no recognizable answer never makes a label).
 
 Samples go to the backend in fixed chunks of the sample file, each sampled with seed + chunk
-number, so an interrupted run redoes only its unfinished chunk, with the same draws: the rerun
-ends with the same records as an uninterrupted run. A request the backend failed (after its own
-retries) is logged in `teach_errors.jsonl` and retried on the next run.
+number, so a rerun ends with the same records as an uninterrupted run. A server backend seeds
+every request on its own, so a rerun asks again only for the samples still missing (nothing else
+is billed twice); a local model's draws depend on the whole batch, so its rerun samples the whole
+unfinished chunk again (free, and the only way to the same draws). A request the backend failed
+(after its own retries) is logged in `teach_errors.jsonl` and retried on the next run.
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ def main(cfg: TeachConfig) -> dict:
                 continue
             backend = backend or load_backend(cfg.model)
             requests, unusable = [], {}
-            for sample in chunk:  # the whole chunk is sent, so its draws match an uninterrupted run
+            # a local model's draws depend on the whole batch: it gets the whole chunk, as an uninterrupted run did
+            for sample in (chunk if getattr(backend, "batch_dependent_draws", True) else todo):
                 try:
                     requests.append(Request(sample.id, teacher_messages(sample, cfg)))
                 except media.MediaError as exc:
