@@ -129,6 +129,7 @@ RANGES = {
     **dict.fromkeys(["weight_decay", "beta", "epsilon", "temperature"], _at_least(0)),
     **dict.fromkeys(["threshold", "dropout", "val_fraction", "holdout"], FRACTION),
     "top_p": _within(0.0, 1.0),
+    "top_k": _at_least(-1),  # -1: no limit (vLLM)
     "group_size": _at_least(2),  # a group's rewards need a spread: one completion has no std
     "size": _at_least(16),  # frame width and height: room for three glyphs
     "similarity_threshold": _within(-1.0, 1.0),  # a cosine

@@ -209,7 +209,10 @@ def _teacher_checker_blocks(teach: dict | None, verify: dict | None) -> list:
         blocks.append(("text", f"Teacher: {c.get('unanimous')} of {c.get('samples')} samples unanimous "
                                f"(unanimity rate {share(c.get('unanimity_rate'))}); label accuracy of the unanimous "
                                f"samples {share(c.get('label_accuracy'))}; trace accuracy "
-                               f"{share(c.get('trace_accuracy'))}."))
+                               f"{share(c.get('trace_accuracy'))}"
+                               + (f"; all traces identical for {share(c['identical_traces'])} of samples"
+                                  if c.get("identical_traces") is not None else "") + "."))
+        blocks += [("text", f"Warning: {warning}") for warning in teach.get("warnings") or []]
     if verify is not None:
         c = verify.get("counts") or {}
         blocks.append(("text", f"Checker ({verify.get('checker') or '?'}): {c.get('accepted')} of {c.get('traces')} "

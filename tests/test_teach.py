@@ -210,6 +210,27 @@ def test_a_rerun_asks_a_server_only_for_the_samples_that_failed(prepared, tmp_pa
     assert first < rows and len(rows) == total and read_manifest(run_dir, "teach") is not None
 
 
+def test_identical_traces_are_measured_and_warned_about(prepared, tmp_path, capsys):
+    from sightsound import report
+    from tests.http_server import ChatServer, Reply, completion
+
+    run_dir = copy_prepared(prepared, tmp_path)
+    with ChatServer() as server:  # a server that samples greedily whatever it is asked
+        server.rule = lambda body, headers: Reply(body=completion(["<think>same</think><answer>A</answer>"] * body["n"]))
+        model = ModelConfig(backend="openai", model="teacher", base_url=server.url, extra_body={"top_k": -1,
+                                                                                               "min_p": 0.0})
+        manifest = teach.main(teach.TeachConfig(out=str(run_dir), model=model, n=3, top_k=50, num_frames=4,
+                                                frame_size=56, progress=False))
+        body = server.received[0].body
+    assert (body["top_k"], body["min_p"]) == (-1, 0.0)  # extra_body is sent, and has the last word
+    assert manifest["counts"]["identical_traces"] == 1.0 and "all 3 traces are the same text" in manifest["warnings"][0]
+    assert "teach: WARNING" in capsys.readouterr().out
+    text = report.write_run_report(run_dir)
+    assert "all traces identical for 100.0% of samples" in text and "Warning: for 100% of samples" in text
+    assert teach.identical_share([{"sample_id": "a", "text": "x"}, {"sample_id": "a", "text": "y"},
+                                  {"sample_id": "b", "text": "z"}, {"sample_id": "b", "text": "z"}]) == 0.5
+
+
 def _fast_retries(init):
     def wrapped(self, cfg, **kw):
         async def no_sleep(seconds):

@@ -21,6 +21,9 @@ class ModelConfig:
     max_concurrency: int = 32
     timeout: float = 120.0  # seconds per request
     max_retries: int = 5
+    # more keys for every request body, e.g. {top_k: -1} so that vLLM does not sample by the model's
+    # own generation config (some checkpoints ship top_k 1, which makes all n traces the same)
+    extra_body: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Sampling:
     n: int = 1  # texts per request
     temperature: float = 1.0  # 0: greedy
     top_p: float = 1.0
+    top_k: int | None = None  # None: the backend's default (left out of server requests)
     max_new_tokens: int = 256
     seed: int | None = 0
 

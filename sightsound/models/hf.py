@@ -77,7 +77,7 @@ class HFBackend:
             output = self.model.generate(
                 **inputs, max_new_tokens=sampling.max_new_tokens, num_return_sequences=sampling.n,
                 do_sample=not greedy, temperature=None if greedy else sampling.temperature,
-                top_p=None if greedy else sampling.top_p, top_k=None,
+                top_p=None if greedy else sampling.top_p, top_k=None if greedy else sampling.top_k,
                 pad_token_id=self.tokenizer.pad_token_id)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]  # [B*n, T_new]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)

@@ -14,7 +14,7 @@ What it does, and the choices made where servers differ:
   several times larger and the server's processor resizes them anyway; a video becomes one such
   `image_url` per frame, in order. Parts already in the OpenAI shape pass through.
 - Each request POSTs `{base_url}/chat/completions` with model, messages, n, temperature, top_p,
-  max_tokens (= max_new_tokens) and seed (left out when None). Some servers ignore or cap `n`:
+  max_tokens (= max_new_tokens), seed and top_k (each left out when None), and `extra_body`'s keys. Some servers ignore or cap `n`:
   when fewer choices come back, the missing ones are asked for again with seed+1, seed+2, ...
   so the extra samples differ. A request gets exactly n texts or none (the teacher's unanimous
   vote must not pass more easily on fewer samples).
@@ -254,7 +254,8 @@ class OpenAIBackend:
             round_ += 1
             body = {"model": self.cfg.model, "messages": messages, "n": sampling.n - len(texts),
                     "temperature": sampling.temperature, "top_p": sampling.top_p,
-                    "max_tokens": sampling.max_new_tokens, **({} if seed is None else {"seed": seed})}
+                    "max_tokens": sampling.max_new_tokens, **({} if seed is None else {"seed": seed}),
+                    **({} if sampling.top_k is None else {"top_k": sampling.top_k}), **self.cfg.extra_body}
             texts += [self._scrub(text) for text in await self._post(client, body, choice_texts)]
             if len(texts) < sampling.n:
                 log.debug("request %s: %d of %d texts, asking again", request.id, len(texts), sampling.n)

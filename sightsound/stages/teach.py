@@ -32,6 +32,9 @@ from sightsound.records import Sample, Trace
 from sightsound.store import JsonlWriter, keep_only, read_jsonl, sha256_file
 
 
+IDENTICAL_WARNING = 0.5  # warn when at least this share of samples got n identical traces
+
+
 @dataclass
 class TeachConfig:
     out: str = "runs/demo"  # the run directory: reads samples.jsonl, writes traces/consensus
@@ -41,6 +44,7 @@ class TeachConfig:
     n: int = 4  # traces per sample (self-consistency); the paper does not state its n
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int | None = None  # None: the backend's default; -1 tells vLLM not to use the model's own
     max_new_tokens: int = 512
     seed: int = 0
     num_frames: int = 8  # frames shown per clip
@@ -65,7 +69,7 @@ def main(cfg: TeachConfig) -> dict:
         return stage.manifest
 
     samples = list(read_jsonl(samples_path, Sample))[: cfg.limit]
-    sampling = Sampling(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
+    sampling = Sampling(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                         max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     backend = None  # loaded only if something is left to do
     with JsonlWriter(traces_path) as traces, JsonlWriter(consensus_path) as consensus, \
@@ -162,15 +166,32 @@ def _finish(stage: StageRun, cfg: TeachConfig, samples) -> dict:
         if judged else None,
         "label_accuracy": round(sum(bool(r["label_correct"]) for r in kept) / len(kept), 4) if kept else None,
         "unusable": sum(1 for r in rows if r["error"]),
+        "identical_traces": identical_share(traces),
     }
+    warnings = []
+    if (counts["identical_traces"] or 0) >= IDENTICAL_WARNING:
+        warnings.append(f"for {counts['identical_traces']:.0%} of samples all {cfg.n} traces are the same text: the "
+                        "teacher is hardly sampling (temperature 0, or a server that samples by the model's own "
+                        "generation config, e.g. top_k 1), so a unanimous vote says little; check temperature, "
+                        "set top_k, or pass model.extra_body (vLLM: {top_k: -1})")
+        print(f"teach: WARNING: {warnings[-1]}")
     answered = {r["id"] for r in rows}
     keep_only(run_dir / "teach_errors.jsonl", lambda e: e["sample_id"] not in answered)  # only what is pending
     if counts["pending"]:
         return stage.incomplete(counts, f"{counts['pending']} samples failed", run_dir / "teach_errors.jsonl")
-    manifest = stage.finish(counts, model=cfg.model.model, backend=cfg.model.backend)
+    manifest = stage.finish(counts, model=cfg.model.model, backend=cfg.model.backend, warnings=warnings)
     print(f"teach: {counts['samples']} samples, {counts['traces']} traces, {counts['unanimous']} unanimous "
           f"({counts['unanimity_rate']:.0%}); label accuracy {counts['label_accuracy']}")
     return manifest
+
+
+def identical_share(traces: list[dict]) -> float | None:
+    """The share of samples with several traces whose traces are all the same text."""
+    texts: dict[str, list[str]] = {}
+    for trace in traces:
+        texts.setdefault(trace["sample_id"], []).append(trace["text"])
+    several = [t for t in texts.values() if len(t) > 1]
+    return round(sum(len(set(t)) == 1 for t in several) / len(several), 4) if several else None
 
 
 def summary(manifest: dict) -> str:
