@@ -128,3 +128,11 @@ def test_out_of_range_values_are_refused_naming_the_key(override, message):
 
     with pytest.raises(ConfigError, match=message):
         load_config(TeachConfig, None, [override])
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/v1", "localhost:8000", "ftp://host/v1", "http:///v1"])
+def test_a_bad_server_url_is_refused_when_the_config_is_loaded(url):
+    from sightsound.stages.teach import TeachConfig
+
+    with pytest.raises(ConfigError, match="'base_url'"):
+        load_config(TeachConfig, None, [f"model.base_url={url}"])

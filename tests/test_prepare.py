@@ -35,7 +35,7 @@ def test_avqa_media_found_by_padded_or_unpadded_stem_and_bad_media_skipped(tmp_p
     root = tmp_path / "avqa"
     names = ["clipA_000030", "clipB_000010", "clipC_000000", "clipD_000020", "clipE_000000"]
     write_json(root / "val_qa.json", [{**AVQA_RECORD, "id": i, "video_name": n} for i, n in enumerate(names)]
-               + [{**AVQA_RECORD, "id": 0, "video_name": names[0]}])  # a duplicate id
+               + [{**AVQA_RECORD, "id": 0, "video_name": names[0]}] * 2)  # a duplicate id, twice
     make_mp4(root / "clips" / "deep" / "clipA_000030.mp4", freq=440)  # video, found anywhere under media
     make_wav(root / "clips" / "clipB_10.wav", freq=1000)  # unpadded wav only
     make_corrupt(root / "clips" / "clipD_000020.mp4")
@@ -58,9 +58,10 @@ def test_avqa_media_found_by_padded_or_unpadded_stem_and_bad_media_skipped(tmp_p
     assert bad["2"]["kind"] == "media-missing" and "'clipC_000000' or 'clipC_0'" in bad["2"]["reason"]
     assert bad["3"]["kind"] == "media-corrupt" and "clipD_000020.mp4: cannot decode" in bad["3"]["reason"]
     assert bad["4"]["kind"] == "media-corrupt" and "file is empty" in bad["4"]["reason"]
-    assert bad["0"]["kind"] == "duplicate"
-    assert manifest["counts"] == {"samples": 2, "skipped": 4,
-                                  "skipped_by_kind": {"media-missing": 1, "media-corrupt": 2, "duplicate": 1}}
+    assert [bad[f"0 (repeat {k})"]["kind"] for k in (1, 2)] == ["duplicate"] * 2  # one line for each repeat
+    assert "val_qa.json: duplicate id '0'" in bad["0 (repeat 2)"]["reason"]
+    assert manifest["counts"] == {"samples": 2, "skipped": 5,
+                                  "skipped_by_kind": {"media-missing": 1, "media-corrupt": 2, "duplicate": 2}}
     assert (tmp_path / "run" / "config" / "prepare.yaml").exists()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 
 @dataclass
@@ -24,6 +25,15 @@ class ModelConfig:
     # more keys for every request body, e.g. {top_k: -1} so that vLLM does not sample by the model's
     # own generation config (some checkpoints ship top_k 1, which makes all n traces the same)
     extra_body: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        try:
+            url = urlsplit(self.base_url)
+            url.port  # noqa: B018 - raises on a port out of range
+        except ValueError as exc:
+            raise ValueError(f"'base_url' {self.base_url!r} is not a valid URL: {exc}") from None
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"'base_url' {self.base_url!r} is not an http(s) URL with a host")
 
 
 @dataclass

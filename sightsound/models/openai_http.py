@@ -221,6 +221,8 @@ class OpenAIBackend:
                 try:
                     return await job(client, request)
                 except Exception as e:  # noqa: BLE001 - anything, even a missing wav, is per request
+                    while isinstance(e, ExceptionGroup) and e.exceptions:  # say what went wrong inside
+                        e = e.exceptions[0]
                     message = str(e) if isinstance(e, RequestFailed) else f"{type(e).__name__}: {e}"
                     message = self._scrub(message)
                     log.warning("request %s failed: %s", request.id, message)

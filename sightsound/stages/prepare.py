@@ -54,7 +54,7 @@ def main(cfg: PrepareConfig) -> dict:
     index = index_media(media_root)
     cache_dir = run_dir / "media"
     failed: dict[str, media.MediaError] = {}  # clip → why, so a bad clip is decoded only once
-    seen: set[str] = set()
+    seen: dict[str, int] = {}  # id → how many repeats of it so far
     with JsonlWriter(samples_path) as samples, JsonlWriter(skipped_path) as skipped:
         bar = tqdm(metadata.entries, total=metadata.total, desc="prepare", unit="rec",
                    disable=not cfg.progress)
@@ -65,11 +65,12 @@ def main(cfg: PrepareConfig) -> dict:
                 skipped.write(entry)
                 continue
             sample = entry.sample
-            if sample.id in seen:
-                skipped.write(Skip(sample.id, f"duplicate id {sample.id!r} in {metadata.files[0].name}",
-                                   "duplicate"))
+            if sample.id in seen:  # every repeat gets its own line
+                seen[sample.id] += 1
+                skipped.write(Skip(f"{sample.id} (repeat {seen[sample.id]})",
+                                   f"{metadata.files[0].name}: duplicate id {sample.id!r}", "duplicate"))
                 continue
-            seen.add(sample.id)
+            seen[sample.id] = 0
             if sample.id in samples or sample.id in skipped:
                 continue  # done by an interrupted earlier run
             try:
