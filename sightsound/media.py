@@ -37,16 +37,18 @@ class Clip:
     frames: np.ndarray | None  # uint8 [N, H, W, 3]
     audio: np.ndarray | None  # float32 [T] at SAMPLE_RATE
     duration: float  # seconds
+    cut: bool = False  # the audio was cut at `max_seconds`
 
 
 def decode(path: str | Path, num_frames: int = 8, frame_size: int | None = None,
-           audio: bool = True) -> Clip:
+           audio: bool = True, max_seconds: float | None = None) -> Clip:
     """Decode `num_frames` evenly spaced RGB frames and the 16 kHz mono audio in one pass.
 
     `clip.audio` is None when the file has no audio stream (a silent video); a file with neither
     the frames nor the audio asked for is a MediaError. `frame_size` bounds the longer side of each frame (aspect kept; None keeps the source size).
     Frame i is the first frame shown at or after the centre of the i-th of `num_frames` equal
-    segments of the clip.
+    segments of the clip. With `max_seconds`, audio past that point is not decoded (a two-hour file
+    costs what `max_seconds` of it costs) and `clip.cut` says so.
     """
     import av
 
@@ -57,14 +59,15 @@ def decode(path: str | Path, num_frames: int = 8, frame_size: int | None = None,
         raise MediaError(f"{path}: file is empty")
     try:
         with av.open(str(path)) as container:
-            return _decode_open(container, path, num_frames, frame_size, audio)
+            return _decode_open(container, path, num_frames, frame_size, audio, max_seconds)
     except MediaError:
         raise
     except (av.FFmpegError, ValueError, IndexError, EOFError) as exc:
         raise MediaError(f"{path}: cannot decode: {exc}") from exc
 
 
-def _decode_open(container, path: Path, num_frames: int, frame_size: int | None, want_audio: bool) -> Clip:
+def _decode_open(container, path: Path, num_frames: int, frame_size: int | None, want_audio: bool,
+                 max_seconds: float | None = None) -> Clip:
     import av
 
     vstream = container.streams.video[0] if (num_frames > 0 and container.streams.video) else None
@@ -78,19 +81,29 @@ def _decode_open(container, path: Path, num_frames: int, frame_size: int | None,
     picker = _FramePicker(vstream, num_frames, frame_size, duration) if vstream is not None else None
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE) if astream else None
     chunks: list[np.ndarray] = []
+    limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
+    decoded, cut = 0, False
     streams = [s for s in (vstream, astream) if s is not None]
     for packet in container.demux(*streams):
         if packet.stream is vstream:
             if packet.size and not picker.done:  # the demuxer's empty last packet is our flush, below
                 picker.feed(packet)
+        elif limit is not None and decoded >= limit:
+            cut = True
+            if picker is None or picker.done:
+                break
         else:
             for frame in packet.decode():
-                chunks.extend(f.to_ndarray()[0] for f in resampler.resample(frame))
+                new = [f.to_ndarray()[0] for f in resampler.resample(frame)]
+                chunks += new
+                decoded += sum(c.size for c in new)
     if picker is not None and not picker.done:
         picker.feed(None)  # flush the frames the decoder still holds
     if resampler is not None:
         chunks.extend(f.to_ndarray()[0] for f in resampler.resample(None))
     samples = np.concatenate(chunks).astype(np.float32) if chunks else None
+    if samples is not None and limit is not None and samples.size > limit:
+        samples, cut = samples[:limit], True
     if astream is not None and (samples is None or samples.size == 0):
         raise MediaError(f"{path}: audio stream has no decodable samples")
     if samples is not None and not np.isfinite(samples).all():
@@ -98,7 +111,7 @@ def _decode_open(container, path: Path, num_frames: int, frame_size: int | None,
     frames = picker.result(path) if picker is not None else None
     if duration <= 0 and samples is not None:
         duration = samples.size / SAMPLE_RATE
-    return Clip(frames=frames, audio=samples, duration=duration)
+    return Clip(frames=frames, audio=samples, duration=duration, cut=cut)
 
 
 def _duration(container, stream) -> float:
@@ -199,6 +212,14 @@ def read_wav(path: str | Path) -> np.ndarray:
     if rate != SAMPLE_RATE:
         raise MediaError(f"{path}: expected {SAMPLE_RATE} Hz audio, found {rate} Hz")
     return audio if audio.ndim == 1 else audio.mean(axis=1)
+
+
+def wav_seconds(path: str | Path) -> float:
+    """A wav file's length in seconds, read from its header."""
+    import soundfile as sf
+
+    info = sf.info(str(path))
+    return info.frames / info.samplerate
 
 
 def save_frames(path: str | Path, frames: np.ndarray) -> None:

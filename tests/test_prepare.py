@@ -61,7 +61,8 @@ def test_avqa_media_found_by_padded_or_unpadded_stem_and_bad_media_skipped(tmp_p
     assert [bad[f"0 (repeat {k})"]["kind"] for k in (1, 2)] == ["duplicate"] * 2  # one line for each repeat
     assert "val_qa.json: duplicate id '0'" in bad["0 (repeat 2)"]["reason"]
     assert manifest["counts"] == {"samples": 2, "skipped": 5,
-                                  "skipped_by_kind": {"media-missing": 1, "media-corrupt": 2, "duplicate": 2}}
+                                  "skipped_by_kind": {"media-missing": 1, "media-corrupt": 2, "duplicate": 2},
+                                  "audio_cut": 0}
     assert (tmp_path / "run" / "config" / "prepare.yaml").exists()
 
 
@@ -164,6 +165,21 @@ def test_media_outside_the_dataset_is_refused_unless_allowed(tmp_path):
     assert list(samples(tmp_path)) == ["q0", "q1", "q2"]
 
 
+def test_long_audio_is_cut_at_max_audio_seconds_and_counted(tmp_path, capsys):
+    data = tmp_path / "data"
+    make_wav(data / "long.wav", seconds=12.0, freq=440.0)
+    make_wav(data / "short.wav", seconds=2.0)
+    manifest = run(tmp_path, dataset="jsonl", root=str(_jsonl(data / "test.jsonl", ["long.wav", "short.wav"])),
+                   num_frames=0, max_audio_seconds=5.0)
+    got = samples(tmp_path)
+    assert media.wav_seconds(got["q0"].audio) == 5.0 and got["q0"].meta["audio_cut_at_seconds"] == 5.0
+    assert abs(media.wav_seconds(got["q1"].audio) - 2.0) < 0.01 and "audio_cut_at_seconds" not in got["q1"].meta
+    assert manifest["counts"]["audio_cut"] == 1 and "WARNING: the audio of 1 samples" in capsys.readouterr().out
+    clip = media.decode(data / "long.wav", num_frames=0, max_seconds=3.0)
+    assert clip.cut and clip.audio.size == 3 * media.SAMPLE_RATE
+    assert not media.decode(data / "short.wav", num_frames=0, max_seconds=3.0).cut
+
+
 def test_limit_keeps_first_usable_samples(world, tmp_path):
     manifest = run(tmp_path, dataset="synth", root=str(world), num_frames=0, limit=3)
     assert manifest["counts"]["samples"] == 3 and list(samples(tmp_path)) == ["0", "1", "2"]
@@ -187,6 +203,7 @@ def test_cli_prepare_and_config_errors(world, tmp_path, capsys):
 def test_real_mmau_without_media_skips_everything_and_records_the_file_hash(tmp_path):
     manifest = run(tmp_path, dataset="mmau", root=str(SHARED_DATA), media=str(tmp_path))
     assert list(manifest["inputs"].values()) == [MMAU_SHA256]
-    assert manifest["counts"] == {"samples": 0, "skipped": 1000, "skipped_by_kind": {"media-missing": 1000}}
+    assert manifest["counts"] == {"samples": 0, "skipped": 1000, "skipped_by_kind": {"media-missing": 1000},
+                                  "audio_cut": 0}
     first = json.loads((tmp_path / "run" / "skipped.jsonl").read_text().splitlines()[0])
     assert first["id"] == "3fe64f3d-282c-4bc8-a753-68f8f6c35652"

@@ -37,6 +37,7 @@ class PrepareConfig:
     frame_size: int | None = 448  # longest side of cached frames in pixels (null: as decoded)
     limit: int | None = None  # keep only the first N usable samples
     allow_outside_media: bool = False  # use media that metadata names by a path outside root and media
+    max_audio_seconds: float | None = 600.0  # audio past this is cut (and counted); null: keep it all
     progress: bool = True
 
 
@@ -80,11 +81,18 @@ def main(cfg: PrepareConfig) -> dict:
                 continue
             if frames is not None:
                 sample.meta["frames"] = frames
+            if cfg.max_audio_seconds is not None and media.wav_seconds(sample.audio) >= cfg.max_audio_seconds:
+                sample.meta["audio_cut_at_seconds"] = cfg.max_audio_seconds
             samples.write(sample)
         bar.close()
         n_samples, n_skipped = len(samples.ids), len(skipped.ids)
     reasons = Counter(line["kind"] for line in read_jsonl(skipped_path))
-    manifest = stage.finish({"samples": n_samples, "skipped": n_skipped, "skipped_by_kind": dict(reasons)},
+    cut = sum("audio_cut_at_seconds" in row["meta"] for row in read_jsonl(samples_path))
+    if cut:
+        print(f"prepare: WARNING: the audio of {cut} samples was longer than {cfg.max_audio_seconds:g} s and was cut "
+              "there (max_audio_seconds; see meta.audio_cut_at_seconds)")
+    manifest = stage.finish({"samples": n_samples, "skipped": n_skipped, "skipped_by_kind": dict(reasons),
+                             "audio_cut": cut},
                             dataset=cfg.dataset, split=cfg.split or datasets.BENCHMARKS[cfg.dataset].split)
     summary = ", ".join(f"{n} {kind}" for kind, n in reasons.most_common())
     print(f"prepare: {n_samples} samples, {n_skipped} skipped" + (f" ({summary})" if summary else "")
@@ -143,11 +151,12 @@ def materialize(entry: Entry, index, cache_dir: Path, cfg: PrepareConfig, failed
     if wav.exists() and (frames is None or frames.exists()):
         return str(wav.resolve()), _str(video), _str(frames)
     try:
-        clip = media.decode(source, num_frames=cfg.num_frames if video else 0, frame_size=cfg.frame_size)
+        clip = media.decode(source, num_frames=cfg.num_frames if video else 0, frame_size=cfg.frame_size,
+                            max_seconds=cfg.max_audio_seconds)
         if clip.audio is None:  # a silent video: its audio may come as a separate file
             if audio_file is None:
                 raise media.MediaError(f"{source}: no audio stream and no separate audio file")
-            clip.audio = media.decode(audio_file, num_frames=0).audio
+            clip.audio = media.decode(audio_file, num_frames=0, max_seconds=cfg.max_audio_seconds).audio
     except media.MediaError as exc:
         failed[key] = exc
         raise
