@@ -23,7 +23,9 @@ when there is none) and applies these rules in order:
    letters in one answer say nothing.
 2. Option text, as whole words (case, spacing and punctuation ignored; "4" and "four" are one): the
    most specific option wins ("Electric guitar" over "Guitar" when the guitar mentioned is the
-   electric one); two options mentioned apart from each other say nothing.
+   electric one). When several are mentioned, one named only after a negation is set aside ("not
+   the dog, the cat"), and of the rest the one named alone after the last decision cue wins ("a dog
+   or a cat? I think it is the cat", "Final answer: wind"); otherwise they say nothing.
 3. Otherwise the closest option by sentence-embedding cosine similarity (all-MiniLM-L6-v2, the
    paper's "content similarity"), if it reaches `similarity_threshold`.
 
@@ -100,6 +102,8 @@ def match_option(response: str, options: Sequence[str], *,
     if letter is not None:
         return letter
     named = _most_specific(found)
+    if named is None and len(found) > 1:
+        named = _decided(found, [w for w, _, _ in words])
     if named is not None or similarity_threshold is None:
         return named
     return _closest(text, options, similarity_threshold, embedder)
@@ -149,6 +153,36 @@ def _most_specific(found: dict[int, list[tuple[int, int]]]) -> int | None:
 
     left = [index for index in found if not inside_another(index)]
     return left[0] if len(left) == 1 else None
+
+
+_NEGATIONS = {"not", "no", "never", "nor", "neither", "without", "excluding", "except", "t"}  # "t": isn't, wasn't
+_ARTICLES = {"a", "an", "the", "any", "some"}
+_DECISION_CUES = {"but", "so", "therefore", "thus", "hence", "final", "finally", "answer", "choose", "pick",
+                  "think", "believe", "likely", "must", "actually", "conclude", "conclusion", "overall", "wait"}
+
+
+def _decided(found: dict[int, list[tuple[int, int]]], said: list[str]) -> int | None:
+    """Among several options mentioned, the one a reader would take as chosen, else None: options
+    named only after a negation ("not the dog", "rather than rain", "isn't a cat") are set aside,
+    and of those left, the one named alone after the last decision cue ("..., but I think it is
+    the cat", "Final answer: wind")."""
+    def negated(start: int) -> bool:
+        i = start - 1
+        while i >= 0 and said[i] in _ARTICLES:
+            i -= 1
+        if i < 0:
+            return False
+        return said[i] in _NEGATIONS or said[i - 1:i + 1] in (["rather", "than"], ["instead", "of"])
+
+    left = {index: [(s, e) for s, e in spans if not negated(s)] for index, spans in found.items()}
+    left = {index: spans for index, spans in left.items() if spans}
+    if len(left) == 1:
+        return next(iter(left))
+    cues = [i for i, word in enumerate(said) if word in _DECISION_CUES]
+    if not cues or not left:
+        return None
+    after = [index for index, spans in left.items() if any(s > cues[-1] for s, _ in spans)]
+    return after[0] if len(after) == 1 else None
 
 
 _LETTER = "[A-Ha-h]"

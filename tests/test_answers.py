@@ -106,6 +106,32 @@ def test_match_option_text(response, options, expected):
     assert match_option(response, options, similarity_threshold=None) == expected
 
 
+ANIMALS = ["Dog", "Cat", "Bird", "Cow"]
+WEATHER = ["Rain", "Wind", "Thunder"]
+
+
+# Responses as people and models write them, each with the option a reader takes from it (None: a
+# reader could not tell either).
+@pytest.mark.parametrize("response, options, expected", [
+    ("It could be a dog or a cat, but I think it is the cat.", ANIMALS, 1),
+    ("Not the dog; it is a cat.", ANIMALS, 1),
+    ("The answer is the bird, not the cow.", ANIMALS, 2),
+    ("It isn't a dog. It's a cow mooing.", ANIMALS, 3),
+    ("I considered dog and bird. Final answer: bird", ANIMALS, 2),
+    ("A cow rather than a dog.", ANIMALS, 3),
+    ("Rain or wind? The gusts say wind, so the answer is wind.", WEATHER, 1),
+    ("I'm not sure whether it is rain or thunder. Overall, thunder.", WEATHER, 2),
+    ("There is no thunder, only rain.", WEATHER, 0),
+    ("Either a dog or a cat.", ANIMALS, None),
+    ("a dog and a cat", ANIMALS, None),
+    ("Neither dog nor cat.", ANIMALS, None),
+    ("It's a dog, no wait, a cat.", ANIMALS, 1),
+])
+def test_match_option_reads_choices_as_a_reader_would(response, options, expected):
+    assert match_option(response, options, similarity_threshold=None) == expected
+    assert match_option(f"<think>hmm</think><answer>{response}</answer>", options, similarity_threshold=None) == expected
+
+
 def keyword_embedder(calls):
     """A deterministic stand-in: one axis per keyword, so cosines are predictable."""
     axes = [("dog", "bark"), ("car", "engine"), ("rain", "drizzle")]
