@@ -55,8 +55,8 @@ def _run(args):
     if config and "=" in config and not Path(config).exists():  # `sightsound run sft.steps=5`: no config named
         config, overrides = None, [config, *overrides]
     plan = pipeline.load_plan(config or pipeline.DEFAULT_CONFIG, overrides, out=args.out)
-    if args.dry_run:
-        print(pipeline.describe(plan))
+    if args.dry_run:  # exactly the stages --from/--until select (and their names checked)
+        print(pipeline.describe(plan, pipeline.selected(plan, args.start, args.until)))
         return
     pipeline.run(plan, start=args.start, until=args.until)
 

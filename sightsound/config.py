@@ -124,7 +124,7 @@ RANGES = {
                      "max_new_tokens", "max_completion_tokens", "val_max_new_tokens", "log_every", "save_every",
                      "keep_checkpoints", "val_every", "val_limit", "updates_per_batch", "heldout_limit", "rank",
                      "max_concurrency", "frame_size", "fps", "sample_rate"], COUNT),
-    **dict.fromkeys(["lr", "alpha", "duration", "timeout", "max_grad_norm"], POSITIVE),
+    **dict.fromkeys(["lr", "alpha", "duration", "timeout", "max_grad_norm", "max_audio_seconds"], POSITIVE),
     **dict.fromkeys(["seed", "num_frames", "warmup_steps", "max_retries"], _at_least(0)),
     **dict.fromkeys(["weight_decay", "beta", "epsilon", "temperature"], _at_least(0)),
     **dict.fromkeys(["threshold", "dropout", "val_fraction", "holdout"], FRACTION),

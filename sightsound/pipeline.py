@@ -223,11 +223,13 @@ def _copy_manifest(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def describe(plan: Plan) -> str:
-    """The plan, one line per run, with the files each reads and writes (for --dry-run)."""
+def describe(plan: Plan, stages: list[str] | None = None) -> str:
+    """The plan (or its `stages`), one line per run, with the files each reads and writes (for --dry-run)."""
     run_dir = Path(plan.run.out)
     lines = [f"run directory: {plan.run.out}"]
     for name, runs in plan.stages.items():
+        if stages is not None and name not in stages:
+            continue
         if name == "report":
             lines.append("  report: report.md, report.html, report.csv, plots/")
             continue

@@ -63,6 +63,8 @@ def test_a_registered_stage_runs_in_the_pipeline_and_the_report(count_stage, con
     assert cli(["run", str(config), "--dry-run"]) == 0
     plan = capsys.readouterr().out
     assert "count: samples.jsonl → counts.jsonl" in plan and not run_dir.exists()
+    assert cli(["run", str(config), "--dry-run", "--from", "count"]) == 0
+    assert "prepare" not in capsys.readouterr().out  # exactly the stages --from selects
 
     assert cli(["run", str(config)]) == 0
     rows = list(read_jsonl(run_dir / "counts.jsonl"))
