@@ -56,6 +56,7 @@ def test_avqa_media_found_by_padded_or_unpadded_stem_and_bad_media_skipped(tmp_p
 
     bad = skipped(tmp_path)
     assert bad["2"]["kind"] == "media-missing" and "'clipC_000000' or 'clipC_0'" in bad["2"]["reason"]
+    assert bad["2"]["reason"].startswith("val_qa.json (id 2): ")  # the metadata file and record too
     assert bad["3"]["kind"] == "media-corrupt" and "clipD_000020.mp4: cannot decode" in bad["3"]["reason"]
     assert bad["4"]["kind"] == "media-corrupt" and "file is empty" in bad["4"]["reason"]
     assert [bad[f"0 (repeat {k})"]["kind"] for k in (1, 2)] == ["duplicate"] * 2  # one line for each repeat

@@ -76,8 +76,8 @@ def main(cfg: PrepareConfig) -> dict:
                 continue  # done by an interrupted earlier run
             try:
                 sample.audio, sample.video, frames = materialize(entry, index, cache_dir, cfg, failed)
-            except media.MediaError as exc:
-                skipped.write(Skip(sample.id, str(exc), exc.kind))
+            except media.MediaError as exc:  # named by metadata file and record, then the media's own words
+                skipped.write(Skip(sample.id, f"{metadata.files[0].name} (id {sample.id}): {exc}", exc.kind))
                 continue
             if frames is not None:
                 sample.meta["frames"] = frames
