@@ -279,7 +279,7 @@ def closest_options(texts: Sequence[str], options_list: Sequence[Sequence[str]],
 
 _FILLER = {"this", "that", "with", "there", "these", "those", "what", "which", "from", "have", "hear", "heard",
            "sound", "sounds", "like", "some", "kind", "answer", "think", "maybe", "probably", "audio", "clip",
-           "here", "hearing", "there", "could", "would", "should", "something"}
+           "here", "hearing", "could", "would", "should", "something"}
 
 
 def _content_words(text: str) -> list[str]:
