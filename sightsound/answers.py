@@ -157,7 +157,7 @@ def _most_specific(found: dict[int, list[tuple[int, int]]]) -> int | None:
 
 _NEGATIONS = {"not", "no", "never", "nor", "neither", "without", "excluding", "except", "t"}  # "t": isn't, wasn't
 _ARTICLES = {"a", "an", "the", "any", "some"}
-_DECISION_CUES = {"but", "so", "therefore", "thus", "hence", "final", "finally", "answer", "choose", "pick",
+_DECISION_CUES = {"but", "therefore", "thus", "hence", "final", "finally", "answer", "choose", "pick",
                   "think", "believe", "likely", "must", "actually", "conclude", "conclusion", "overall", "wait"}
 
 
@@ -244,47 +244,23 @@ def _closest(text: str, options: Sequence[str], threshold: float, embedder: Embe
 
 def closest_options(texts: Sequence[str], options_list: Sequence[Sequence[str]], threshold: float,
                     embedder: Embedder | None = None) -> list[int | None]:
-    """`_closest` for many responses at once: one embedding call for every text, distinct option and
-    content word (what evaluation uses for the fallback of a whole batch of unmatched answers).
-
-    An answer whose whole text falls short of the threshold may still name an option by a synonym
-    inside a longer phrase ("a gentleman talking" for "Man"): it is taken when one of its content
-    words reaches the threshold for the same option the whole text is closest to (both must agree,
-    so a stray word does not decide alone)."""
+    """`_closest` for many responses at once: one embedding call for every text and distinct option
+    (what evaluation uses for the fallback of a whole batch of unmatched answers)."""
     texts = [extract_answer(t) for t in texts]
     asked = [i for i, t in enumerate(texts) if _WORD.search(t)]  # an empty answer chooses nothing
     result: list[int | None] = [None] * len(texts)
     if not asked:
         return result
     distinct = list(dict.fromkeys(o for i in asked for o in options_list[i]))
-    words = {i: _content_words(texts[i]) for i in asked}
-    all_words = list(dict.fromkeys(w for i in asked for w in words[i]))
     embed = embedder or default_embedder()
-    vectors = np.asarray(embed([texts[i] for i in asked] + distinct + all_words), dtype=np.float64)  # [A + O + W, D]
+    vectors = np.asarray(embed([texts[i] for i in asked] + distinct), dtype=np.float64)  # [A + O, D]
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
     row = {option: len(asked) + k for k, option in enumerate(distinct)}
-    word_row = {word: len(asked) + len(distinct) + k for k, word in enumerate(all_words)}
     for a, i in enumerate(asked):
-        options = vectors[[row[o] for o in options_list[i]]]  # [n, D]
-        similarity = options @ vectors[a]  # [n]
+        similarity = vectors[[row[o] for o in options_list[i]]] @ vectors[a]  # [n]
         best = int(np.argmax(similarity))  # the first of equal scores, so repeats resolve to the first
-        if similarity[best] >= threshold:
-            result[i] = best
-        elif words[i]:
-            by_word = (options @ vectors[[word_row[w] for w in words[i]]].T).max(axis=1)  # [n]
-            if int(np.argmax(by_word)) == best and by_word[best] >= threshold:
-                result[i] = best
+        result[i] = best if similarity[best] >= threshold else None
     return result
-
-
-_FILLER = {"this", "that", "with", "there", "these", "those", "what", "which", "from", "have", "hear", "heard",
-           "sound", "sounds", "like", "some", "kind", "answer", "think", "maybe", "probably", "audio", "clip",
-           "here", "hearing", "could", "would", "should", "something"}
-
-
-def _content_words(text: str) -> list[str]:
-    """The words of an answer that could name something (four letters or more, not filler)."""
-    return list(dict.fromkeys(w for w in re.findall(r"[^\W\d_]+", text.lower()) if len(w) >= 4 and w not in _FILLER))
 
 
 @functools.lru_cache(maxsize=1)

@@ -148,7 +148,7 @@ def test_similarity_fallback_uses_a_given_embedder_and_threshold():
     embed = keyword_embedder(calls)
     options = ["Dog", "Car", "Rain"]
     assert match_option("<answer>a light drizzle</answer>", options, embedder=embed) == 2
-    assert calls == [["a light drizzle", "Dog", "Car", "Rain", "light", "drizzle"]]  # the extracted answer only
+    assert calls == [["a light drizzle", "Dog", "Car", "Rain"]]  # the extracted answer only
     assert match_option("barking", options, embedder=embed) == 0
     assert match_option("silence", options, embedder=embed, similarity_threshold=0.5) is None
     calls.clear()
@@ -182,7 +182,10 @@ def test_similarity_fallback_with_the_real_minilm_model():
 @pytest.mark.parametrize("response, options, expected", [
     ("an automobile", ["Car", "Train", "Boat"], 0), ("a puppy", ["Dog", "Cat", "Bird"], 0),
     ("a kid", ["Man", "Woman", "Child"], 2), ("a lady is speaking", ["Man", "Woman", "Child"], 1),
-    ("a gentleman talking", ["Man", "Woman", "Child"], 0), ("a female vocalist", ["Man", "Woman", "Child"], 1),
+    pytest.param("a gentleman talking", ["Man", "Woman", "Child"], 0, marks=pytest.mark.xfail(strict=True, reason=(
+        "a known miss: its cosine to 'Man' is 0.24, under the 0.35 threshold; comparing single words would catch it "
+        "(gentleman~man 0.54) but would also read one instrument as another (flute~drum 0.51, cello~violin 0.68)"))),
+    ("a female vocalist", ["Man", "Woman", "Child"], 1),
     ("the sound of a feline", ["Dog", "Cat", "Bird"], 1), ("heavy rainfall", ["Rain", "Wind", "Fire"], 0),
     ("a youngster laughs", ["Man", "Woman", "Child"], 2),
     ("I do not know", ["Car", "Train", "Boat"], None),
