@@ -333,12 +333,12 @@ def plot_grpo(rows: list[dict], out: Path) -> str:
                  linewidth=2 if name == "reward" else 1)
     top.set(title="GRPO: reward", ylabel="mean reward")
     _whole_steps(top)
-    top.legend(loc="best")
+    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")  # beside the panel: no curve hidden
     kl = [(r["step"], r["kl"]) for r in rows if r.get("kl") is not None]
     bottom.plot([s for s, _ in kl], [v for _, v in kl], marker=".", color="tab:red", label="KL")
     bottom.set(title="GRPO: KL to the reference policy", xlabel="step", ylabel="KL")
     _whole_steps(bottom)
-    bottom.legend(loc="best")
+    bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     return _save(fig, out)
 
 
