@@ -131,6 +131,50 @@ def test_each_completion_is_scored_with_its_own_audio(tiny_models, tmp_path):
     assert not torch.allclose(wrong[1], batched[1], atol=1e-3)  # completion 1 heard prompt 1's audio
 
 
+def _full_logits_logps(model, prompt, completions, repeats):
+    """The plain path the chunked one replaces: every position's logits, a float32 log-softmax of all."""
+    inputs = {k: v.repeat_interleave(repeats, dim=0) for k, v in prompt.items()}
+    n = inputs["input_ids"].shape[1]
+    inputs["input_ids"] = torch.cat([inputs["input_ids"], completions], dim=1)
+    inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(completions)], dim=1)
+    inputs["position_ids"] = (inputs["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
+    logits = model(**inputs).logits[:, n - 1:-1, :].float()
+    return torch.log_softmax(logits, dim=-1).gather(-1, completions.unsqueeze(-1)).squeeze(-1)
+
+
+def test_chunked_logps_equal_the_full_logits_path_values_and_gradients(tiny_models, tmp_path):
+    """With audio, left padding (two prompts of different lengths) and G=2 completions each: the
+    chunked log-probs (3 tokens at a time, recomputed in backward) equal the full-logits path's, and
+    so do the gradients they send to the LM head, the decoder and the audio encoder."""
+    model, processor = load_model(tiny_models["student"])
+    model.train()
+    backend = HFBackend.from_loaded(model, processor)
+    wavs = [make_wav(tmp_path / "a.wav", seconds=0.8, freq=300, rate=16_000),
+            make_wav(tmp_path / "b.wav", seconds=1.7, freq=2500, rate=16_000)]
+    messages = [[{"role": "user", "content": [{"type": "audio", "path": str(w)}, {"type": "text", "text": t}]}]
+                for w, t in zip(wavs, ["Hear?", "Which sound is it, and how loud is it?"])]
+    prompt = dict(backend.encode(messages))
+    assert (prompt["attention_mask"][0] == 0).any()  # the shorter prompt is left-padded
+    completions = torch.randint(5, 200, (4, 7), generator=torch.Generator().manual_seed(0))
+    weights = torch.randn(4, 7, generator=torch.Generator().manual_seed(1))
+    model.config.use_cache = False
+    results = []
+    for path in (lambda: completion_logps(model, prompt, completions, repeats=2, rows=3),
+                 lambda: _full_logits_logps(model, prompt, completions, 2)):
+        model.zero_grad()
+        torch.manual_seed(0)  # the same dropout masks, if any
+        logps = path()
+        (logps * weights).sum().backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        results.append((logps.detach(), grads))
+    (chunked, chunked_grads), (full, full_grads) = results
+    assert torch.allclose(chunked, full, atol=1e-5)
+    assert chunked_grads.keys() == full_grads.keys() and any("audio" in name for name in full_grads)
+    for name in full_grads:  # the same up to float32 summation order: relative error of the whole gradient
+        error = (chunked_grads[name] - full_grads[name]).norm() / full_grads[name].norm().clamp(min=1e-12)
+        assert error < 1e-4, (name, float(error))
+
+
 def test_completion_mask_runs_through_the_first_eos():
     ids = torch.tensor([[4, 5, 2, 7, 2], [4, 5, 6, 7, 8], [2, 0, 0, 0, 0]])
     assert grpo.completion_mask(ids, [2]).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]

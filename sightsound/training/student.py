@@ -13,8 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 
 from sightsound.models.loading import encode, frames_as_images, render
+
+LOGP_ROWS = 1024  # completion tokens whose logits exist at once when scoring (1024 x 156k vocab x 4 B = 640 MB)
 
 # LoRA on the decoder's projections only. Plain names like "q_proj" also match the audio encoder's
 # attention (and the vision tower's), which the paper does not train.
@@ -62,11 +65,18 @@ def build_batch(processor, examples: list[tuple[list[dict], str]]):
 # --- log-probs ---------------------------------------------------------------------------------
 
 
-def completion_logps(model, prompt_inputs, completion_ids: torch.Tensor, repeats: int = 1) -> torch.Tensor:
+def completion_logps(model, prompt_inputs, completion_ids: torch.Tensor, repeats: int = 1,
+                     rows: int = LOGP_ROWS) -> torch.Tensor:
     """Per-token log-probs [B*repeats, T_c] of `completion_ids` [B*repeats, T_c] after left-padded
     prompts. Every prompt tensor — tokens AND audio features — is repeated with the same
     `repeat_interleave`, so completion i is scored with its own prompt's audio (R1-AQA tiles the
-    audio with `.repeat` while tokens use `repeat_interleave`, pairing audio with the wrong prompt)."""
+    audio with `.repeat` while tokens use `repeat_interleave`, pairing audio with the wrong prompt).
+
+    Only what is needed is computed: the decoder's hidden states at the completion positions go
+    through the LM head `rows` tokens at a time, each chunk's float32 log-softmax is reduced to the
+    chosen tokens' values at once (and, when gradients are needed, recomputed in the backward pass
+    rather than kept), so neither the prompt's logits nor a float32 [N, T, V] block ever exists —
+    with Qwen2-Audio's 156k vocabulary that block is gigabytes per scoring pass."""
     inputs = {k: v.repeat_interleave(repeats, dim=0) if _per_sample(k, v, prompt_inputs) else v
               for k, v in prompt_inputs.items()}
     prompt_len = inputs["input_ids"].shape[1]
@@ -77,8 +87,28 @@ def completion_logps(model, prompt_inputs, completion_ids: torch.Tensor, repeats
     inner = getattr(model, "module", model)  # DDP and DeepSpeed wrap the model; its config is inside
     if inner.config.model_type == "qwen2_audio":  # positions as generate() counts them: pads take none
         inputs["position_ids"] = (inputs["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
-    logits = model(**inputs).logits[:, prompt_len - 1:-1, :].float()  # [N, T_c, V]: position t predicts t+1
-    return torch.log_softmax(logits, dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+    head = inner.get_output_embeddings()
+    inner.set_output_embeddings(torch.nn.Identity())  # the forward returns hidden states, not logits
+    try:
+        hidden = model(**inputs).logits[:, prompt_len - 1:-1, :]  # [N, T_c, H]: position t predicts t+1
+    finally:
+        inner.set_output_embeddings(head)
+    n, t = completion_ids.shape
+    flat, ids = hidden.reshape(n * t, -1), completion_ids.reshape(n * t)  # [N*T_c, H], [N*T_c]
+    chunks = []
+    for start in range(0, n * t, rows):
+        part = (head, flat[start:start + rows], ids[start:start + rows])
+        if torch.is_grad_enabled() and flat.requires_grad:
+            chunks.append(torch.utils.checkpoint.checkpoint(_chosen_logps, *part, use_reentrant=False))
+        else:
+            chunks.append(_chosen_logps(*part))
+    return torch.cat(chunks).reshape(n, t)
+
+
+def _chosen_logps(head, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """log p(ids) for a chunk of hidden states [R, H] → [R], through the LM head in float32."""
+    logits = head(hidden).float()  # [R, V]
+    return torch.log_softmax(logits, dim=-1).gather(-1, ids[:, None]).squeeze(-1)
 
 
 def _per_sample(key: str, value, inputs) -> bool:
