@@ -52,6 +52,35 @@ def test_lora_targets_the_language_model_only(tiny_models):
     assert not any("audio_tower" in n for n in trained)
 
 
+def test_frozen_modules_stay_as_they_were_and_checkpointing_changes_no_gradient(tiny_models, toy_run, tmp_path):
+    from safetensors.torch import load_file
+
+    from sightsound.training.student import prepare_for_training
+
+    run = copy_run(toy_run, tmp_path)
+    sft.main(sft_config(run, tiny_models, lora=LoraConfig(enabled=False), freeze=["audio_tower"],
+                        gradient_checkpointing=True, steps=2, save_every=2))
+    before = load_file(str(tiny_models["student"] / "model.safetensors"))
+    after = load_file(str(run / "sft" / "final" / "model.safetensors"))
+    tower = [k for k in before if "audio_tower" in k]
+    assert tower and all(torch.equal(before[k], after[k]) for k in tower)  # frozen: untouched
+    assert any(not torch.equal(before[k], after[k]) for k in before if "language_model" in k)  # trained
+
+    _, processor = load_model(tiny_models["student"])
+    examples, _ = sft.load_examples(run, sft.SFTConfig(target="cot"))
+    batch = build_batch(processor, examples[:3])
+    grads = []
+    for checkpointing in (False, True):
+        model, _ = load_model(tiny_models["student"])
+        model = prepare_for_training(model, gradient_checkpointing=checkpointing)
+        model.train()
+        model(**batch).loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        assert (grads[1][name] - grad).norm() <= 1e-5 * grad.norm().clamp(min=1e-12), name
+
+
 def test_labels_cover_the_response_only(tiny_models, toy_run):
     _, processor = load_model(tiny_models["student"])
     examples, _ = sft.load_examples(toy_run, sft.SFTConfig(target="cot"))

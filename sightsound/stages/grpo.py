@@ -30,7 +30,7 @@ from sightsound.models.loading import encode, load_model, render
 from sightsound.records import Sample
 from sightsound.store import read_jsonl, sha256_file
 from sightsound.training.loop import finish_training, open_training, train
-from sightsound.training.student import LoraConfig, add_lora, completion_logps
+from sightsound.training.student import LoraConfig, add_lora, completion_logps, prepare_for_training
 
 
 @dataclass
@@ -52,6 +52,8 @@ class GRPOConfig:
     updates_per_batch: int = 1  # optimizer steps on each batch of completions (1: ratio = 1 at the step)
     max_grad_norm: float = 1.0
     dtype: str = "float32"
+    gradient_checkpointing: bool = False  # recompute activations in backward (the paper config turns it on)
+    freeze: list[str] = field(default_factory=list)  # regexes of parameter names kept frozen, e.g. [audio_tower]
     seed: int = 0
     log_every: int = 1
     save_every: int = 100
@@ -121,9 +123,9 @@ def load_policy_and_reference(cfg: GRPOConfig):
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     if cfg.lora.enabled:
-        return add_lora(model, cfg.lora), None, processor
+        return prepare_for_training(add_lora(model, cfg.lora), cfg.gradient_checkpointing, cfg.freeze), None, processor
     reference = copy.deepcopy(model).eval().requires_grad_(False)
-    return model.requires_grad_(True), reference, processor
+    return prepare_for_training(model.requires_grad_(True), cfg.gradient_checkpointing, cfg.freeze), reference, processor
 
 
 def grpo_step(accelerator, policy, reference, processor, optimizer, trainable, batch, cfg: GRPOConfig,

@@ -27,7 +27,7 @@ from sightsound.models.loading import load_model
 from sightsound.records import Sample
 from sightsound.store import read_jsonl, sha256_file
 from sightsound.training.loop import finish_training, open_training, save_model, train
-from sightsound.training.student import LoraConfig, add_lora, build_batch
+from sightsound.training.student import LoraConfig, add_lora, build_batch, prepare_for_training
 
 TARGETS = ("cot", "teacher_label", "gt_label", "examples")
 
@@ -49,6 +49,8 @@ class SFTConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     dtype: str = "float32"  # bfloat16 on GPUs
+    gradient_checkpointing: bool = False  # recompute activations in backward (the paper config turns it on)
+    freeze: list[str] = field(default_factory=list)  # regexes of parameter names kept frozen, e.g. [audio_tower]
     seed: int = 0
     log_every: int = 10
     save_every: int = 500
@@ -77,6 +79,7 @@ def main(cfg: SFTConfig) -> dict:
     model, processor = load_model(cfg.model, cfg.dtype, training=True)
     if cfg.lora.enabled and not hasattr(model, "peft_config"):
         model = add_lora(model, cfg.lora)
+    model = prepare_for_training(model, cfg.gradient_checkpointing, cfg.freeze)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     from transformers import get_scheduler
