@@ -136,16 +136,22 @@ def test_sft_two_seeded_steps_pin_their_losses(toy_run, tiny_models, tmp_path):
 PINNED_SFT_LOSSES = [6.596015, 6.622033]  # torch 2.13 CPU, seed 0, the tiny student of tiny.build_all(seed=0)
 
 
+def two_audio_prompts(tiny_models, tmp_path, clips: list[tuple[float, float]], texts: list[str]):
+    """The tiny student, a backend over it, and one audio question per (seconds, frequency) clip."""
+    model, processor = load_model(tiny_models["student"])
+    wavs = [make_wav(tmp_path / f"clip{i}.wav", seconds=seconds, freq=freq, rate=16_000)
+            for i, (seconds, freq) in enumerate(clips)]
+    messages = [[{"role": "user", "content": [{"type": "audio", "path": str(w)}, {"type": "text", "text": t}]}]
+                for w, t in zip(wavs, texts)]
+    return model, HFBackend.from_loaded(model, processor), messages
+
+
 def test_each_completion_is_scored_with_its_own_audio(tiny_models, tmp_path):
     """The R1-AQA trap: with two prompts of different audio and G completions each, tiling the
     audio with .repeat pairs completion 1 of prompt 0 with the audio of prompt 1."""
-    model, processor = load_model(tiny_models["student"])
+    model, backend, messages = two_audio_prompts(tiny_models, tmp_path, [(1.0, 200), (1.6, 3000)],
+                                                 ["What do you hear?", "Which sound is it, and how loud?"])
     model.eval()
-    backend = HFBackend.from_loaded(model, processor)
-    wavs = [make_wav(tmp_path / "low.wav", seconds=1.0, freq=200, rate=16_000),
-            make_wav(tmp_path / "high.wav", seconds=1.6, freq=3000, rate=16_000)]
-    messages = [[{"role": "user", "content": [{"type": "audio", "path": str(w)}, {"type": "text", "text": t}]}]
-                for w, t in zip(wavs, ["What do you hear?", "Which sound is it, and how loud?"])]
     G = 2
     completions = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16], [17, 18, 19, 20]])
     with torch.no_grad():
@@ -175,13 +181,9 @@ def test_chunked_logps_equal_the_full_logits_path_values_and_gradients(tiny_mode
     """With audio, left padding (two prompts of different lengths) and G=2 completions each: the
     chunked log-probs (3 tokens at a time, recomputed in backward) equal the full-logits path's, and
     so do the gradients they send to the LM head, the decoder and the audio encoder."""
-    model, processor = load_model(tiny_models["student"])
+    model, backend, messages = two_audio_prompts(tiny_models, tmp_path, [(0.8, 300), (1.7, 2500)],
+                                                 ["Hear?", "Which sound is it, and how loud is it?"])
     model.train()
-    backend = HFBackend.from_loaded(model, processor)
-    wavs = [make_wav(tmp_path / "a.wav", seconds=0.8, freq=300, rate=16_000),
-            make_wav(tmp_path / "b.wav", seconds=1.7, freq=2500, rate=16_000)]
-    messages = [[{"role": "user", "content": [{"type": "audio", "path": str(w)}, {"type": "text", "text": t}]}]
-                for w, t in zip(wavs, ["Hear?", "Which sound is it, and how loud is it?"])]
     prompt = dict(backend.encode(messages))
     assert (prompt["attention_mask"][0] == 0).any()  # the shorter prompt is left-padded
     completions = torch.randint(5, 200, (4, 7), generator=torch.Generator().manual_seed(0))

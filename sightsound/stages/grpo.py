@@ -24,21 +24,19 @@ from pathlib import Path
 import torch
 
 from sightsound import formats, prompts, rl
-from sightsound.config import check_name
 from sightsound.manifest import model_inputs
 from sightsound.models.loading import encode, load_model, render
 from sightsound.records import Sample
 from sightsound.store import read_jsonl, sha256_file
-from sightsound.training.loop import finish_training, open_training, train
+from sightsound.training.loop import TrainingConfig, finish_training, open_training, train
 from sightsound.training.student import LoraConfig, add_lora, completion_logps, prepare_for_training
 
 
 @dataclass
-class GRPOConfig:
+class GRPOConfig(TrainingConfig):
     out: str = "runs/demo"  # the run directory (samples.jsonl, consensus.jsonl)
     model: str = "runs/demo/sft/final"  # the SFT student: an adapter or a full folder
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(enabled=False))  # paper: full-parameter
-    answer: str = "letter"  # letter | text: how the prompt asks for a multiple-choice answer
     rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0, "format": 1.0})
     group_size: int = 8  # G (paper: 8)
     prompts_per_step: int = 4  # per device (paper: 4 prompts x 8 completions on each of 6 GPUs)
@@ -50,23 +48,10 @@ class GRPOConfig:
     epsilon: float = 0.2  # the clip range; not stated in the paper (TRL's default)
     beta: float = 0.04  # paper
     updates_per_batch: int = 1  # optimizer steps on each batch of completions (1: ratio = 1 at the step)
-    max_grad_norm: float = 1.0
-    dtype: str = "float32"
-    gradient_checkpointing: bool = False  # recompute activations in backward (the paper config turns it on)
-    freeze: list[str] = field(default_factory=list)  # regexes of parameter names kept frozen, e.g. [audio_tower]
-    seed: int = 0
     log_every: int = 1
     save_every: int = 100
-    keep_checkpoints: int = 2
-    val_samples: str | None = None
     val_every: int = 100
-    val_limit: int | None = 200
-    val_max_new_tokens: int = 256
     subdir: str = "grpo"  # the folder inside the run directory it trains into (a plain name)
-    progress: bool = True
-
-    def __post_init__(self):
-        check_name("subdir", self.subdir)
 
 
 def main(cfg: GRPOConfig) -> dict:

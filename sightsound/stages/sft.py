@@ -21,24 +21,21 @@ from pathlib import Path
 import torch
 
 from sightsound import formats, media, prompts
-from sightsound.config import check_name
 from sightsound.manifest import model_inputs
 from sightsound.models.loading import load_model
 from sightsound.records import Sample
 from sightsound.store import read_jsonl, sha256_file
-from sightsound.training.loop import finish_training, open_training, save_model, train
+from sightsound.training.loop import TrainingConfig, finish_training, open_training, save_model, train
 from sightsound.training.student import LoraConfig, add_lora, build_batch, prepare_for_training
 
 TARGETS = ("cot", "teacher_label", "gt_label", "examples")
 
 
 @dataclass
-class SFTConfig:
-    out: str = "runs/demo"  # the run directory (samples.jsonl, corpus.jsonl, consensus.jsonl)
+class SFTConfig(TrainingConfig):
     model: str = "runs/tiny/student"  # the student checkpoint to start from
     target: str = "cot"  # cot | teacher_label | gt_label | examples
     examples: str | None = None  # target examples: the JSONL file of (messages, response) pairs
-    answer: str = "letter"  # letter | text: how prompts ask for (and labels give) a multiple-choice answer
     lora: LoraConfig = field(default_factory=LoraConfig)  # enabled: false trains every parameter
     lr: float = 5e-5  # paper
     steps: int = 2000  # paper: optimizer steps
@@ -47,24 +44,11 @@ class SFTConfig:
     warmup_steps: int = 0
     scheduler: str = "constant_with_warmup"  # any transformers.get_scheduler name
     weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    dtype: str = "float32"  # bfloat16 on GPUs
-    gradient_checkpointing: bool = False  # recompute activations in backward (the paper config turns it on)
-    freeze: list[str] = field(default_factory=list)  # regexes of parameter names kept frozen, e.g. [audio_tower]
-    seed: int = 0
     log_every: int = 10
     save_every: int = 500
-    keep_checkpoints: int = 2
-    val_samples: str | None = None  # a prepared samples.jsonl to measure validation accuracy on
     val_every: int = 500
-    val_limit: int | None = 200
-    val_max_new_tokens: int = 256
     merge: bool = False  # also write merged/ (LoRA folded into the base)
     subdir: str = "sft"  # the folder inside the run directory it trains into (a plain name)
-    progress: bool = True
-
-    def __post_init__(self):
-        check_name("subdir", self.subdir)
 
 
 def main(cfg: SFTConfig) -> dict:

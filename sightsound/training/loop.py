@@ -16,8 +16,7 @@ partial and the newest complete one is resumed from; `best/` (highest validation
 `val_samples` is set) and `final/`. Saved models are ordinary HF folders (a LoRA adapter, or a full
 model) with the processor beside them, so evaluation loads them like any checkpoint.
 
-The stage configs share these keys: out, subdir, model, answer, seed, steps, log_every,
-save_every, keep_checkpoints, val_samples, val_every, val_limit, val_max_new_tokens, progress.
+The keys both stages take are in `TrainingConfig`, which their configs extend.
 """
 
 from __future__ import annotations
@@ -25,16 +24,40 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from sightsound.config import check_name
 from sightsound.inference import Asking, answer_all
 from sightsound.manifest import StageRun, open_stage
 from sightsound.models.hf import HFBackend
 from sightsound.records import Sample
 from sightsound.store import JsonlWriter, read_jsonl, write_json
+
+
+@dataclass
+class TrainingConfig:
+    """The keys SFT and GRPO share (each stage's config adds its own and sets its own defaults)."""
+
+    out: str = "runs/demo"  # the run directory
+    answer: str = "letter"  # letter | text: how prompts ask for (and labels give) a multiple-choice answer
+    max_grad_norm: float = 1.0
+    dtype: str = "float32"  # bfloat16 on GPUs
+    gradient_checkpointing: bool = False  # recompute activations in backward (the paper config turns it on)
+    freeze: list[str] = field(default_factory=list)  # regexes of parameter names kept frozen, e.g. [audio_tower]
+    seed: int = 0
+    keep_checkpoints: int = 2
+    val_samples: str | None = None  # a prepared samples.jsonl to measure validation accuracy on
+    val_limit: int | None = 200
+    val_max_new_tokens: int = 256
+    subdir: str = "train"  # the folder inside the run directory it trains into (a plain name)
+    progress: bool = True
+
+    def __post_init__(self):
+        check_name("subdir", self.subdir)
 
 
 def open_training(run_dir: Path, cfg, inputs: dict, grad_accum: int = 1):
