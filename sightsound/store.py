@@ -138,20 +138,23 @@ def sha256_file(path: str | Path) -> str:
 
 def write_json(path: str | Path, data) -> None:
     """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    _replace(Path(path), json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: str | Path, rows) -> None:
+    """Write a whole JSONL file atomically (a file that must be whole or absent, e.g. the corpus)."""
+    _replace(Path(path), "".join(json.dumps(to_json(row), ensure_ascii=False) + "\n" for row in rows))
 
 
 def keep_only(path: str | Path, keep) -> None:
     """Rewrite a JSONL file atomically with only the records for which `keep(record)` is true
     (e.g. error logs, once a later run has resolved some of their errors)."""
-    path = Path(path)
-    if not path.exists():
-        return
-    rows = [row for row in read_jsonl(path) if keep(row)]
+    if Path(path).exists():
+        write_jsonl(path, [row for row in read_jsonl(path) if keep(row)])
+
+
+def _replace(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)

@@ -48,8 +48,6 @@ and no corpus or manifest is written while any is pending.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -64,7 +62,7 @@ from sightsound.manifest import StageRun, model_inputs, open_stage
 from sightsound.models import ModelConfig
 from sightsound.records import UNPARSEABLE, Sample, Trace, Verdict
 from sightsound.scoring import rejection_metrics
-from sightsound.store import JsonlWriter, keep_only, read_jsonl, sha256_file
+from sightsound.store import JsonlWriter, keep_only, read_jsonl, sha256_file, write_jsonl
 
 
 @dataclass
@@ -196,9 +194,7 @@ def _write_corpus(path: Path, accepted, consensus: dict) -> None:
                       "split": sample.split, "category": sample.category, "audio": sample.audio,
                       "question": sample.question, "options": sample.options, "text": trace.text,
                       "label": row["label"], "label_text": row["label_text"]})
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
-    os.replace(tmp, path)
+    write_jsonl(path, lines)
 
 
 def summary(manifest: dict) -> str:
