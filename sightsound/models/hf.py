@@ -14,7 +14,7 @@ otherwise as a sequence of images (`frames_as` in the config picks; both paths a
 from __future__ import annotations
 
 from sightsound.models.backend import Generation, ModelConfig, Request, Sampling
-from sightsound.models.loading import encode, frames_as_images, load_model, render
+from sightsound.models.loading import encode, frames_as_images, load_model
 
 
 class HFBackend:
@@ -46,9 +46,8 @@ class HFBackend:
         """Render, tokenize and featurize a batch of conversations (left-padded tensors on the model's device)."""
         if self.frames_as == "images":
             messages_batch = [frames_as_images(messages) for messages in messages_batch]
-        texts = [render(self.processor, messages, add_generation_prompt=add_generation_prompt)
-                 for messages in messages_batch]
-        return encode(self.processor, texts, messages_batch, "left").to(self.device)  # generation appends on the right
+        # left padding: generation appends on the right
+        return encode(self.processor, messages_batch, "left", add_generation_prompt=add_generation_prompt).to(self.device)
 
     # --- generation -------------------------------------------------------------------------------
 

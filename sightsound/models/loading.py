@@ -2,8 +2,7 @@
 (`models.hf`) and training (`training.student`) both take.
 
     model, processor = load_model("runs/demo/sft/final", dtype="float32")   # full model or LoRA adapter
-    texts = [render(processor, messages) for messages in batch]             # chat template, reply opened
-    inputs = encode(processor, texts, batch, padding_side="left")           # tokens + audio/image features
+    inputs = encode(processor, batch, padding_side="left")   # chat template rendered, then tokens + audio/image features
 
 The model class is chosen from the checkpoint's `model_type` (MODEL_CLASSES). A folder holding a
 LoRA adapter (`adapter_config.json`) loads its base and then the adapter; its processor is the
@@ -84,13 +83,17 @@ def frames_as_images(messages: list[dict]) -> list[dict]:
             parts = []
             for part in content:
                 if part["type"] == "video":
-                    frames = part["frames"] if "frames" in part else media.load_frames(part["path"])
-                    parts += [{"type": "image", "image": frame} for frame in frames]
+                    parts += [{"type": "image", "image": frame} for frame in video_frames(part)]
                 else:
                     parts.append(part)
             message = {**message, "content": parts}
         out.append(message)
     return out
+
+
+def video_frames(part: dict) -> np.ndarray:
+    """A video part's frames: given as `frames`, or in the `.frames.npy` file its `path` names."""
+    return part["frames"] if "frames" in part else media.load_frames(part["path"])
 
 
 def render(processor, messages: list[dict], response: str | None = None, add_generation_prompt: bool = True) -> str:
@@ -103,9 +106,12 @@ def render(processor, messages: list[dict], response: str | None = None, add_gen
     return text
 
 
-def encode(processor, texts: list[str], messages_batch: list[list[dict]], padding_side: str):
-    """Tokens and features for rendered texts, padded on `padding_side` (the media are taken from
-    the messages, in order)."""
+def encode(processor, messages_batch: list[list[dict]], padding_side: str, responses: list[str] | None = None,
+           add_generation_prompt: bool = True):
+    """Tokens and features for conversations: each rendered with the chat template (and, with
+    `responses`, each reply after it), padded on `padding_side`, with the media the messages hold."""
+    replies = responses if responses is not None else [None] * len(messages_batch)
+    texts = [render(processor, m, r, add_generation_prompt) for m, r in zip(messages_batch, replies)]
     payload = Media([], [], [])
     for messages in messages_batch:
         collect_media(messages, payload)
@@ -145,7 +151,7 @@ def collect_media(messages: list[dict], payload: Media) -> None:
             elif part["type"] == "image":
                 payload.images.append(np.asarray(part["image"]))
             elif part["type"] == "video":
-                payload.videos.append(np.asarray(part["frames"] if "frames" in part else media.load_frames(part["path"])))
+                payload.videos.append(np.asarray(video_frames(part)))
 
 
 def to_pil(image: np.ndarray):

@@ -25,7 +25,7 @@ import torch
 
 from sightsound import formats, prompts, rl
 from sightsound.manifest import model_inputs
-from sightsound.models.loading import encode, load_model, render
+from sightsound.models.loading import encode, load_model
 from sightsound.records import Sample
 from sightsound.store import read_jsonl, sha256_file
 from sightsound.training.loop import TrainingConfig, finish_training, open_training, train
@@ -119,7 +119,7 @@ def grpo_step(accelerator, policy, reference, processor, optimizer, trainable, b
     G = cfg.group_size
     unwrapped = accelerator.unwrap_model(policy)
     turns = [prompts.question_turn("zero_shot_cot", s.question, s.options, cfg.answer, audio=s.audio) for s, _ in batch]
-    prompt_inputs = encode(processor, [render(processor, t) for t in turns], turns, "left").to(accelerator.device)
+    prompt_inputs = encode(processor, turns, "left").to(accelerator.device)
     torch.manual_seed(cfg.seed * 1_000_003 + step * 97 + accelerator.process_index)
     unwrapped.eval()
     with torch.no_grad():

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from sightsound import formats, media, prompts
+from sightsound import formats, prompts
 from sightsound.manifest import model_inputs
-from sightsound.models.loading import load_model
+from sightsound.models.loading import load_model, video_frames
 from sightsound.records import Sample
 from sightsound.store import read_jsonl, sha256_file
 from sightsound.training.loop import TrainingConfig, finish_training, open_training, save_model, train
@@ -152,9 +152,7 @@ def _read_examples(path: str | None) -> tuple[list[tuple[list[dict], str]], dict
 
 def _frames_loaded(part: dict) -> dict:
     """A video part naming a frames file holds the frames themselves (read once, not at every batch)."""
-    if part["type"] != "video" or "path" not in part:
-        return part
-    return {"type": "video", "frames": media.load_frames(part["path"])}
+    return {"type": "video", "frames": video_frames(part)} if part["type"] == "video" else part
 
 
 def student_turn(sample: Sample, method: str, answer: str) -> list[dict]:

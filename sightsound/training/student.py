@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.utils.checkpoint
 
-from sightsound.models.loading import encode, frames_as_images, render
+from sightsound.models.loading import encode, frames_as_images
 
 LOGP_ROWS = 1024  # completion tokens whose logits exist at once when scoring (1024 x 156k vocab x 4 B = 640 MB)
 
@@ -66,9 +66,8 @@ def build_batch(processor, examples: list[tuple[list[dict], str]]):
     """Right-padded inputs with `labels` = the response tokens (prompt and padding are -100). Video
     parts go in as images (the student's processor has no video support)."""
     messages_batch = [frames_as_images(m) for m, _ in examples]
-    responses = [r for _, r in examples]
-    full = encode(processor, [render(processor, m, r) for m, r in zip(messages_batch, responses)], messages_batch, "right")
-    prompts = encode(processor, [render(processor, m) for m in messages_batch], messages_batch, "right")
+    full = encode(processor, messages_batch, "right", responses=[r for _, r in examples])
+    prompts = encode(processor, messages_batch, "right")
     labels = full["input_ids"].clone()
     prompt_lengths = prompts["attention_mask"].sum(dim=1)  # [B]; the prompt is a prefix of the full text
     positions = torch.arange(labels.shape[1])[None, :]  # [1, T]
