@@ -53,6 +53,9 @@ def main(cfg: PrepareConfig) -> dict:
 
     media_root = Path(cfg.media or cfg.root)
     index = index_media(media_root)
+    root = Path(cfg.root)  # media named by path must lie under the media's folder or the metadata's
+    allowed = None if cfg.allow_outside_media else [
+        media_root.resolve(), (root if root.is_dir() else root.parent).resolve()]
     cache_dir = run_dir / "media"
     failed: dict[str, media.MediaError] = {}  # clip → why, so a bad clip is decoded only once
     seen: dict[str, int] = {}  # id → how many repeats of it so far
@@ -75,7 +78,7 @@ def main(cfg: PrepareConfig) -> dict:
             if sample.id in samples or sample.id in skipped:
                 continue  # done by an interrupted earlier run
             try:
-                sample.audio, sample.video, frames = materialize(entry, index, cache_dir, cfg, failed)
+                sample.audio, sample.video, frames = materialize(entry, index, allowed, cache_dir, cfg, failed)
             except media.MediaError as exc:  # named by metadata file and record, then the media's own words
                 skipped.write(Skip(sample.id, f"{metadata.files[0].name} (id {sample.id}): {exc}", exc.kind))
                 continue
@@ -113,7 +116,7 @@ def index_media(root: Path) -> dict[str, list[Path]]:
 def find_media(stems: list[str], index: dict[str, list[Path]], allowed: list[Path] | None = None
                ) -> tuple[Path | None, Path | None]:
     """The first video and the first audio file among the stems. A stem may also be a real path;
-    one outside the `allowed` folders (when given) is refused, so that metadata cannot make us read
+    one outside the `allowed` folders (resolved; when given) is refused, so that metadata cannot make us read
     (or send to a server) files from elsewhere on the machine."""
     found: list[Path] = []
     for stem in stems:
@@ -121,7 +124,7 @@ def find_media(stems: list[str], index: dict[str, list[Path]], allowed: list[Pat
             found += index.get(stem, [])
             continue
         resolved = Path(stem).resolve()
-        if allowed is not None and not any(folder.resolve() in resolved.parents for folder in allowed):
+        if allowed is not None and not any(folder in resolved.parents for folder in allowed):
             raise media.MediaError(f"{stem}: outside the dataset's folders ({', '.join(map(str, allowed))}); "
                                    "set allow_outside_media: true to use it", "media-outside")
         found.append(Path(stem))
@@ -130,10 +133,8 @@ def find_media(stems: list[str], index: dict[str, list[Path]], allowed: list[Pat
     return (videos[0] if videos else None), (audios[0] if audios else None)
 
 
-def materialize(entry: Entry, index, cache_dir: Path, cfg: PrepareConfig, failed: dict):
+def materialize(entry: Entry, index, allowed: list[Path] | None, cache_dir: Path, cfg: PrepareConfig, failed: dict):
     """Cached (audio wav, source video, frames npy) for an entry's clip; decodes at most once."""
-    root = Path(cfg.root)
-    allowed = None if cfg.allow_outside_media else [Path(cfg.media or cfg.root), root if root.is_dir() else root.parent]
     video, audio_file = find_media(entry.stems, index, allowed)
     if video is None and audio_file is None:
         raise media.MediaError(f"no media file with stem {' or '.join(map(repr, entry.stems))} "
