@@ -25,6 +25,7 @@ the tiny models learn the former in minutes and the latter not at all.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -83,7 +84,7 @@ def main(cfg: BootstrapConfig) -> dict:
         return done
     started = time.time()
 
-    world = SynthConfig(**{**cfg.world.__dict__, "out": str(out / "world"), "progress": cfg.progress})
+    world = dataclasses.replace(cfg.world, out=str(out / "world"), progress=cfg.progress)
     synth.main(world)
     for split in ("train", "val"):
         prepare.main(prepare.PrepareConfig(dataset="synth", root=world.out, split=split, out=str(out / split),

@@ -48,12 +48,13 @@ def load_config(cls, path: str | Path | None = None, overrides=(), section: str 
     return from_dict(cls, data, source)
 
 
-def apply_overrides(data: dict, overrides, form: str = "key=value") -> dict:
+def apply_overrides(data: dict, overrides, sections: bool = False) -> dict:
     """Set each `key=value` override in `data` (dotted keys reach into nested mappings; values are
-    parsed as YAML). With form "section.key=value" every key must name a section."""
+    parsed as YAML). With `sections` every key must name a section (`section.key=value`)."""
+    form = "section.key=value" if sections else "key=value"
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep or not key or (form.startswith("section.") and "." not in key):
+        if not sep or not key or (sections and "." not in key):
             raise ConfigError(f"override {item!r} is not of the form {form}")
         set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
     return data
@@ -93,8 +94,8 @@ def from_dict(cls, data: dict, source: str = "config", prefix: str = ""):
             f"{source}: unknown key '{prefix}{unknown[0]}' for {cls.__name__} "
             f"(known keys: {', '.join(names)})"
         )
-    defaults = {f.name: _default(f) for f in dataclasses.fields(cls)}
-    kwargs = {k: _coerce(hints[k], _over(defaults[k], v), source, f"{prefix}{k}") for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {k: _coerce(hints[k], _over(fields[k], v), source, f"{prefix}{k}") for k, v in data.items()}
     for key, value in kwargs.items():
         _check_range(key, value, source, f"{prefix}{key}")
     try:
@@ -125,8 +126,8 @@ RANGES = {
                      "keep_checkpoints", "val_every", "val_limit", "updates_per_batch", "heldout_limit", "rank",
                      "max_concurrency", "frame_size", "fps", "sample_rate"], COUNT),
     **dict.fromkeys(["lr", "alpha", "duration", "timeout", "max_grad_norm", "max_audio_seconds"], POSITIVE),
-    **dict.fromkeys(["seed", "num_frames", "warmup_steps", "max_retries"], _at_least(0)),
-    **dict.fromkeys(["weight_decay", "beta", "epsilon", "temperature"], _at_least(0)),
+    **dict.fromkeys(["seed", "num_frames", "warmup_steps", "max_retries", "weight_decay", "beta", "epsilon",
+                     "temperature"], _at_least(0)),
     **dict.fromkeys(["threshold", "dropout", "val_fraction", "holdout"], FRACTION),
     "top_p": _within(0.0, 1.0),
     "top_k": _at_least(-1),  # -1: no limit (vLLM)
@@ -144,17 +145,14 @@ def _check_range(key: str, value, source: str, name: str) -> None:
         raise ConfigError(f"{source}: '{name}' must be {description}, got {value!r}")
 
 
-def _default(f: dataclasses.Field):
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return None if f.default is dataclasses.MISSING else f.default
-
-
-def _over(default, value):
+def _over(f: dataclasses.Field, value):
     """A mapping given for a dataclass-valued field, laid over that field's default value."""
-    if isinstance(value, dict) and dataclasses.is_dataclass(default):
-        return {**{f.name: getattr(default, f.name) for f in dataclasses.fields(default)}, **value}
-    return value
+    if not isinstance(value, dict) or f.default_factory is dataclasses.MISSING:
+        return value
+    default = f.default_factory()
+    if not dataclasses.is_dataclass(default):
+        return value
+    return {**{g.name: getattr(default, g.name) for g in dataclasses.fields(default)}, **value}
 
 
 def _coerce(hint, value, source: str, key: str):

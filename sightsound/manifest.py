@@ -84,7 +84,7 @@ def stage_status(run_dir, stage: str, config_hash: str, inputs: dict) -> str:
     if manifest is not None:
         same = manifest["config_hash"] == config_hash and manifest["inputs"] == inputs
         return "done" if same else "stale"
-    started = Path(run_dir) / "manifests" / f"{stage}.started"
+    started = _started_path(run_dir, stage)
     if started.exists() and started.read_text().split() == [config_hash, _digest(inputs)]:
         return "resume"
     return "new"
@@ -93,10 +93,14 @@ def stage_status(run_dir, stage: str, config_hash: str, inputs: dict) -> str:
 def mark_started(run_dir, stage: str, config_hash: str, inputs: dict) -> None:
     """Note which config and inputs the in-progress outputs belong to, so a rerun knows whether it
     may resume them."""
-    path = Path(run_dir) / "manifests" / f"{stage}.started"
+    path = _started_path(run_dir, stage)
     path.parent.mkdir(parents=True, exist_ok=True)
     manifest_path(run_dir, stage).unlink(missing_ok=True)
     path.write_text(f"{config_hash}\n{_digest(inputs)}\n")
+
+
+def _started_path(run_dir, stage: str) -> Path:
+    return Path(run_dir) / "manifests" / f"{stage}.started"
 
 
 def _digest(inputs: dict) -> str:

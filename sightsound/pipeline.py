@@ -80,7 +80,7 @@ def load_plan(path: str | Path, overrides=(), out: str | None = None) -> Plan:
     """Read a pipeline config: `key=value` overrides use section.key (`sft.steps=10`); `out`
     replaces run.out; placeholders are replaced everywhere; every section is checked now, before
     anything runs."""
-    data = apply_overrides(read_pipeline_yaml(path), overrides, form="section.key=value")
+    data = apply_overrides(read_pipeline_yaml(path), overrides, sections=True)
     unknown = [k for k in data if k not in ("run", "benchmarks", *order())]
     if unknown:
         raise ConfigError(f"{path}: unknown section {unknown[0]!r} (known: run, benchmarks, {', '.join(order())})")
