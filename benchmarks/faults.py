@@ -45,7 +45,7 @@ from sightsound.manifest import read_manifest  # noqa: E402
 from sightsound.models import ModelConfig, tiny  # noqa: E402
 from sightsound.records import Sample  # noqa: E402
 from sightsound.stages import prepare, synth, teach  # noqa: E402
-from sightsound.store import read_jsonl, to_json  # noqa: E402
+from sightsound.store import read_jsonl, record_id, to_json  # noqa: E402
 from tests.http_server import ChatServer, Reply  # noqa: E402
 
 # stage → (its output whose records are compared, how a trial knows when to kill: a file's lines or a checkpoint)
@@ -108,7 +108,7 @@ def records(path: Path) -> list[str]:
 
 
 def ids(path: Path) -> list[str]:
-    return [r.get("id") or f"{r['sample_id']}#{r['index']}" for r in read_jsonl(path)] if path.exists() else []
+    return [record_id(r) for r in read_jsonl(path)] if path.exists() else []
 
 
 def sha256(path: Path) -> str:
@@ -119,8 +119,7 @@ def compare(stage: str, clean: Path, killed: Path) -> dict:
     """Records lost, duplicated or different in `killed` against `clean`; for training, the weights."""
     if stage in ("sft", "grpo"):
         same = sha256(clean / OUTPUTS[stage]) == sha256(killed / OUTPUTS[stage])
-        metrics = [r for r in records(killed / stage / "metrics.jsonl")]
-        steps = [json.loads(r)["step"] for r in metrics]
+        steps = [r["step"] for r in read_jsonl(killed / stage / "metrics.jsonl")]
         return {"lost": 0 if same else 1, "duplicated": len(steps) - len(set(steps)), "different": 0 if same else 1}
     a, b = set(records(clean / OUTPUTS[stage])), records(killed / OUTPUTS[stage])
     found = ids(killed / OUTPUTS[stage])
