@@ -128,7 +128,8 @@ RANGES = {
     **dict.fromkeys(["lr", "alpha", "duration", "timeout", "max_grad_norm", "max_audio_seconds"], POSITIVE),
     **dict.fromkeys(["seed", "num_frames", "warmup_steps", "max_retries", "weight_decay", "beta", "epsilon",
                      "temperature"], _at_least(0)),
-    **dict.fromkeys(["threshold", "dropout", "val_fraction", "holdout"], FRACTION),
+    **dict.fromkeys(["threshold", "dropout", "val_fraction", "holdout", "mime"], FRACTION),
+    "max_sources": _within(2, 4),  # scenes of two sources at least; "how many" offers one to four
     "top_p": _within(0.0, 1.0),
     "top_k": _at_least(-1),  # -1: no limit (vLLM)
     "group_size": _at_least(2),  # a group's rewards need a spread: one completion has no std
@@ -219,13 +220,16 @@ def config_hash(cfg, exclude=("out", "progress")) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def save_config(cfg, path: str | Path) -> None:
-    """Write the resolved config, so a run directory says exactly what produced it."""
+def save_config(cfg, path: str | Path) -> bool:
+    """Write the resolved config, so a run directory says exactly what produced it; whether it was
+    written (an unchanged config is left untouched)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    if not path.exists() or path.read_text() != text:  # an unchanged config is left untouched
-        path.write_text(text)
+    if path.exists() and path.read_text() == text:
+        return False
+    path.write_text(text)
+    return True
 
 
 def field_comments(cls) -> dict[str, str]:

@@ -70,6 +70,7 @@ class Plan:
 
     run: RunConfig
     stages: dict[str, list[tuple[str | None, object]]]
+    report: report.ReportConfig = field(default_factory=report.ReportConfig)
 
     def config(self, stage: str):
         """The stage's own run's config."""
@@ -96,7 +97,10 @@ def load_plan(path: str | Path, overrides=(), out: str | None = None) -> Plan:
     stages = {name: stage.resolve(data[name] or {}, context) for name, stage in STAGES.items() if name in data}
     if "report" in data or stages:
         stages["report"] = []
-    return Plan(run, stages)
+    settings = from_dict(report.ReportConfig, data.get("report") or {}, f"{path} [report]")
+    if not settings.rows:  # the table's rows in the order the eval section lists its models
+        settings.rows = [m.get("name") for m in (data.get("eval") or {}).get("models") or [] if isinstance(m, dict)]
+    return Plan(run, stages, settings)
 
 
 def is_pipeline_config(path: str | Path) -> bool:
@@ -168,7 +172,8 @@ def run(plan: Plan, start: str | None = None, until: str | None = None) -> Path:
     for name in selected(plan, start, until):
         began = time.time()
         if name == "report":
-            ran = any(t["status"] == "ran" for t in timings) or not (run_dir / "report.md").exists()
+            changed = save_config(plan.report, run_dir / "config" / "report.yaml")
+            ran = changed or any(t["status"] == "ran" for t in timings) or not (run_dir / "report.md").exists()
             if ran:
                 write_json(run_dir / "manifests" / "run.json", {"stages": timings})
                 report.write_run_report(run_dir)

@@ -10,8 +10,8 @@ runs it when it has a section named after it.
 
 How a pipeline section becomes the stage's runs (`runs`): by default one run whose `out` is the run
 directory (or `folder` inside it; with `folder=None` the section names its own `out`, as the demo's
-cached models do). prepare also prepares every benchmark into `eval/<name>/`, and eval is one run
-per model and benchmark.
+cached models do). prepare also prepares every benchmark into `eval/<name>/`, eval is one run
+per model and benchmark, and sft and grpo run once per entry of their `variants` (if any).
 """
 
 from __future__ import annotations
@@ -72,6 +72,33 @@ def single_run(stage: Stage, section: dict, context: Context) -> list:
     return [(None, from_dict(stage.config, section, source))]
 
 
+def variant_runs(stage: Stage, section: dict, context: Context) -> list:
+    """One run, or with `variants` — a list of key mappings, each with its own `subdir` — one run per
+    variant, labelled by its subdir, each the section's other keys overlaid with the variant's (so
+    one config trains the several SFT or GRPO models of the paper's Table 2 in one run directory)."""
+    section = dict(section)
+    variants = section.pop("variants", None)
+    if not variants:
+        return single_run(stage, section, context)
+    source = f"{context.source} [{stage.name}]"
+    if not isinstance(variants, list) or not all(isinstance(v, dict) and v.get("subdir") for v in variants):
+        raise ConfigError(f"{source}: `variants` must be a list of mappings, each with its own `subdir`")
+    subdirs = [v["subdir"] for v in variants]
+    if len(set(subdirs)) < len(subdirs):
+        raise ConfigError(f"{source}: two variants share a subdir ({', '.join(subdirs)})")
+    return [(variant["subdir"], cfg) for variant in variants
+            for _, cfg in single_run(stage, _overlay(section, variant), context)]
+
+
+def _overlay(base: dict, top: dict) -> dict:
+    """`base` with `top`'s keys laid over it, mappings merged key by key."""
+    merged = copy.deepcopy(base)
+    for key, value in top.items():
+        merged[key] = _overlay(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else copy.deepcopy(value)
+    return merged
+
+
 def benchmarks(context: Context) -> dict[str, tuple[prepare.PrepareConfig, dict]]:
     """name → (its PrepareConfig into `eval/<name>/`, eval keys for it alone, e.g. {scorer: mmau})."""
     out = {}
@@ -93,8 +120,8 @@ def prepare_runs(stage: Stage, section: dict, context: Context) -> list:
 
 
 def eval_runs(stage: Stage, section: dict, context: Context) -> list:
-    """(benchmark/model, EvalConfig) for every model in `models` on every benchmark; the section's
-    other keys are shared by all of them."""
+    """(benchmark/model, EvalConfig) for every model in `models` on every benchmark (or on those its
+    `benchmarks` list names); the section's other keys are shared by all of them."""
     source = f"{context.source} [{stage.name}]"
     section = dict(section)
     entries = section.pop("models", None) or []
@@ -109,14 +136,21 @@ def eval_runs(stage: Stage, section: dict, context: Context) -> list:
             raise ConfigError(f"{source}: models[{i}] needs a `name` (its folder under eval/<benchmark>/)")
         _check_name(f"models[{i}].name", model_name, source)
         model = entry.pop("model", None)
+        only = entry.pop("benchmarks", None) or list(prepared)  # a model may be evaluated on some only
+        unknown = [b for b in only if b not in prepared]
+        if unknown:
+            raise ConfigError(f"{source}: models[{i}].benchmarks names {unknown[0]!r}, not in `benchmarks` "
+                              f"({', '.join(prepared)})")
         for bench, (bench_cfg, overrides) in prepared.items():
+            if bench not in only:
+                continue
             merged = {**copy.deepcopy(section), **overrides, **entry}
             if isinstance(model, str):
                 merged["model"] = {**merged.get("model", {}), "model": model}
             elif isinstance(model, dict):
                 merged["model"] = {**merged.get("model", {}), **model}
             folder = Path(bench_cfg.out)
-            merged.update(samples=str(folder / "samples.jsonl"), out=str(folder / model_name))
+            merged.update(samples=str(folder / "samples.jsonl"), out=str(folder / model_name), benchmark=bench)
             runs.append((f"{bench}/{model_name}", from_dict(stage.config, merged, f"{source} models[{i}]")))
     return runs
 
@@ -153,10 +187,11 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in [
           reads=("samples.jsonl", "traces.jsonl", "consensus.jsonl"), writes=("verdicts.jsonl", "corpus.jsonl"),
           flags=("out", "checker"), summary=verify.summary),
     Stage("sft", sft.SFTConfig, sft.main, "LoRA SFT of the student on verified traces (or labels) → sft/",
-          reads=("samples.jsonl", "corpus.jsonl"), writes=("sft/",), summary=sft.summary, manifest=_subdir_manifest),
+          reads=("samples.jsonl", "corpus.jsonl"), writes=("sft/",), summary=sft.summary, manifest=_subdir_manifest,
+          runs=variant_runs),
     Stage("grpo", grpo.GRPOConfig, grpo.main, "GRPO from the SFT student against the teacher's labels → grpo/",
           reads=("samples.jsonl", "consensus.jsonl"), writes=("grpo/",), summary=grpo.summary,
-          manifest=_subdir_manifest),
+          manifest=_subdir_manifest, runs=variant_runs),
     Stage("eval", evaluate.EvalConfig, evaluate.main, "a model on a prepared benchmark with one of the paper's methods",
           reads=("eval/<benchmark>/samples.jsonl",), writes=("eval/<benchmark>/<model>/result.json",),
           flags=("samples", "out", "method"), runs=eval_runs),

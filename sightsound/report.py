@@ -5,7 +5,14 @@
 Rows are (model label, method); each benchmark found among the results adds its columns:
 MMAU test-mini Sound / Speech / Music / Avg and MUSIC-AVQA Temp / Comp / Cnt / Exist / Avg as in
 Table 2, plain accuracy for AVQA (Table 1) and any other dataset. Numbers are percentages with one
-decimal, computed from the per-sample predictions by `sightsound eval`; a missing cell is "—".
+decimal and their 95% Wilson interval, "57.5 (52.6–62.2)", computed from the per-sample
+predictions by `sightsound eval`; a missing cell is "—".
+
+A run directory's report (`sightsound report RUN_DIR`, written by `sightsound run` at its end) adds
+the pipeline, the roles, training curves, an accuracy plot with intervals, paired tests between the
+models (exact McNemar on the same questions) and "The paper's claims, as measured"
+(`sightsound.claims`). What to compare and which model plays which part in the claims come from the
+pipeline config's `report` section (`ReportConfig`), which the runner saves as `config/report.yaml`.
 """
 
 from __future__ import annotations
@@ -16,30 +23,45 @@ import html
 import io
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from sightsound import claims as paper_claims
+from sightsound.config import read_yaml
 from sightsound.datasets import BENCHMARKS
 from sightsound.formats import count, num, seconds, share
 from sightsound.registry import STAGES
+from sightsound.scoring import paired_test, wilson_interval
 
 
-def columns_of(result: dict) -> dict[str, float | None]:
-    """(header → accuracy) for one result: the paper's columns where they exist, else the accuracy."""
+@dataclass
+class ReportConfig:
+    """The `report` section of a pipeline config (saved as RUN/config/report.yaml)."""
+
+    rows: list[str] = field(default_factory=list)  # eval model names in table order (default: the eval models')
+    compare: list[list[str]] = field(default_factory=list)  # [first, second] model names: paired tests per benchmark
+    claims: dict[str, str] = field(default_factory=dict)  # a role of claims.ROLES → the model name playing it
+    in_domain: str | None = None  # the benchmark vision can answer (AVQA's analogue), for the premise and claims
+    acoustic: str | None = None  # the benchmark vision cannot answer (MMAU speech/music's analogue)
+
+
+def columns_of(result: dict) -> dict[str, dict | None]:
+    """(header → {accuracy, count, correct, ci95}) for one result: the paper's columns where they
+    exist, else the whole benchmark's accuracy, headed by the benchmark's name when it has one."""
     dataset = result.get("dataset") or "?"
     benchmark = BENCHMARKS.get(dataset)
     title = benchmark.title if benchmark else dataset
     paper = result.get("paper")
     if not paper:
-        return {f"{title}": result["accuracy"]}
+        return {result.get("benchmark") or title: result}
     headers = benchmark.columns if benchmark else {}
-    cells = {f"{title} {headers.get(name, name.capitalize())}": (cell or {}).get("accuracy")
-             for name, cell in paper["columns"].items()}
-    cells[f"{title} Avg"] = (paper["avg"] or {}).get("accuracy")
+    cells = {f"{title} {headers.get(name, name.capitalize())}": cell for name, cell in paper["columns"].items()}
+    cells[f"{title} Avg"] = paper["avg"]
     return cells
 
 
 def build_table(results: list[dict]) -> tuple[list[str], list[list[str]]]:
-    rows: dict[tuple[str, str], dict[str, float | None]] = {}
+    rows: dict[tuple[str, str], dict[str, dict | None]] = {}
     headers: list[str] = []
     for result in results:
         cells = columns_of(result)
@@ -49,8 +71,14 @@ def build_table(results: list[dict]) -> tuple[list[str], list[list[str]]]:
     return ["Model", "Method", *headers], body
 
 
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}"
+def _pct(cell: dict | None) -> str:
+    """"57.5 (52.6–62.2)": an accuracy in percent with its 95% interval ("—" when missing)."""
+    if not cell or cell.get("accuracy") is None:
+        return "—"
+    interval = cell.get("ci95") or (wilson_interval(cell["correct"], cell["count"])
+                                    if cell.get("count") and cell.get("correct") is not None else None)
+    text = f"{100 * cell['accuracy']:.1f}"
+    return text + (f" ({100 * interval[0]:.1f}–{100 * interval[1]:.1f})" if interval else "")
 
 
 def markdown(headers: list[str], body: list[list[str]]) -> str:
@@ -67,7 +95,7 @@ def write_report(result_paths: list[str | Path], out: str | Path) -> str:
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: cannot read result: {exc}") from exc
     headers, body = build_table(results)
-    text = "# Results\n\nAccuracy (%) per benchmark column, from `sightsound eval` predictions.\n\n"
+    text = "# Results\n\nAccuracy (%) per benchmark column with its 95% interval, from `sightsound eval` predictions.\n\n"
     text += markdown(headers, body)
     files = sorted({f"`{Path(f).name}` sha256 {h[:12]}" for r in results for f, h in r.get("dataset_files", {}).items()})
     if files:
@@ -96,30 +124,37 @@ code { background: #f4f4f4; padding: 0 0.2em; }
 img { max-width: 100%; }"""
 
 
-def write_run_report(run_dir: str | Path) -> str:
+def write_run_report(run_dir: str | Path, settings: ReportConfig | None = None) -> str:
     """Write report.md, report.html, report.csv and plots/*.png into `run_dir`; return the Markdown.
 
+    `settings` default to the run's `config/report.yaml` (saved by `sightsound run`), else to none.
     Each section is made from what the run directory holds; a missing or unreadable file leaves its
     section (or line) out. Sections are (title, blocks), a block being ("text", str),
     ("table", headers, rows) or ("image", relative path, caption); both documents are rendered from them.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    settings = settings or read_settings(run_dir)
     manifests = {stage: _read_json(run_dir / "manifests" / f"{stage}.json") for stage in STAGES}
     manifests = {stage: m for stage, m in manifests.items() if m is not None}
-    results = [r for r in (_read_json(p) for p in sorted(run_dir.glob("eval/*/*/result.json"))) if r is not None]
+    evaluated = read_results(run_dir, settings.rows)
+    results = [r for r, _ in evaluated.values()]
+    marks = {key: correct for key, (_, correct) in evaluated.items()}
 
     sections = [
         ("Pipeline", _pipeline_blocks(manifests)),
-        ("Bootstrapped roles", _bootstrap_blocks(manifests.get("bootstrap"))),
+        ("Bootstrapped roles", _bootstrap_blocks(manifests.get("bootstrap")) + _premise_blocks(manifests, marks, settings)),
         ("Teacher and checker", _teacher_checker_blocks(manifests.get("teach"), manifests.get("verify"))),
         ("Training curves", _curve_blocks(run_dir)),
-        ("Evaluation", _evaluation_blocks(results)),
+        ("Evaluation", _evaluation_blocks(results) + _accuracy_plot_blocks(evaluated, run_dir)
+         + _paired_blocks(evaluated, settings)),
+        ("The paper's claims, as measured", _claims_blocks(marks, settings, manifests.get("verify"))),
         ("Timings", _timing_blocks(run_dir, manifests)),
     ]
     sections = [(title, blocks) for title, blocks in sections if blocks]
     title = f"SightSound-R1 run: {run_dir.resolve().name}"
-    intro = "Every number below is read from this run directory's files, as measured; shares are shown as percentages."
+    intro = ("Every number below is read from this run directory's files, as measured; shares are shown as "
+             "percentages, accuracies with their 95% Wilson interval in brackets.")
 
     text = render_markdown(title, intro, sections)
     (run_dir / "report.md").write_text(text)
@@ -127,6 +162,30 @@ def write_run_report(run_dir: str | Path) -> str:
     if results:
         write_csv(run_dir / "report.csv", *build_table(results))
     return text
+
+
+def read_settings(run_dir: Path) -> ReportConfig:
+    """The run's report settings (`config/report.yaml`), or the defaults when it has none."""
+    from sightsound.config import from_dict
+
+    path = run_dir / "config" / "report.yaml"
+    return from_dict(ReportConfig, read_yaml(path) or {}, str(path)) if path.exists() else ReportConfig()
+
+
+def read_results(run_dir: Path, rows: list[str]) -> dict[tuple[str, str], tuple[dict, dict]]:
+    """(benchmark, model) → (result.json, {question id: correct}) for every evaluation in the run,
+    the models in `rows` order first (then the others by name)."""
+    found = {}
+    for path in sorted(run_dir.glob("eval/*/*/result.json")):
+        result = _read_json(path)
+        if result is None:
+            continue
+        bench, model = path.parent.parent.name, path.parent.name
+        result.setdefault("benchmark", bench)
+        correct = {r["id"]: bool(r.get("correct")) for r in _read_jsonl(path.parent / "predictions.jsonl") if "id" in r}
+        found[(bench, model)] = (result, correct)
+    rank = {name: i for i, name in enumerate(rows)}
+    return dict(sorted(found.items(), key=lambda item: (rank.get(item[0][1], len(rank)), item[0][1], item[0][0])))
 
 
 def _read_json(path: Path) -> dict | None:
@@ -187,11 +246,12 @@ def _bootstrap_blocks(manifest: dict | None) -> list:
                     f"{share(checker.get('precision'))}, recall {share(checker.get('recall'))}, "
                     f"F1 {share(checker.get('f1'))} (TP {checker.get('tp')}, FP {checker.get('fp')}, "
                     f"FN {checker.get('fn')}, TN {checker.get('tn')})"),
-        "student": f"direct accuracy {share(student.get('direct_accuracy'))}",
+        "student": (f"direct accuracy {share(student.get('direct_accuracy'))} on the teacher's question types, "
+                    f"{share(student.get('perception_accuracy'))} on its own (perception) ones"),
     }
     sees = {"teacher": "video frames only", "checker": "audio + a trace", "student": "audio"}
     rows = []
-    for role in ["teacher", "checker", "student"]:
+    for role in ["teacher", "student", "checker"]:
         trained = training.get(role) or {}
         rows.append([role, sees[role],
                      f"{count(trained.get('examples'))} examples, {count(trained.get('steps'))} steps, "
@@ -234,13 +294,19 @@ def _teacher_checker_blocks(teach: dict | None, verify: dict | None) -> list:
 
 
 def _curve_blocks(run_dir: Path) -> list:
+    """One plot per training folder of the run (sft/, grpo/ and any variants): GRPO's when its
+    metrics carry rewards, SFT's otherwise."""
     blocks = []
-    sft_rows = [r for r in _read_jsonl(run_dir / "sft" / "metrics.jsonl") if "step" in r]
-    if sft_rows:
-        blocks.append(("image", plot_sft(sft_rows, run_dir / "plots" / "sft_loss.png"), "SFT loss"))
-    grpo_rows = [r for r in _read_jsonl(run_dir / "grpo" / "metrics.jsonl") if "step" in r]
-    if grpo_rows:
-        blocks.append(("image", plot_grpo(grpo_rows, run_dir / "plots" / "grpo.png"), "GRPO reward and KL"))
+    for folder in sorted(p.parent for p in run_dir.glob("*/metrics.jsonl")):
+        rows = [r for r in _read_jsonl(folder / "metrics.jsonl") if "step" in r]
+        if not rows:
+            continue
+        if any("reward" in r for r in rows):
+            blocks.append(("image", plot_grpo(rows, run_dir / "plots" / f"{folder.name}.png", folder.name),
+                           f"GRPO ({folder.name}): reward and KL"))
+        else:
+            blocks.append(("image", plot_sft(rows, run_dir / "plots" / f"{folder.name}_loss.png", folder.name),
+                           f"SFT ({folder.name}): loss"))
     return blocks
 
 
@@ -248,12 +314,83 @@ def _evaluation_blocks(results: list[dict]) -> list:
     if not results:
         return []
     headers, body = build_table(results)
-    blocks = [("text", "Accuracy (%) per benchmark column, from `sightsound eval` predictions."),
-              ("table", headers, body)]
+    blocks = [("text", "Accuracy (%) per benchmark column, with its 95% Wilson interval, from `sightsound eval` "
+                       "predictions."), ("table", headers, body)]
     files = sorted({f"`{Path(f).name}` sha256 {h[:12]}" for r in results for f, h in r.get("dataset_files", {}).items()})
     if files:
         blocks.append(("text", "Benchmark files: " + "; ".join(files)))
     return blocks
+
+
+def _accuracy_plot_blocks(evaluated: dict, run_dir: Path) -> list:
+    if not evaluated:
+        return []
+    path = plot_accuracy({key: result for key, (result, _) in evaluated.items()}, run_dir / "plots" / "accuracy.png")
+    return [("image", path, "Accuracy per benchmark with 95% intervals")]
+
+
+def _paired_blocks(evaluated: dict, settings: ReportConfig) -> list:
+    """The paired tests the report config asks for, on every benchmark both models answered."""
+    rows = []
+    labels = {model: result.get("label") or model for (_, model), (result, _) in evaluated.items()}
+    benches = list(dict.fromkeys(bench for bench, _ in evaluated))
+    for first, second in (pair for pair in settings.compare if len(pair) == 2):
+        for bench in benches:
+            a, b = evaluated.get((bench, first)), evaluated.get((bench, second))
+            if a and b:
+                test = paired_test(a[1], b[1])
+                rows.append([bench, f"{labels[second]} vs {labels[first]}", count(test["count"]),
+                             _points(test["difference"]), f"{test['first_only']} / {test['second_only']}",
+                             f"{test['p_value']:.3g}", "yes" if test["significant"] else "no"])
+    if not rows:
+        return []
+    note = ("Paired tests on the same questions (exact McNemar): the difference in points, the questions only the "
+            "first / only the second model got right, the two-sided p-value, and whether the difference is "
+            "significant (p < 0.05).")
+    return [("text", note), ("table", ["Benchmark", "Comparison", "Questions", "Difference", "Discordant",
+                                       "p", "Significant"], rows)]
+
+
+def _points(difference: float | None) -> str:
+    return "—" if difference is None else f"{100 * difference:+.1f} pts"
+
+
+def _premise_blocks(manifests: dict, marks: dict, settings: ReportConfig) -> list:
+    """The paper's premise as this run measures it: the teacher ahead of the student on the
+    in-domain benchmark, a share of hallucinated traces for the checker to catch, and a checker
+    that catches them."""
+    rows = []
+    teacher, student = settings.claims.get("teacher"), settings.claims.get("direct")
+    a, b = marks.get((settings.in_domain, student)), marks.get((settings.in_domain, teacher))
+    if a and b:
+        test = paired_test(a, b)
+        rows.append([f"teacher − student (direct), {settings.in_domain}", "AVQA: 85.5 − 67.1 = +18.4 pts",
+                     f"{_points(test['difference'])} (p = {test['p_value']:.3g}, n = {test['count']})"])
+    teach = (manifests.get("teach") or {}).get("counts") or {}
+    if teach.get("hallucinated_traces") is not None:
+        rows.append(["traces claiming a sound the clip lacks", "not reported",
+                     f"{share(teach['hallucinated_traces'])} of {count(teach.get('traces'))}"])
+    quality = (manifests.get("verify") or {}).get("quality") or {}
+    if quality.get("f1") is not None:
+        rows.append(["checker's rejection F1 against ground truth", "not reported",
+                     f"{num(quality['f1'])} (precision {share(quality.get('precision'))}, recall "
+                     f"{share(quality.get('recall'))}, {count(quality.get('traces'))} traces)"])
+    if not rows:
+        return []
+    return [("text", "The paper's premise, measured in this run's pipeline:"),
+            ("table", ["Premise", "Paper", "This run"], rows)]
+
+
+def _claims_blocks(marks: dict, settings: ReportConfig, verify: dict | None) -> list:
+    found = paper_claims.build_claims(marks, settings.claims, settings.in_domain, settings.acoustic, verify)
+    if not found:
+        return []
+    roles = "; ".join(f"{role} = `{name}`" for role, name in settings.claims.items())
+    note = ("Each claim of the paper this run can test, the paper's figure, ours (accuracy with its 95% interval, "
+            "the difference and its p-value) and a verdict: holds (significant, the paper's way), contradicted "
+            "(significant, the other way) or not shown (not significant). Models: " + roles + ".")
+    return [("text", note), ("table", ["Claim", "Paper", "This run", "Verdict"],
+                             [[c.claim, c.paper, c.ours, c.verdict] for c in found])]
 
 
 def _timing_blocks(run_dir: Path, manifests: dict[str, dict]) -> list:
@@ -301,14 +438,14 @@ def _whole_steps(ax) -> None:
     ax.grid(alpha=0.3)
 
 
-def plot_sft(rows: list[dict], out: Path) -> str:
+def plot_sft(rows: list[dict], out: Path, name: str = "sft") -> str:
     """Loss against step, and validation accuracy on a second axis when it was measured; returns the
     path relative to the run directory."""
     fig = _figure(4)
     ax = fig.add_subplot()
     points = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
     lines = ax.plot([s for s, _ in points], [v for _, v in points], marker=".", color="tab:blue", label="loss")
-    ax.set(title="SFT: training loss", xlabel="step", ylabel="loss")
+    ax.set(title=f"SFT ({name}): training loss", xlabel="step", ylabel="loss")
     _whole_steps(ax)
     val = [(r["step"], 100 * r["val_accuracy"]) for r in rows if r.get("val_accuracy") is not None]
     if val:
@@ -320,7 +457,7 @@ def plot_sft(rows: list[dict], out: Path) -> str:
     return _save(fig, out)
 
 
-def plot_grpo(rows: list[dict], out: Path) -> str:
+def plot_grpo(rows: list[dict], out: Path, name: str = "grpo") -> str:
     """Total reward and each reward_* component against step in one panel, KL in a second; returns
     the path relative to the run directory."""
     fig = _figure(6)
@@ -331,14 +468,46 @@ def plot_grpo(rows: list[dict], out: Path) -> str:
         top.plot([s for s, _ in points], [v for _, v in points], marker=".",
                  label="reward (total)" if name == "reward" else name.removeprefix("reward_"),
                  linewidth=2 if name == "reward" else 1)
-    top.set(title="GRPO: reward", ylabel="mean reward")
+    top.set(title=f"GRPO ({name}): reward", ylabel="mean reward")
     _whole_steps(top)
     top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")  # beside the panel: no curve hidden
     kl = [(r["step"], r["kl"]) for r in rows if r.get("kl") is not None]
     bottom.plot([s for s, _ in kl], [v for _, v in kl], marker=".", color="tab:red", label="KL")
-    bottom.set(title="GRPO: KL to the reference policy", xlabel="step", ylabel="KL")
+    bottom.set(title=f"GRPO ({name}): KL to the reference policy", xlabel="step", ylabel="KL")
     _whole_steps(bottom)
     bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    return _save(fig, out)
+
+
+def plot_accuracy(results: dict[tuple[str, str], dict], out: Path) -> str:
+    """One panel per benchmark: each model's accuracy as a horizontal bar with its 95% interval as
+    an error bar, models top to bottom in report order; returns the path relative to the run directory."""
+    benches = list(dict.fromkeys(bench for bench, _ in results))
+    models = list(dict.fromkeys(model for _, model in results))
+    labels = {model: r.get("label") or model for (_, model), r in results.items()}
+    fig = _figure(1.0 + 0.45 * len(models) * len(benches))
+    axes = fig.subplots(len(benches), 1, squeeze=False)[:, 0]
+    for ax, bench in zip(axes, benches):
+        ys, values, low, high = [], [], [], []
+        for y, model in enumerate(models):
+            r = results.get((bench, model))
+            if r is None or not r.get("count"):
+                continue
+            interval = r.get("ci95") or (wilson_interval(r["correct"], r["count"]) if "correct" in r
+                                         else [r["accuracy"], r["accuracy"]])
+            ys.append(y)
+            values.append(100 * r["accuracy"])
+            low.append(100 * (r["accuracy"] - interval[0]))
+            high.append(100 * (interval[1] - r["accuracy"]))
+        ax.barh(ys, values, xerr=[low, high], color="tab:blue", alpha=0.75, capsize=4)
+        for y, value in zip(ys, values):
+            ax.text(1, y, f"{value:.1f}", va="center", color="white", fontsize="small")
+        ax.set_yticks(range(len(models)), [labels[m] for m in models])
+        ax.invert_yaxis()
+        ax.set_xlim(0, 100)
+        count_of = max((results[(bench, m)].get("count") or 0) for m in models if (bench, m) in results)
+        ax.set(title=f"{bench} ({count_of} questions)", xlabel="accuracy (%), 95% interval")
+        ax.grid(axis="x", alpha=0.3)
     return _save(fig, out)
 
 

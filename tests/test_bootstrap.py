@@ -36,7 +36,7 @@ def test_a_watcher_counts_what_moves_and_cannot_tell_a_mime_from_a_player():
 def test_checker_examples_are_labelled_by_the_worlds_truth():
     rng = random.Random(0)
     for seed in range(40):
-        scene = [vars(s) | {"events": []} for s in world.make_scene(random.Random(seed), 2.0)]
+        scene = [vars(s) | {"events": []} for s in world.make_scene(random.Random(seed), world.SynthConfig())]
         clip = sample("Count", world.COUNT_WORDS, 0, scene)
         original, flipped = bootstrap.checker_examples(clip, rng)
         for example in (original, flipped):

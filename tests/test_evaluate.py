@@ -31,7 +31,7 @@ def test_direct_eval_writes_predictions_result_and_is_resumable(prepared, tiny_m
         assert row["prompt"].startswith(s.question.replace("video", "audio"))  # the audio variant
         assert row["correct"] == (row["pred_index"] is not None and s.options[row["pred_index"]] == s.options[s.answer])
     assert result["accuracy"] == sum(r["correct"] for r in rows) / 12
-    assert set(result["per_category"]) <= {"Which", "Count", "Order", "Louder"}
+    assert set(result["per_category"]) <= {"Which", "Count", "Order", "Louder", "Pitch"}
     assert result["dataset_files"] and result["label"] == cfg.model.model
 
     # an interrupted run: the manifest and a few predictions are gone; the rerun fills them in
@@ -113,10 +113,11 @@ def test_paper_columns_for_mmau_and_music_avqa(tmp_path):
                                              ("Location", "Audio-Visual"), ("Existential", "Audio")])]
     result = evaluate.summarize(fake_rows(tmp_path, music, [True, False, False, True, True]), music, cfg, {})
     columns = result["paper"]["columns"]
-    assert columns["Counting"] == {"accuracy": 1.0, "count": 1, "correct": 1}  # the visual question is left out
+    assert columns["Counting"] == {"accuracy": 1.0, "count": 1, "correct": 1,  # the visual question is left out
+                                   "ci95": [0.2065, 1.0]}
     assert columns["Comparative"] is None and result["paper"]["avg"]["count"] == 3  # Location left out
     assert result["accuracy"] == 0.6  # every question, for the record
     headers, body = report.build_table([result])
     assert headers[2:] == ["MUSIC-AVQA test Temp", "MUSIC-AVQA test Comp", "MUSIC-AVQA test Cnt",
                            "MUSIC-AVQA test Exist", "MUSIC-AVQA test Avg"]
-    assert body == [["M", "direct", "0.0", "—", "100.0", "100.0", "66.7"]]
+    assert body == [["M", "direct", "0.0 (0.0–79.3)", "—", "100.0 (20.6–100.0)", "100.0 (20.6–100.0)", "66.7 (20.8–93.8)"]]

@@ -17,7 +17,7 @@ from sightsound.manifest import read_manifest
 from tests.conftest import kill_when_written
 
 ROOT = Path(__file__).resolve().parents[1]
-PIPELINES = [ROOT / "configs" / "demo.yaml", ROOT / "configs" / "sightsound-r1.yaml",
+PIPELINES = [ROOT / "configs" / "demo.yaml", ROOT / "configs" / "demo-table2.yaml", ROOT / "configs" / "sightsound-r1.yaml",
              *sorted((ROOT / "configs" / "ablations").glob("*.yaml"))]
 
 # configs/demo.yaml made small: a few clips, a few steps, and a checker that accepts every trace
@@ -136,6 +136,29 @@ def test_a_stage_subcommand_reads_a_pipeline_config_as_run_does(tmp_path):
         pipeline.stage_config(ROOT / "configs" / "demo.yaml", "eval")
 
 
+def test_the_table2_config_shares_teach_and_trains_one_model_per_row():
+    plan = pipeline.load_plan(ROOT / "configs" / "demo-table2.yaml")
+    assert len(plan.stages["teach"]) == len(plan.stages["verify"]) == 1
+    sft = dict(plan.stages["sft"])
+    assert list(sft) == ["sft-gt-label", "sft-label", "sft-cot", "sft-agfv", "sft"]
+    assert (sft["sft-cot"].corpus, sft["sft-agfv"].corpus, sft["sft"].corpus) == (
+        "corpus-n1.jsonl", "corpus-agfv-n1.jsonl", "corpus.jsonl")
+    assert {cfg.subdir for cfg in sft.values()} == set(sft) and sft["sft"].steps == 100  # shared keys kept
+    grpo = dict(plan.stages["grpo"])
+    assert grpo["grpo-label"].model.endswith("student/final") and grpo["grpo"].model.endswith("sft/final")
+    assert plan.report.rows[:2] == ["teacher", "student-direct"] and plan.report.in_domain == "in-domain"
+    assert own_runs(plan)["verify"].corpora["agfv-n1"] == {"tts": False, "agfv": True}
+
+
+@pytest.mark.parametrize("text,message", [
+    ("sft: {variants: [{target: cot}]}\n", "its own `subdir`"),
+    ("sft: {variants: [{subdir: a}, {subdir: a}]}\n", "share a subdir"),
+])
+def test_bad_variants_are_named(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        pipeline.load_plan(write(tmp_path / "bad.yaml", text))
+
+
 def test_unknown_stage_and_bad_override(tmp_path):
     plan = pipeline.load_plan(write(tmp_path / "c.yaml", "prepare: {dataset: synth}\n"))
     with pytest.raises(ConfigError, match="unknown stage 'teech'"):
@@ -167,16 +190,20 @@ def test_reduced_demo_writes_every_file(demo_run):
     for name in ("samples.jsonl", "traces.jsonl", "consensus.jsonl", "verdicts.jsonl", "corpus.jsonl",
                  "sft/final/config.json", "grpo/final/config.json", "report.md", "report.html",
                  "report.csv", "plots/sft_loss.png", "plots/grpo.png", "config/teach.yaml", "config/sft.launch.yaml",
-                 "config/bootstrap.yaml", "eval/synth-val/samples.jsonl"):
+                 "config/bootstrap.yaml", "config/report.yaml", "eval/in-domain/samples.jsonl",
+                 "eval/acoustic/samples.jsonl", "plots/accuracy.png"):
         assert (run_dir / name).exists(), name
     for model in ("teacher", "student-direct", "sft", "grpo"):
-        result = json.loads((run_dir / "eval" / "synth-val" / model / "result.json").read_text())
-        assert result["count"] > 0
+        result = json.loads((run_dir / "eval" / "in-domain" / model / "result.json").read_text())
+        assert result["count"] > 0 and result["benchmark"] == "in-domain" and len(result["ci95"]) == 2
+    assert not (run_dir / "eval" / "acoustic" / "teacher").exists()  # the teacher is asked only what vision answers
+    categories = {json.loads(line)["category"] for line in (run_dir / "eval" / "acoustic" / "samples.jsonl").open()}
+    assert categories <= {"Louder", "Pitch"}
     assert [s["stage"] for s in demo_run["first"]["stages"]] == [
         "bootstrap", "synth", "prepare", "teach", "verify", "sft", "grpo", "eval"]
     assert all(s["status"] == "ran" for s in demo_run["first"]["stages"])
     report = (run_dir / "report.md").read_text()
-    for heading in ("Pipeline", "Bootstrapped roles", "Training curves", "Evaluation"):
+    for heading in ("Pipeline", "Bootstrapped roles", "Training curves", "Evaluation", "The paper's premise"):
         assert heading in report
     bootstrap = read_manifest(demo_run["models"], "bootstrap")["counts"]
     assert set(bootstrap) >= {"teacher", "checker", "student", "training"}

@@ -63,7 +63,7 @@ def test_avqa_media_found_by_padded_or_unpadded_stem_and_bad_media_skipped(tmp_p
     assert "val_qa.json: duplicate id '0'" in bad["0 (repeat 2)"]["reason"]
     assert manifest["counts"] == {"samples": 2, "skipped": 5,
                                   "skipped_by_kind": {"media-missing": 1, "media-corrupt": 2, "duplicate": 2},
-                                  "audio_cut": 0}
+                                  "audio_cut": 0, "left_out_by_category": {}}
     assert (tmp_path / "run" / "config" / "prepare.yaml").exists()
 
 
@@ -205,6 +205,20 @@ def test_real_mmau_without_media_skips_everything_and_records_the_file_hash(tmp_
     manifest = run(tmp_path, dataset="mmau", root=str(SHARED_DATA), media=str(tmp_path))
     assert list(manifest["inputs"].values()) == [MMAU_SHA256]
     assert manifest["counts"] == {"samples": 0, "skipped": 1000, "skipped_by_kind": {"media-missing": 1000},
-                                  "audio_cut": 0}
+                                  "audio_cut": 0, "left_out_by_category": {}}
     first = json.loads((tmp_path / "run" / "skipped.jsonl").read_text().splitlines()[0])
     assert first["id"] == "3fe64f3d-282c-4bc8-a753-68f8f6c35652"
+
+
+def test_categories_keep_only_the_questions_asked_for(world, tmp_path):
+    """The demo's acoustic benchmark: only the loudness and pitch questions of the held-out clips;
+    the others are counted, not skipped."""
+    manifest = prepare.main(prepare.PrepareConfig(dataset="synth", root=str(world), split="train", out=str(tmp_path),
+                                                  categories=["Louder", "Pitch"], num_frames=0, progress=False))
+    kept = list(read_jsonl(tmp_path / "samples.jsonl"))
+    everything = json.loads((world / "train_qa.json").read_text())
+    assert kept and {s["category"] for s in kept} <= {"Louder", "Pitch"}
+    assert len(kept) == sum(q["question_type"] in ("Louder", "Pitch") for q in everything)
+    left_out = manifest["counts"]["left_out_by_category"]
+    assert sum(left_out.values()) == len(everything) - len(kept) and "Which" in left_out
+    assert manifest["counts"]["skipped"] == 0

@@ -108,7 +108,7 @@ def test_full_run_writes_every_file_with_the_measured_numbers(tmp_path):
         assert base64.b64encode((run / "plots" / png).read_bytes()).decode() in page
     assert "<td>61.2</td>" in page and "<td>Student</td>" in page
     assert "hallucinated traces caught 7 of 9" in page and "<code>samples.jsonl</code>" in page
-    assert (run / "report.csv").read_text().splitlines() == ["Model,Method,synthetic", "Student,direct,61.2"]
+    assert (run / "report.csv").read_text().splitlines() == ["Model,Method,synth", "Student,direct,61.2"]
 
 
 def test_partial_run_leaves_out_what_is_missing(tmp_path):

@@ -42,9 +42,9 @@ def test_score_file_round_trip(tmp_path):
     assert result["accuracy"] == pytest.approx(4 / 7)
     assert result["scorer"] == "default" and result["predictions"] == str(predictions)
     assert result["per_category"] == {
-        "Existential": {"accuracy": 0.5, "count": 2, "correct": 1},
-        "sound": {"accuracy": 0.5, "count": 2, "correct": 1},
-        "speech": {"accuracy": 0.5, "count": 2, "correct": 1},
+        "Existential": {"accuracy": 0.5, "count": 2, "correct": 1, "ci95": [0.0945, 0.9055]},
+        "sound": {"accuracy": 0.5, "count": 2, "correct": 1, "ci95": [0.0945, 0.9055]},
+        "speech": {"accuracy": 0.5, "count": 2, "correct": 1, "ci95": [0.0945, 0.9055]},
     }
     assert result["records"] == [
         {"id": "s1", "pred_index": 1, "correct": True},

@@ -380,3 +380,39 @@ def test_missing_inputs_and_unknown_checker_are_errors(prepared, tmp_path, capsy
     run_dir = taught(prepared, tmp_path)
     assert cli(["verify", "--out", str(run_dir), "--checker", "psychic"]) == 2
     assert "psychic" in capsys.readouterr().err
+
+
+class TruthChecker:
+    """Accepts a trace exactly when it claims no sound the clip lacks (the world's ground truth)."""
+
+    def __init__(self, cfg):
+        pass
+
+    def __call__(self, items):
+        return [Verdict(s.id, t.index, not is_hallucinated(s, t), 1.0, "truth", "truth") for s, t in items]
+
+
+def test_ablation_corpora_take_first_traces_checked_or_not(prepared, tmp_path, monkeypatch):
+    """Table 2's rows from one teach: n = 1 corpora hold each sample's first trace (with its own
+    answer as the label), checked ones only when the checker accepts them; corpus.jsonl stays the
+    unanimous samples' accepted traces, and the manifest's quality counts right labels."""
+    monkeypatch.setitem(checkers.CHECKERS, "truth", TruthChecker)
+    monkeypatch.setitem(verify.CHECKERS, "truth", TruthChecker)
+    run_dir = taught(prepared, tmp_path)
+    manifest = verify.main(verify.VerifyConfig(out=str(run_dir), checker="truth", progress=False, corpora={
+        "n1": {"tts": False, "agfv": False}, "agfv-n1": {"tts": False, "agfv": True}}))
+    samples = {s.id: s for s in read_jsonl(run_dir / "samples.jsonl", Sample)}
+    firsts = [t for t in read_jsonl(run_dir / "traces.jsonl", Trace) if t.index == 0]
+    n1 = list(read_jsonl(run_dir / "corpus-n1.jsonl"))
+    assert [(r["sample_id"], r["index"]) for r in n1] == [(t.sample_id, 0) for t in firsts]
+    assert all(r["label"] == t.pred_index for r, t in zip(n1, firsts))
+    checked = list(read_jsonl(run_dir / "corpus-agfv-n1.jsonl"))
+    assert [r["sample_id"] for r in checked] == [t.sample_id for t in firsts if not is_hallucinated(samples[t.sample_id], t)]
+    main = list(read_jsonl(run_dir / "corpus.jsonl"))
+    kept = {(s.id, t.index) for s, t in unanimous_items(run_dir) if not is_hallucinated(s, t)}
+    assert {(r["sample_id"], r["index"]) for r in main} == kept
+    assert manifest["corpora"] == {"corpus": len(main), "n1": len(n1), "agfv-n1": len(checked)}
+    quality = manifest["quality"]
+    assert quality["f1"] == 1.0 and quality["accepted_traces"] + quality["rejected_traces"] == quality["traces"]
+    with pytest.raises(ValueError, match="corpora.bad"):
+        verify.main(verify.VerifyConfig(out=str(run_dir), checker="truth", corpora={"bad": {"tts": "no"}}))

@@ -67,7 +67,7 @@ VISION = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_h
 # The words of the synthetic world (its sources, counts and screen positions; tests check that they
 # cover sightsound.datasets.synth.world), so that the tokenizer gives each of them few tokens.
 WORDS = ["flute", "violin", "drum", "bell", "horn", "bird", "one", "two", "three", "four", "left", "middle", "right",
-         "yes", "no", "louder", "first"]
+         "yes", "no", "louder", "first", "high", "low", "note"]
 
 
 def corpus() -> list[str]:
@@ -77,6 +77,7 @@ def corpus() -> list[str]:
     lines = [prompts.TEACHER_PROMPT, prompts.STUDENT_PROMPT, prompts.CHECKER_PROMPT,
              "You are a helpful assistant.", "Which object is making a sound in the video?",
              "How many sound sources can be heard in the video?", "Which sound starts first in the video?",
+             "Is the flute playing a high or a low note?", "Is the drum louder than the bell in this video?",
              "<think>I see the flute pulse, so it sounds.</think><answer>B</answer>",
              " ".join(f"{c}. {w}" for c, w in zip("ABCDEFGH", WORDS)), " ".join(WORDS), "0 1 2 3 4 5 6 7 8 9 10"]
     return lines * 20

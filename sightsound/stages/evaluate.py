@@ -40,6 +40,7 @@ class EvalConfig(Asking):
     out: str = "runs/demo/eval/direct"  # predictions.jsonl, result.json
     model: ModelConfig = field(default_factory=lambda: ModelConfig(model="runs/tiny/student"))
     label: str | None = None  # the model's name in reports (default: model.model)
+    benchmark: str | None = None  # the benchmark's name in reports (a pipeline sets it; default: the dataset's)
     teacher_traces: str | None = None  # traces.jsonl, for test_time_cot_distill
     chunk: int = 32  # questions sent to the backend at once; predictions are written after each
     limit: int | None = None  # only the first N questions
@@ -115,6 +116,7 @@ def summarize(predictions_path: Path, samples: list[Sample], cfg: EvalConfig, in
     dataset = samples[0].dataset if samples else None
     result = {
         "label": cfg.label or cfg.model.model,
+        "benchmark": cfg.benchmark,
         "method": cfg.method,
         "inputs": inputs_of(cfg),
         "dataset": dataset,

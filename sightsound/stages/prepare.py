@@ -8,7 +8,9 @@ For each record the reader yields, the clip is found by file stem anywhere under
 teacher when there is video; its path is in `meta["frames"]`). Metadata that names media by a path
 outside `root` and `media` is skipped (`media-outside`) unless `allow_outside_media` is set.
 A record whose metadata or media cannot be used goes to `skipped.jsonl` with its reason; the run
-goes on. A rerun resumes where an interrupted one stopped; a finished one is not redone.
+goes on. `categories` keeps only the questions of those categories (the others are counted in the
+manifest, not skipped): the demo trains on the question types vision can answer and tests the
+acoustic ones as a benchmark of their own. A rerun resumes where an interrupted one stopped; a finished one is not redone.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class PrepareConfig:
     out: str = "runs/demo"  # the run directory
     num_frames: int = 8  # frames cached per video clip for the teacher (0: audio only)
     frame_size: int | None = 448  # longest side of cached frames in pixels (null: as decoded)
+    categories: list[str] | None = None  # keep only questions of these categories (null: all)
     limit: int | None = None  # keep only the first N usable samples
     allow_outside_media: bool = False  # use media that metadata names by a path outside root and media
     max_audio_seconds: float | None = 600.0  # audio past this is cut (and counted); null: keep it all
@@ -59,6 +62,7 @@ def main(cfg: PrepareConfig) -> dict:
     cache_dir = run_dir / "media"
     failed: dict[str, media.MediaError] = {}  # clip → why, so a bad clip is decoded only once
     seen: dict[str, int] = {}  # id → how many repeats of it so far
+    left_out: Counter = Counter()  # categories not asked for → questions
     with JsonlWriter(samples_path) as samples, JsonlWriter(skipped_path) as skipped:
         bar = tqdm(metadata.entries, total=metadata.total, desc="prepare", unit="rec",
                    disable=not cfg.progress)
@@ -69,6 +73,9 @@ def main(cfg: PrepareConfig) -> dict:
                 skipped.write(entry)
                 continue
             sample = entry.sample
+            if cfg.categories is not None and sample.category not in cfg.categories:
+                left_out[sample.category] += 1
+                continue
             if sample.id in seen:  # every repeat gets its own line
                 seen[sample.id] += 1
                 skipped.write(Skip(f"{sample.id} (repeat {seen[sample.id]})",
@@ -95,7 +102,7 @@ def main(cfg: PrepareConfig) -> dict:
         print(f"prepare: WARNING: the audio of {cut} samples was longer than {cfg.max_audio_seconds:g} s and was cut "
               "there (max_audio_seconds; see meta.audio_cut_at_seconds)")
     manifest = stage.finish({"samples": n_samples, "skipped": n_skipped, "skipped_by_kind": dict(reasons),
-                             "audio_cut": cut},
+                             "audio_cut": cut, "left_out_by_category": dict(left_out)},
                             dataset=cfg.dataset, split=cfg.split or datasets.BENCHMARKS[cfg.dataset].split)
     summary = ", ".join(f"{n} {kind}" for kind, n in reasons.most_common())
     print(f"prepare: {n_samples} samples, {n_skipped} skipped" + (f" ({summary})" if summary else "")

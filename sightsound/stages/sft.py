@@ -3,7 +3,8 @@
     sightsound sft --config configs/sightsound-r1.yaml           # paper: rank 8, alpha 16, lr 5e-5, 2000 steps
     accelerate launch --config_file configs/accelerate/ddp.yaml -m sightsound sft --config ...
 
-Targets: `cot` — the fact-checked teacher traces (`corpus.jsonl` from verify), `teacher_label` — the
+Targets: `cot` — the fact-checked teacher traces (`corpus`: `corpus.jsonl` from verify, or one of the
+ablation corpora verify's `corpora` writes), `teacher_label` — the
 teacher's unanimous label only (`consensus.jsonl`), `gt_label` — the ground-truth label (the paper's
 label-only baselines), `examples` — any (messages, response) pairs from the JSONL file `examples`
 (one `{"messages": [...], "response": "..."}` per line; a `video` part may name a `.frames.npy`
@@ -36,6 +37,7 @@ class SFTConfig(TrainingConfig):
     model: str = "runs/tiny/student"  # the student checkpoint to start from
     target: str = "cot"  # cot | teacher_label | gt_label | examples
     examples: str | None = None  # target examples: the JSONL file of (messages, response) pairs
+    corpus: str = "corpus.jsonl"  # target cot: the fact-checked corpus in the run directory (verify's corpora: corpus-<name>.jsonl)
     lora: LoraConfig = field(default_factory=LoraConfig)  # enabled: false trains every parameter
     lr: float = 5e-5  # paper
     steps: int = 2000  # paper: optimizer steps
@@ -112,7 +114,9 @@ def load_examples(run_dir: Path, cfg: SFTConfig) -> tuple[list[tuple[list[dict],
     samples_path = run_dir / "samples.jsonl"
     samples = {s.id: s for s in read_jsonl(samples_path, Sample)}
     if target == "cot":
-        source = run_dir / "corpus.jsonl"
+        if Path(cfg.corpus).name != cfg.corpus:
+            raise ValueError(f"corpus must be a file name in the run directory, not {cfg.corpus!r}")
+        source = run_dir / cfg.corpus
         if not source.exists():
             raise FileNotFoundError(f"{source}: not found; run `sightsound verify` first (the fact-checked corpus)")
         pairs = [(samples[row["sample_id"]], row["text"]) for row in read_jsonl(source)]

@@ -4,7 +4,8 @@
 
 Reads `RUN_DIR/samples.jsonl`; writes `traces.jsonl` (one line per sampled trace: `sample_id`,
 `index`, `text`, `answer`, `pred_index`) and `consensus.jsonl` (one line per sample: the votes,
-`unanimous`, the teacher `label`). A sample is kept for distillation exactly when the paper keeps
+`unanimous`, the teacher `label`). On the synthetic world the manifest also counts the share of
+traces that claim a sound the clip lacks (`hallucinated_traces`). A sample is kept for distillation exactly when the paper keeps
 it (§3.1): all n extracted answers are the same, |unique(A)| = 1 — and that answer exists (a vote
 with no recognizable answer never makes a label).
 
@@ -26,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sightsound import answers, formats, media, prompts
+from sightsound.datasets.synth import oracle
 from sightsound.manifest import StageRun, model_inputs, open_stage
 from sightsound.models import ModelConfig, Request, Sampling, load_backend
 from sightsound.records import Sample, Trace
@@ -167,6 +169,7 @@ def _finish(stage: StageRun, cfg: TeachConfig, samples) -> dict:
         "label_accuracy": round(sum(bool(r["label_correct"]) for r in kept) / len(kept), 4) if kept else None,
         "unusable": sum(1 for r in rows if r["error"]),
         "identical_traces": identical_share(traces),
+        "hallucinated_traces": hallucinated_share(traces, by_id),
     }
     warnings = []
     if (counts["identical_traces"] or 0) >= IDENTICAL_WARNING:
@@ -183,6 +186,14 @@ def _finish(stage: StageRun, cfg: TeachConfig, samples) -> dict:
     print(f"teach: {counts['samples']} samples, {counts['traces']} traces, {counts['unanimous']} unanimous "
           f"({counts['unanimity_rate']:.0%}); label accuracy {counts['label_accuracy']}")
     return manifest
+
+
+def hallucinated_share(traces: list[dict], samples: dict[str, Sample]) -> float | None:
+    """Where samples carry the synthetic world's ground truth: the share of all traces that claim a
+    sound their clip does not contain (what AGFV exists to catch); None otherwise."""
+    facts = [(t["text"], samples[t["sample_id"]].meta.get("facts")) for t in traces]
+    facts = [(text, f) for text, f in facts if f]
+    return round(sum(oracle.hallucinated(text, f) for text, f in facts) / len(facts), 4) if facts else None
 
 
 def identical_share(traces: list[dict]) -> float | None:

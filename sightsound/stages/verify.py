@@ -5,14 +5,16 @@
     sightsound verify --config configs/sightsound-r1.yaml        # GPT-4o-audio, key from OPENAI_API_KEY
 
 Reads `samples.jsonl`, `traces.jsonl` and `consensus.jsonl` of the run directory and checks every
-trace of every unanimous sample. Writes `verdicts.jsonl` (one line per trace: `sample_id`,
+trace of every unanimous sample (and, when a `corpora` entry asks for n = 1, every sample's first
+trace). Writes `verdicts.jsonl` (one line per trace: `sample_id`,
 `index`, `accept`, `score`, `reply`, `checker`) and then the fact-checked corpus D_FC,
 `corpus.jsonl`: one line per accepted trace holding what SFT trains (audio, question) → trace on,
 so that it joins no files: `id`, `sample_id`, `index`, `dataset`, `split`, `category`, `audio`,
 `question`, `options`, `text` (the whole trace), `label` and `label_text` (the teacher's unanimous
 answer). The manifest, written last, has the acceptance rate overall and per category and — where
 samples carry the synthetic world's ground truth (`meta["facts"]`) — TP/FP/FN/TN, precision and
-recall of rejecting the traces that claim sounds the clip does not contain (`datasets.synth.oracle.hallucinated`).
+recall of rejecting the traces that claim sounds the clip does not contain (`datasets.synth.oracle.hallucinated`),
+and how many accepted and rejected traces carry the right label (the corpus's label precision).
 
 What a checker is shown: the trace's reasoning, `answers.think_text` (its <think> block, or the
 text before <answer> when there is none), inside prompts.CHECKER_PROMPT, with the clip's audio.
@@ -57,6 +59,7 @@ from tqdm import tqdm
 
 from sightsound import formats
 from sightsound.checking.checkers import CHECKERS
+from sightsound.config import check_name
 from sightsound.datasets.synth import oracle
 from sightsound.manifest import StageRun, model_inputs, open_stage
 from sightsound.models import ModelConfig
@@ -77,6 +80,10 @@ class VerifyConfig:
     device: str | None = None  # trained: where its audio encoder runs (None: cuda when available)
     chunk: int = 64  # traces per checker call; verdicts are written after each
     limit: int | None = None  # only the first N unanimous samples
+    # Extra corpora for the paper's ablations, written as corpus-<name>.jsonl: name → {tts, agfv}.
+    # tts false: each sample's first trace (n = 1, no vote; its own answer is the label) instead of
+    # the unanimous samples' traces; agfv false: every such trace, checked or not.
+    corpora: dict[str, dict[str, bool]] = field(default_factory=dict)
     progress: bool = True
 
 
@@ -91,8 +98,10 @@ def main(cfg: VerifyConfig) -> dict:
     inputs = {**{str(p): sha256_file(p) for p in paths.values()}, **model_inputs(cfg.model.model)}
     if cfg.checker == "trained":  # verdicts depend on the verifier's weights too
         inputs |= {str(p): sha256_file(p) for p in sorted(Path(cfg.verifier).glob("*")) if p.is_file()}
+    _check_corpora(cfg.corpora)
     verdicts_path, errors_path = run_dir / "verdicts.jsonl", run_dir / "verify_errors.jsonl"
-    stage = open_stage(run_dir, "verify", cfg, inputs, [verdicts_path, errors_path, run_dir / "corpus.jsonl"],
+    corpora = [run_dir / "corpus.jsonl"] + [run_dir / f"corpus-{name}.jsonl" for name in cfg.corpora]
+    stage = open_stage(run_dir, "verify", cfg, inputs, [verdicts_path, errors_path, *corpora],
                        exclude=("out", "progress", "chunk"),  # chunking changes no verdict
                        note=lambda m: f"{m['counts']['accepted']} traces accepted")
     if stage.done:
@@ -101,7 +110,9 @@ def main(cfg: VerifyConfig) -> dict:
     samples = {s.id: s for s in read_jsonl(paths["samples"], Sample)}
     consensus = [row for row in read_jsonl(paths["consensus"]) if row["unanimous"]][: cfg.limit]
     kept = {row["id"] for row in consensus}
-    items = [(samples[t.sample_id], t) for t in read_jsonl(paths["traces"], Trace) if t.sample_id in kept]
+    firsts = any(not spec.get("tts", True) for spec in cfg.corpora.values())  # n = 1 corpora need every first trace
+    items = [(samples[t.sample_id], t) for t in read_jsonl(paths["traces"], Trace)
+             if t.sample_id in kept or (firsts and _first(t))]
     checker = None  # loaded only if something is left to check
     with JsonlWriter(verdicts_path) as verdicts, JsonlWriter(errors_path) as errors:
         bar = tqdm(total=len(items), desc=f"verify ({cfg.checker})", unit="trace", disable=not cfg.progress)
@@ -126,6 +137,19 @@ def main(cfg: VerifyConfig) -> dict:
         bar.close()
 
     return _finish(stage, cfg, items, {row["id"]: row for row in consensus})
+
+
+def _first(trace: Trace) -> bool:
+    """A sample's first trace, with an answer: what the teacher says when asked once (n = 1)."""
+    return trace.index == 0 and (trace.pred_index is not None or bool(trace.answer))
+
+
+def _check_corpora(corpora: dict) -> None:
+    for name, spec in corpora.items():
+        check_name(f"corpora.{name}", name)
+        if not isinstance(spec, dict) or set(spec) - {"tts", "agfv"} or \
+                not all(isinstance(v, bool) for v in spec.values()):
+            raise ValueError(f"corpora.{name}: expected {{tts: true|false, agfv: true|false}}, not {spec!r}")
 
 
 def _error(trace: Trace, reason: str) -> dict:
@@ -163,13 +187,26 @@ def _finish(stage: StageRun, cfg: VerifyConfig, items, consensus: dict) -> dict:
     quality = None
     if with_facts:  # ground truth: a trace claiming a sound the clip does not contain should be rejected
         hallucinated = [oracle.hallucinated(t.text, s.meta["facts"]) for s, t, _ in with_facts]
+        right = [t.pred_index == s.answer for s, t, _ in with_facts]  # the trace's label is the true answer
+        kept = [v.accept for _, _, v in with_facts]
         quality = {"traces": len(with_facts), "hallucinated": sum(hallucinated),
-                   **rejection_metrics(hallucinated, [not v.accept for _, _, v in with_facts])}
+                   **rejection_metrics(hallucinated, [not k for k in kept]),
+                   "accepted_traces": sum(kept), "accepted_correct": sum(r and k for r, k in zip(right, kept)),
+                   "rejected_traces": len(kept) - sum(kept),
+                   "rejected_correct": sum(r and not k for r, k in zip(right, kept))}
 
-    _write_corpus(run_dir / "corpus.jsonl", accepted, consensus)
+    corpus = [(s, t, consensus[s.id]["label"]) for s, t in accepted if s.id in consensus]  # unanimous: TTS
+    _write_corpus(run_dir / "corpus.jsonl", corpus)
+    sizes = {}
+    for name, spec in cfg.corpora.items():
+        chosen = [(s, t, consensus[s.id]["label"] if spec.get("tts", True) else _own_label(s, t))
+                  for s, t, v in judged
+                  if (s.id in consensus if spec.get("tts", True) else _first(t)) and (v.accept or not spec.get("agfv", True))]
+        _write_corpus(run_dir / f"corpus-{name}.jsonl", chosen)
+        sizes[name] = len(chosen)
     manifest = stage.finish(counts, checker=cfg.checker, model=cfg.model.model if cfg.checker != "trained" else None,
                             verifier=cfg.verifier if cfg.checker == "trained" else None,
-                            per_category=per_category, quality=quality)
+                            per_category=per_category, quality=quality, corpora={"corpus": len(corpus), **sizes})
     print(f"verify ({cfg.checker}): {counts['accepted']} of {counts['traces']} traces accepted "
           f"({counts['acceptance_rate']:.0%}) from {counts['samples']} unanimous samples"
           + (f"; {counts['unparseable']} replies unparseable" if counts["unparseable"] else ""))
@@ -185,15 +222,19 @@ def _rate(part: int, whole: int) -> float:
     return round(part / whole, 4) if whole else 0.0
 
 
-def _write_corpus(path: Path, accepted, consensus: dict) -> None:
-    """All accepted traces at once, atomically: the corpus is whole or absent."""
+def _own_label(sample: Sample, trace: Trace):
+    return trace.pred_index if sample.options else trace.answer
+
+
+def _write_corpus(path: Path, chosen) -> None:
+    """The chosen (sample, trace, label) at once, atomically: the corpus is whole or absent."""
     lines = []
-    for sample, trace in accepted:
-        row = consensus[sample.id]
+    for sample, trace, label in chosen:
+        label_text = sample.options[label] if (sample.options and label is not None) else label
         lines.append({"id": trace.id, "sample_id": sample.id, "index": trace.index, "dataset": sample.dataset,
                       "split": sample.split, "category": sample.category, "audio": sample.audio,
                       "question": sample.question, "options": sample.options, "text": trace.text,
-                      "label": row["label"], "label_text": row["label_text"]})
+                      "label": label, "label_text": label_text})
     write_jsonl(path, lines)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.utils.checkpoint
 
-from sightsound.models.loading import encode, frames_as_images
+from sightsound.models.loading import encode, frames_as_images, render
 
 LOGP_ROWS = 1024  # completion tokens whose logits exist at once when scoring (1024 x 156k vocab x 4 B = 640 MB)
 
@@ -67,9 +67,14 @@ def build_batch(processor, examples: list[tuple[list[dict], str]]):
     parts go in as images (the student's processor has no video support)."""
     messages_batch = [frames_as_images(m) for m, _ in examples]
     full = encode(processor, messages_batch, "right", responses=[r for _, r in examples])
-    prompts = encode(processor, messages_batch, "right")
+    # The response's token count from the texts alone (media are processed once, above): the
+    # rendered prompt is a prefix of the rendered conversation, and media expand inside the prompt.
+    tokenizer = processor.tokenizer
+    reply_lengths = torch.tensor([
+        len(tokenizer(render(processor, m, r)).input_ids) - len(tokenizer(render(processor, m)).input_ids)
+        for m, (_, r) in zip(messages_batch, examples)])  # [B]
     labels = full["input_ids"].clone()
-    prompt_lengths = prompts["attention_mask"].sum(dim=1)  # [B]; the prompt is a prefix of the full text
+    prompt_lengths = full["attention_mask"].sum(dim=1) - reply_lengths  # [B]
     positions = torch.arange(labels.shape[1])[None, :]  # [1, T]
     labels[positions < prompt_lengths[:, None]] = -100
     labels[full["attention_mask"] == 0] = -100

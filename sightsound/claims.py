@@ -1,0 +1,143 @@
+"""The paper's claims, as measured: each claim of SightSound-R1 that a run can test, the paper's
+figure, ours with its interval and test, and a verdict.
+
+    sightsound report runs/demo-table2        # the report's section "The paper's claims, as measured"
+
+Which model plays which part comes from the report config's `claims` (model name in the eval
+section → role below); which benchmark is in-domain (the AVQA analogue) and which acoustic (the
+MMAU speech/music analogue) from its `in_domain` and `acoustic`. A claim whose models or
+benchmarks the run lacks is left out.
+
+Verdicts: **holds** when the difference goes the paper's way and is significant (p < 0.05),
+**contradicted** when it is significant the other way, **not shown** otherwise (not significant:
+the run cannot tell). Two models on the same questions are compared by the exact McNemar test
+(`scoring.paired_test`); two different sets of questions or traces (the teacher on two benchmarks;
+accepted against rejected traces) by Fisher's exact test (scipy), since they are independent samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sightsound.scoring import SIGNIFICANCE, paired_test, wilson_interval
+
+ROLES = {  # role → what the model is (Table 2's rows)
+    "teacher": "the vision-language teacher on silent video (zero-shot audio-CoT)",
+    "direct": "the student, direct inference",
+    "sft_cot": "SFT on distilled CoT, one trace per clip, no checker",
+    "agfv_sft": "AGFV + SFT (one trace per clip, checked)",
+    "tts_agfv_sft": "TTS + AGFV + SFT",
+    "grpo": "TTS + AGFV + SFT + GRPO (SightSound-R1)",
+}
+
+
+@dataclass
+class Claim:
+    claim: str
+    paper: str
+    ours: str
+    verdict: str
+
+
+def verdict(difference: float | None, p_value: float | None, expected: int = 1) -> str:
+    """holds / contradicted / not shown for a difference the paper says has the sign of `expected`."""
+    if difference is None or p_value is None or p_value >= SIGNIFICANCE or difference == 0:
+        return "not shown (not significant)"
+    return "holds" if (difference > 0) == (expected > 0) else "contradicted"
+
+
+def fisher(first: tuple[int, int], second: tuple[int, int]) -> tuple[float | None, float]:
+    """(second rate − first rate, two-sided p) for (correct, count) pairs of independent samples."""
+    from scipy.stats import fisher_exact
+
+    (a, n), (b, m) = first, second
+    if not n or not m:
+        return None, 1.0
+    return b / m - a / n, float(fisher_exact([[a, n - a], [b, m - b]]).pvalue)
+
+
+def share(correct: int, count: int) -> str:
+    """"62.5% (57.6–67.2)": a share with its 95% Wilson interval."""
+    if not count:
+        return "—"
+    low, high = wilson_interval(correct, count)
+    return f"{100 * correct / count:.1f}% ({100 * low:.1f}–{100 * high:.1f})"
+
+
+def _paired(marks: dict, roles: dict, bench: str, first: str, second: str):
+    """The paired test of two roles' models on one benchmark, or None when either is missing."""
+    a, b = marks.get((bench, roles.get(first))), marks.get((bench, roles.get(second)))
+    return paired_test(a, b) if a and b else None
+
+
+def _change(test: dict) -> str:
+    n = test["count"]
+    first, second = round(test["first_accuracy"] * n), round(test["second_accuracy"] * n)
+    return (f"{share(first, n)} → {share(second, n)}, {100 * test['difference']:+.1f} pts, "
+            f"p = {test['p_value']:.3g} (n = {n})")
+
+
+def build_claims(marks: dict[tuple[str, str], dict], roles: dict[str, str], in_domain: str | None,
+                 acoustic: str | None, verify: dict | None = None) -> list[Claim]:
+    """The claims table. `marks[(benchmark, model)]` maps question id → correct; `roles` maps a role
+    of ROLES to a model name; `verify` is the verify stage's manifest (for the corpus's precision)."""
+    claims = []
+
+    test = _paired(marks, roles, in_domain, "direct", "teacher")
+    if test:
+        claims.append(Claim("The teacher watching the silent video beats the student listening (the premise, Table 1)",
+                            "AVQA: student 67.1% → teacher 85.5% (+18.4 pts)", _change(test),
+                            verdict(test["difference"], test["p_value"])))
+
+    quality = (verify or {}).get("quality") or {}
+    if quality.get("accepted_traces") and quality.get("rejected_traces"):
+        accepted = (quality["accepted_correct"], quality["accepted_traces"])
+        rejected = (quality["rejected_correct"], quality["rejected_traces"])
+        difference, p = fisher(rejected, accepted)
+        claims.append(Claim("AGFV raises the label precision of the training corpus",
+                            "not quantified (§3.2: the checker filters hallucinated traces)",
+                            f"traces with the right label: rejected {share(*rejected)}, accepted {share(*accepted)}, "
+                            f"p = {p:.3g} (Fisher)", verdict(difference, p)))
+
+    for bench, paper in ((in_domain, "MUSIC-AVQA 55.1% → 56.5%"), (acoustic, "MMAU 52.3% → 54.1%")):
+        test = _paired(marks, roles, bench, "sft_cot", "agfv_sft")
+        if test:
+            claims.append(Claim(f"AGFV + SFT beats SFT on unchecked traces ({bench})", paper, _change(test),
+                                verdict(test["difference"], test["p_value"])))
+
+    for bench, paper in ((in_domain, "MUSIC-AVQA 58.2% → 59.5%"), (acoustic, "MMAU 53.5% → 56.2%")):
+        test = _paired(marks, roles, bench, "tts_agfv_sft", "grpo")
+        if test:
+            claims.append(Claim(f"GRPO improves on its SFT start ({bench})", paper, _change(test),
+                                verdict(test["difference"], test["p_value"])))
+
+    gain = _paired(marks, roles, in_domain, "direct", "tts_agfv_sft")
+    loss = _paired(marks, roles, acoustic, "direct", "tts_agfv_sft")
+    if gain and loss:
+        parts = [verdict(gain["difference"], gain["p_value"]), verdict(loss["difference"], loss["p_value"], -1)]
+        overall = ("contradicted" if "contradicted" in parts else "holds" if parts == ["holds", "holds"]
+                   else "not shown (not significant)" if parts[0] == parts[1] else "partly shown: " +
+                   ("the in-domain gain" if parts[0] == "holds" else "the acoustic loss"))
+        claims.append(Claim("Distilled-CoT training gains in-domain and loses on what vision cannot answer",
+                            "MUSIC-AVQA 55.6% → 58.2%; MMAU speech 52.6% → 48.3%, music 61.7% → 50.6%",
+                            f"{in_domain}: {_change(gain)}; {acoustic}: {_change(loss)}", overall))
+
+    tts = [t for t in (_paired(marks, roles, b, "agfv_sft", "tts_agfv_sft") for b in (in_domain, acoustic)) if t]
+    if len(tts) == 2:
+        significant = [t for t in tts if t["p_value"] < SIGNIFICANCE]
+        signs = {t["difference"] > 0 for t in tts if t["difference"]}
+        mixed = ("holds" if len(signs) == 2 and significant else
+                 "contradicted" if len(significant) == 2 and len(signs) == 1 else "not shown (not significant)")
+        claims.append(Claim("Test-time scaling has mixed effects (helps one benchmark, hurts the other)",
+                            "MMAU 54.1% → 53.5%; MUSIC-AVQA 56.5% → 58.2%",
+                            f"{in_domain}: {_change(tts[0])}; {acoustic}: {_change(tts[1])}", mixed))
+
+    seen, heard = marks.get((in_domain, roles.get("teacher"))), marks.get((acoustic, roles.get("teacher")))
+    if seen and heard:
+        first, second = (sum(seen.values()), len(seen)), (sum(heard.values()), len(heard))
+        difference, p = fisher(first, second)
+        claims.append(Claim("The teacher's errors concentrate where vision has no evidence",
+                            "§4.2: LVLMs miss tempo, pitch, timbre and speech, which lack visual correlates",
+                            f"teacher accuracy {in_domain} {share(*first)}, {acoustic} {share(*second)}, "
+                            f"p = {p:.3g} (Fisher)", verdict(difference, p, -1)))
+    return claims
