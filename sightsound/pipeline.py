@@ -242,7 +242,7 @@ def describe(plan: Plan, stages: list[str] | None = None) -> str:
         for label, cfg in runs:
             where = Path(cfg.out)
             where = where.relative_to(run_dir) if where.is_relative_to(run_dir) else where
-            files = ", ".join(stage.writes) if label is None else f"{where}/"
+            files = ", ".join(stage.writes) if label is None else f"{getattr(cfg, 'subdir', where)}/"  # variants: their folder
             reads = f"{', '.join(stage.reads)} → " if stage.reads and label is None else ""
             lines.append(f"  {name}{f': {label}' if label else ''}: {reads}{files}")
     return "\n".join(lines)

@@ -253,10 +253,11 @@ def _bootstrap_blocks(manifest: dict | None) -> list:
     rows = []
     for role in ["teacher", "student", "checker"]:
         trained = training.get(role) or {}
-        rows.append([role, sees[role],
-                     f"{count(trained.get('examples'))} examples, {count(trained.get('steps'))} steps, "
-                     f"loss {num(trained.get('first_loss'))} → {num(trained.get('last_loss'))}",
-                     held_out[role]])
+        how = (f"{count(trained.get('examples'))} examples, {count(trained.get('steps'))} steps, "
+               f"loss {num(trained.get('first_loss'))} → {num(trained.get('last_loss'))}")
+        if role == "checker" and trained.get("first_loss") is None:  # the audio–text verifier
+            how = f"verifier calibrated on {count(trained.get('examples'))} traces, {count(trained.get('steps'))} steps"
+        rows.append([role, sees[role], how, held_out[role]])
     note = (f"The demo's tiny models after training into their roles on {c.get('train_questions')} questions, "
             f"measured on {c.get('heldout_questions')} held-out questions.")
     return [("text", note), ("table", ["Role", "Sees", "Training", "Held out"], rows)]

@@ -40,8 +40,7 @@ def test_checker_examples_are_labelled_by_the_worlds_truth():
         clip = sample("Count", world.COUNT_WORDS, 0, scene)
         original, flipped = bootstrap.checker_examples(clip, rng)
         for example in (original, flipped):
-            text = example["messages"][0]["content"][1]["text"]
-            claims = oracle.claimed_sounds(text)
-            expected = "no" if claims - set(clip.meta["facts"]["audible"]) else "yes"
-            assert example["response"] == expected
-        assert original["messages"][0]["content"][1]["text"] != flipped["messages"][0]["content"][1]["text"]
+            claims = oracle.claimed_sounds(example["text"])
+            assert example["label"] == (not claims - set(clip.meta["facts"]["audible"]))
+            assert example["audio"] == clip.audio
+        assert original["text"] != flipped["text"]

@@ -24,7 +24,7 @@ PIPELINES = [ROOT / "configs" / "demo.yaml", ROOT / "configs" / "demo-table2.yam
 # (a briefly trained checker may reject all of them, and SFT needs a corpus).
 REDUCED = ["bootstrap.world.clips=24", "bootstrap.heldout_limit=6",
            "bootstrap.teacher={steps: 40, lr: 3.0e-3, batch_size: 8}",
-           "bootstrap.checker={steps: 4, batch_size: 8}", "bootstrap.student={steps: 4, batch_size: 8}",
+           "bootstrap.checker={steps: 20}", "bootstrap.student={steps: 4, batch_size: 8}",
            "synth.clips=8", "teach.n=2", "teach.temperature=0.01", "teach.max_new_tokens=48", "teach.chunk=2",
            "verify.threshold=0.0", "sft.steps=3", "sft.batch_size=2", "sft.save_every=2",
            "grpo.steps=2", "grpo.group_size=2", "grpo.prompts_per_step=2", "grpo.max_completion_tokens=16",
