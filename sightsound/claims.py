@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sightsound.formats import p_is
 from sightsound.scoring import SIGNIFICANCE, paired_test, wilson_interval
 
 ROLES = {  # role → what the model is (Table 2's rows)
@@ -74,7 +75,7 @@ def _change(test: dict) -> str:
     n = test["count"]
     first, second = round(test["first_accuracy"] * n), round(test["second_accuracy"] * n)
     return (f"{share(first, n)} → {share(second, n)}, {100 * test['difference']:+.1f} pts, "
-            f"p = {test['p_value']:.3g} (n = {n})")
+            f"{p_is(test['p_value'])} (n = {n})")
 
 
 def build_claims(marks: dict[tuple[str, str], dict], roles: dict[str, str], in_domain: str | None,
@@ -97,7 +98,7 @@ def build_claims(marks: dict[tuple[str, str], dict], roles: dict[str, str], in_d
         claims.append(Claim("AGFV raises the label precision of the training corpus",
                             "not quantified (§3.2: the checker filters hallucinated traces)",
                             f"traces with the right label: rejected {share(*rejected)}, accepted {share(*accepted)}, "
-                            f"p = {p:.3g} (Fisher)", verdict(difference, p)))
+                            f"{p_is(p)} (Fisher)", verdict(difference, p)))
 
     for bench, paper in ((in_domain, "MUSIC-AVQA 55.1% → 56.5%"), (acoustic, "MMAU 52.3% → 54.1%")):
         test = _paired(marks, roles, bench, "sft_cot", "agfv_sft")
@@ -139,5 +140,5 @@ def build_claims(marks: dict[tuple[str, str], dict], roles: dict[str, str], in_d
         claims.append(Claim("The teacher's errors concentrate where vision has no evidence",
                             "§4.2: LVLMs miss tempo, pitch, timbre and speech, which lack visual correlates",
                             f"teacher accuracy {in_domain} {share(*first)}, {acoustic} {share(*second)}, "
-                            f"p = {p:.3g} (Fisher)", verdict(difference, p, -1)))
+                            f"{p_is(p)} (Fisher)", verdict(difference, p, -1)))
     return claims

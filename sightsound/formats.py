@@ -25,3 +25,16 @@ def best_val(counts: dict) -> str:
     """", best val accuracy 61.0%" for a training manifest's counts that have one, else ""."""
     best = counts.get("best_val_accuracy")
     return "" if best is None else f", best val accuracy {share(best)}"
+
+
+def p_value(value) -> str:
+    """A p-value with three significant digits, "< 0.0001" below that."""
+    if value is None:
+        return "—"
+    return "< 0.0001" if value < 1e-4 else f"{value:.3g}"
+
+
+def p_is(value) -> str:
+    """"p = 0.241", or "p < 0.0001"."""
+    text = p_value(value)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"

@@ -29,7 +29,7 @@ from pathlib import Path
 from sightsound import claims as paper_claims
 from sightsound.config import read_yaml
 from sightsound.datasets import BENCHMARKS
-from sightsound.formats import count, num, seconds, share
+from sightsound.formats import count, num, p_is, p_value, seconds, share
 from sightsound.registry import STAGES
 from sightsound.scoring import paired_test, wilson_interval
 
@@ -137,7 +137,7 @@ def write_run_report(run_dir: str | Path, settings: ReportConfig | None = None) 
     settings = settings or read_settings(run_dir)
     manifests = {stage: _read_json(run_dir / "manifests" / f"{stage}.json") for stage in STAGES}
     manifests = {stage: m for stage, m in manifests.items() if m is not None}
-    evaluated = read_results(run_dir, settings.rows)
+    evaluated = read_results(run_dir, settings.rows, [b for b in (settings.in_domain, settings.acoustic) if b])
     results = [r for r, _ in evaluated.values()]
     marks = {key: correct for key, (_, correct) in evaluated.items()}
 
@@ -172,9 +172,10 @@ def read_settings(run_dir: Path) -> ReportConfig:
     return from_dict(ReportConfig, read_yaml(path) or {}, str(path)) if path.exists() else ReportConfig()
 
 
-def read_results(run_dir: Path, rows: list[str]) -> dict[tuple[str, str], tuple[dict, dict]]:
+def read_results(run_dir: Path, rows: list[str], benchmarks: list[str] = ()) -> dict[tuple[str, str], tuple[dict, dict]]:
     """(benchmark, model) → (result.json, {question id: correct}) for every evaluation in the run,
-    the models in `rows` order first (then the others by name)."""
+    the models in `rows` order first (then the others by name), and within a model the benchmarks
+    in `benchmarks` order first (then the others by name)."""
     found = {}
     for path in sorted(run_dir.glob("eval/*/*/result.json")):
         result = _read_json(path)
@@ -185,7 +186,9 @@ def read_results(run_dir: Path, rows: list[str]) -> dict[tuple[str, str], tuple[
         correct = {r["id"]: bool(r.get("correct")) for r in _read_jsonl(path.parent / "predictions.jsonl") if "id" in r}
         found[(bench, model)] = (result, correct)
     rank = {name: i for i, name in enumerate(rows)}
-    return dict(sorted(found.items(), key=lambda item: (rank.get(item[0][1], len(rank)), item[0][1], item[0][0])))
+    place = {name: i for i, name in enumerate(benchmarks)}
+    return dict(sorted(found.items(), key=lambda item: (rank.get(item[0][1], len(rank)), item[0][1],
+                                                        place.get(item[0][0], len(place)), item[0][0])))
 
 
 def _read_json(path: Path) -> dict | None:
@@ -342,7 +345,7 @@ def _paired_blocks(evaluated: dict, settings: ReportConfig) -> list:
                 test = paired_test(a[1], b[1])
                 rows.append([bench, f"{labels[second]} vs {labels[first]}", count(test["count"]),
                              _points(test["difference"]), f"{test['first_only']} / {test['second_only']}",
-                             f"{test['p_value']:.3g}", "yes" if test["significant"] else "no"])
+                             p_value(test["p_value"]), "yes" if test["significant"] else "no"])
     if not rows:
         return []
     note = ("Paired tests on the same questions (exact McNemar): the difference in points, the questions only the "
@@ -366,7 +369,7 @@ def _premise_blocks(manifests: dict, marks: dict, settings: ReportConfig) -> lis
     if a and b:
         test = paired_test(a, b)
         rows.append([f"teacher − student (direct), {settings.in_domain}", "AVQA: 85.5 − 67.1 = +18.4 pts",
-                     f"{_points(test['difference'])} (p = {test['p_value']:.3g}, n = {test['count']})"])
+                     f"{_points(test['difference'])} ({p_is(test['p_value'])}, n = {test['count']})"])
     teach = (manifests.get("teach") or {}).get("counts") or {}
     if teach.get("hallucinated_traces") is not None:
         rows.append(["traces claiming a sound the clip lacks", "not reported",
@@ -439,14 +442,14 @@ def _whole_steps(ax) -> None:
     ax.grid(alpha=0.3)
 
 
-def plot_sft(rows: list[dict], out: Path, name: str = "sft") -> str:
+def plot_sft(rows: list[dict], out: Path, folder: str = "sft") -> str:
     """Loss against step, and validation accuracy on a second axis when it was measured; returns the
     path relative to the run directory."""
     fig = _figure(4)
     ax = fig.add_subplot()
     points = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
     lines = ax.plot([s for s, _ in points], [v for _, v in points], marker=".", color="tab:blue", label="loss")
-    ax.set(title=f"SFT ({name}): training loss", xlabel="step", ylabel="loss")
+    ax.set(title=f"SFT ({folder}): training loss", xlabel="step", ylabel="loss")
     _whole_steps(ax)
     val = [(r["step"], 100 * r["val_accuracy"]) for r in rows if r.get("val_accuracy") is not None]
     if val:
@@ -458,7 +461,7 @@ def plot_sft(rows: list[dict], out: Path, name: str = "sft") -> str:
     return _save(fig, out)
 
 
-def plot_grpo(rows: list[dict], out: Path, name: str = "grpo") -> str:
+def plot_grpo(rows: list[dict], out: Path, folder: str = "grpo") -> str:
     """Total reward and each reward_* component against step in one panel, KL in a second; returns
     the path relative to the run directory."""
     fig = _figure(6)
@@ -469,12 +472,12 @@ def plot_grpo(rows: list[dict], out: Path, name: str = "grpo") -> str:
         top.plot([s for s, _ in points], [v for _, v in points], marker=".",
                  label="reward (total)" if name == "reward" else name.removeprefix("reward_"),
                  linewidth=2 if name == "reward" else 1)
-    top.set(title=f"GRPO ({name}): reward", ylabel="mean reward")
+    top.set(title=f"GRPO ({folder}): reward", ylabel="mean reward")
     _whole_steps(top)
     top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")  # beside the panel: no curve hidden
     kl = [(r["step"], r["kl"]) for r in rows if r.get("kl") is not None]
     bottom.plot([s for s, _ in kl], [v for _, v in kl], marker=".", color="tab:red", label="KL")
-    bottom.set(title=f"GRPO ({name}): KL to the reference policy", xlabel="step", ylabel="KL")
+    bottom.set(title=f"GRPO ({folder}): KL to the reference policy", xlabel="step", ylabel="KL")
     _whole_steps(bottom)
     bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     return _save(fig, out)

@@ -90,6 +90,18 @@ def test_labels_cover_the_response_only(tiny_models, toy_run):
         assert processor.tokenizer.decode(kept) == response + processor.tokenizer.eos_token
 
 
+def test_sft_trains_on_the_corpus_it_names(toy_run, tmp_path):
+    """Table 2's rows train on verify's ablation corpora (`corpus: corpus-<name>.jsonl`)."""
+    run = copy_run(toy_run, tmp_path)
+    (run / "corpus-n1.jsonl").write_text("".join((run / "corpus.jsonl").read_text().splitlines(keepends=True)[:2]))
+    examples, inputs = sft.load_examples(run, sft.SFTConfig(target="cot", corpus="corpus-n1.jsonl"))
+    assert len(examples) == 2 and str(run / "corpus-n1.jsonl") in inputs
+    with pytest.raises(ValueError, match="a file name in the run directory"):
+        sft.load_examples(run, sft.SFTConfig(target="cot", corpus="../elsewhere.jsonl"))
+    with pytest.raises(FileNotFoundError, match="corpus-missing.jsonl"):
+        sft.load_examples(run, sft.SFTConfig(target="cot", corpus="corpus-missing.jsonl"))
+
+
 def test_sft_loss_falls_and_the_checkpoint_evaluates(toy_run, tiny_models, tmp_path):
     run = copy_run(toy_run, tmp_path)
     manifest = sft.main(sft_config(run, tiny_models, steps=24, batch_size=8, save_every=100,
