@@ -3,9 +3,10 @@
     sightsound run configs/demo.yaml          # the `bootstrap` section runs first (and is cached)
 
 A freshly built tiny model knows nothing, so nothing would flow through the pipeline. This stage
-generates a separate synthetic world, builds the tiny Qwen models, and fine-tunes three of them
-with `sightsound sft` (target `examples`) into the roles below. It is a recipe made of other
-stages (synth, prepare, sft), so it sits above them: the one module that may run stages.
+generates a separate synthetic world, builds the tiny Qwen models, fine-tunes two of them with
+`sightsound sft` (target `examples`) and calibrates an audio–text verifier, into the roles below.
+It is a recipe made of other stages (synth, prepare, sft), so it sits above them: the one module
+that may run stages.
 
 
 - the **teacher** (Qwen2.5-VL): sees only the frames of the questions vision can answer
@@ -81,14 +82,15 @@ class BootstrapConfig:
     frame_size: int = 56
     teacher: RoleConfig = field(default_factory=lambda: RoleConfig(steps=600))
     checker: CheckerRole = field(default_factory=CheckerRole)
-    student: RoleConfig = field(default_factory=lambda: RoleConfig(steps=200))
+    student: RoleConfig = field(default_factory=lambda: RoleConfig(steps=300))
     heldout_limit: int = 64  # held-out questions each role is measured on
     seed: int = 0
     progress: bool = True
 
 
 def models(cfg: BootstrapConfig) -> dict[str, str]:
-    """Where each bootstrapped role is saved (an ordinary HF folder)."""
+    """Where each bootstrapped role is saved: HF folders for the teacher and the student, a verifier
+    folder for the checker."""
     out = Path(cfg.out)
     return {"teacher": str(out / "teacher" / "final"), "student": str(out / "student" / "final"),
             "checker": str(out / "checker")}  # the checker is a verifier folder, not an HF checkpoint
