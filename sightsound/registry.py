@@ -171,7 +171,7 @@ def _subdir_manifest(cfg) -> Path:
 STAGES: dict[str, Stage] = {stage.name: stage for stage in [
     Stage("bootstrap", bootstrap.BootstrapConfig, bootstrap.main,
           "train the demo's tiny models into the paper's roles (teacher, checker, student); cached",
-          writes=("world/", "teacher/final/", "checker/final/", "student/final/"),
+          writes=("world/", "teacher/final/", "checker/", "student/final/"),
           folder=None, placeholder="{models}", summary=bootstrap.summary),
     Stage("synth", SynthConfig, synth.main, "generate the synthetic audio-visual world (clips, questions, facts)",
           writes=("videos/", "train_qa.json", "val_qa.json", "facts.jsonl"), flags=("out", "clips", "seed"),

@@ -142,7 +142,7 @@ def write_run_report(run_dir: str | Path, settings: ReportConfig | None = None) 
     marks = {key: correct for key, (_, correct) in evaluated.items()}
 
     sections = [
-        ("Pipeline", _pipeline_blocks(manifests)),
+        ("Pipeline", _pipeline_blocks(manifests, run_dir)),
         ("Bootstrapped roles", _bootstrap_blocks(manifests.get("bootstrap")) + _premise_blocks(manifests, marks, settings)),
         ("Teacher and checker", _teacher_checker_blocks(manifests.get("teach"), manifests.get("verify"))),
         ("Training curves", _curve_blocks(run_dir)),
@@ -220,11 +220,29 @@ def _read_jsonl(path: Path) -> list[dict]:
 # --- sections ---------------------------------------------------------------------------------
 
 
-def _pipeline_blocks(manifests: dict[str, dict]) -> list:
-    rows = [[stage, _stage_summary(stage, m), seconds(m.get("seconds"))] for stage, m in manifests.items()]
+def _pipeline_blocks(manifests: dict[str, dict], run_dir: Path) -> list:
+    rows = []
+    for stage, m in manifests.items():
+        rows.append([stage, _stage_summary(stage, m), seconds(m.get("seconds"))])
+        if stage in ("sft", "grpo"):  # the other variants (Table 2's rows), by the folder they trained into
+            for name, variant in _variants(run_dir, stage, manifests):
+                rows.append([f"{stage} ({name})", _stage_summary(stage, variant), seconds(variant.get("seconds"))])
     if not rows:
         return []
     return [("table", ["Stage", "In → out", "Seconds"], rows)]
+
+
+def _variants(run_dir: Path, stage: str, manifests: dict) -> list[tuple[str, dict]]:
+    """SFT or GRPO runs of this run directory trained into folders other than the stage's own:
+    their manifests are named after the folder (an SFT manifest has a `target`, GRPO's counts `prompts`)."""
+    found = []
+    for path in sorted((run_dir / "manifests").glob("*.json")):
+        if path.stem in manifests or path.stem == "run" or path.stem in STAGES:
+            continue
+        m = _read_json(path)
+        if m and ("target" in m if stage == "sft" else "prompts" in (m.get("counts") or {})):
+            found.append((path.stem, m))
+    return found
 
 
 def _stage_summary(stage: str, manifest: dict) -> str:
@@ -504,8 +522,10 @@ def plot_accuracy(results: dict[tuple[str, str], dict], out: Path) -> str:
             low.append(100 * (r["accuracy"] - interval[0]))
             high.append(100 * (interval[1] - r["accuracy"]))
         ax.barh(ys, values, xerr=[low, high], color="tab:blue", alpha=0.75, capsize=4)
-        for y, value in zip(ys, values):
-            ax.text(1, y, f"{value:.1f}", va="center", color="white", fontsize="small")
+        for y, value, up in zip(ys, values, high):
+            inside = value >= 12  # a short bar's number goes past its error bar, in black
+            ax.text(1 if inside else value + up + 1, y, f"{value:.1f}", va="center",
+                    color="white" if inside else "black", fontsize="small")
         ax.set_yticks(range(len(models)), [labels[m] for m in models])
         ax.invert_yaxis()
         ax.set_xlim(0, 100)

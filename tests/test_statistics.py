@@ -121,7 +121,11 @@ def test_run_report_shows_intervals_paired_tests_and_claims(table2_run):
                                    compare=[["student-direct", "sft"], ["student-direct", "missing"]],
                                    claims={"teacher": "teacher", "direct": "student-direct", "tts_agfv_sft": "sft"},
                                    in_domain="in-domain", acoustic="acoustic")
+    for name, target in (("sft", "cot"), ("sft-cot", "cot")):  # the stage's own SFT and one Table 2 variant
+        (table2_run / "manifests" / f"{name}.json").write_text(json.dumps(
+            {"stage": name, "target": target, "seconds": 3.0, "counts": {"examples": 7, "steps": 2}}))
     text = report.write_run_report(table2_run, settings)
+    assert "| sft (sft-cot) | 7 examples, 2 steps" in text
     assert "30.0 (25.7–34.7)" in text  # student-direct in-domain, with its Wilson interval
     assert "| in-domain | sft vs student-direct | 400 | +30.0 pts | 0 / 120 |" in text
     assert "The paper's claims, as measured" in text and "AVQA: student 67.1%" in text
