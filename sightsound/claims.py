@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sightsound.formats import p_is
+from sightsound.formats import p_is, with_interval
 from sightsound.scoring import SIGNIFICANCE, paired_test, wilson_interval
 
 ROLES = {  # role → what the model is (Table 2's rows)
@@ -61,8 +61,7 @@ def share(correct: int, count: int) -> str:
     """"62.5% (57.6–67.2)": a share with its 95% Wilson interval."""
     if not count:
         return "—"
-    low, high = wilson_interval(correct, count)
-    return f"{100 * correct / count:.1f}% ({100 * low:.1f}–{100 * high:.1f})"
+    return with_interval(correct / count, wilson_interval(correct, count), percent=True)
 
 
 def _paired(marks: dict, roles: dict, bench: str, first: str, second: str):

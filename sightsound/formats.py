@@ -38,3 +38,10 @@ def p_is(value) -> str:
     """"p = 0.241", or "p < 0.0001"."""
     text = p_value(value)
     return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
+def with_interval(share_value: float, interval, percent: bool = False) -> str:
+    """"57.5 (52.6–62.2)" (or "57.5% (52.6–62.2)"): a 0..1 share in percent with its interval
+    [low, high]; the share alone when there is no interval."""
+    text = f"{100 * share_value:.1f}" + ("%" if percent else "")
+    return text + (f" ({100 * interval[0]:.1f}–{100 * interval[1]:.1f})" if interval else "")

@@ -29,7 +29,7 @@ from pathlib import Path
 from sightsound import claims as paper_claims
 from sightsound.config import read_yaml
 from sightsound.datasets import BENCHMARKS
-from sightsound.formats import count, num, p_is, p_value, seconds, share
+from sightsound.formats import count, num, p_is, p_value, seconds, share, with_interval
 from sightsound.registry import STAGES
 from sightsound.scoring import paired_test, wilson_interval
 
@@ -43,6 +43,11 @@ class ReportConfig:
     claims: dict[str, str] = field(default_factory=dict)  # a role of claims.ROLES → the model name playing it
     in_domain: str | None = None  # the benchmark vision can answer (AVQA's analogue), for the premise and claims
     acoustic: str | None = None  # the benchmark vision cannot answer (MMAU speech/music's analogue)
+
+    def __post_init__(self):
+        unknown = sorted(set(self.claims) - set(paper_claims.ROLES))
+        if unknown:
+            raise ValueError(f"report.claims: unknown role {unknown[0]!r} (roles: {', '.join(paper_claims.ROLES)})")
 
 
 def columns_of(result: dict) -> dict[str, dict | None]:
@@ -75,10 +80,16 @@ def _pct(cell: dict | None) -> str:
     """"57.5 (52.6–62.2)": an accuracy in percent with its 95% interval ("—" when missing)."""
     if not cell or cell.get("accuracy") is None:
         return "—"
-    interval = cell.get("ci95") or (wilson_interval(cell["correct"], cell["count"])
-                                    if cell.get("count") and cell.get("correct") is not None else None)
-    text = f"{100 * cell['accuracy']:.1f}"
-    return text + (f" ({100 * interval[0]:.1f}–{100 * interval[1]:.1f})" if interval else "")
+    return with_interval(cell["accuracy"], _interval(cell))
+
+
+def _interval(cell: dict) -> list[float] | None:
+    """A result's 95% interval: its own `ci95`, else computed from its counts (results written
+    before intervals were), else None."""
+    if cell.get("ci95"):
+        return cell["ci95"]
+    return wilson_interval(cell["correct"], cell["count"]) if cell.get("count") and cell.get("correct") is not None \
+        else None
 
 
 def markdown(headers: list[str], body: list[list[str]]) -> str:
@@ -515,8 +526,7 @@ def plot_accuracy(results: dict[tuple[str, str], dict], out: Path) -> str:
             r = results.get((bench, model))
             if r is None or not r.get("count"):
                 continue
-            interval = r.get("ci95") or (wilson_interval(r["correct"], r["count"]) if "correct" in r
-                                         else [r["accuracy"], r["accuracy"]])
+            interval = _interval(r) or [r["accuracy"], r["accuracy"]]
             ys.append(y)
             values.append(100 * r["accuracy"])
             low.append(100 * (r["accuracy"] - interval[0]))

@@ -147,7 +147,7 @@ def paired_test(first: dict, second: dict) -> dict:
     `significant` (p < SIGNIFICANCE). Questions only one of them answered are left out."""
     from scipy.stats import binomtest
 
-    shared = sorted(set(first) & set(second), key=str)
+    shared = set(first) & set(second)
     a = [bool(first[q]) for q in shared]
     b = [bool(second[q]) for q in shared]
     first_only = sum(x and not y for x, y in zip(a, b))

@@ -132,3 +132,8 @@ def test_run_report_shows_intervals_paired_tests_and_claims(table2_run):
     assert (table2_run / "plots" / "accuracy.png").read_bytes().startswith(b"\x89PNG")
     body = text.split("## Evaluation")[1]
     assert body.index("student-direct") < body.index("teacher") < body.index("| sft")  # rows in the asked order
+
+
+def test_report_claims_name_known_roles():
+    with pytest.raises(ValueError, match="unknown role 'tts'"):
+        report.ReportConfig(claims={"tts": "sft"})

@@ -12,7 +12,8 @@ import random
 import re
 from dataclasses import asdict
 
-from sightsound.datasets.synth.world import COUNT_WORDS, NAMES, POSITIONS, SynthConfig, make_scene, questions
+from sightsound.datasets.synth.world import (COUNT_WORDS, NAMES, POSITIONS, VISUAL_TYPES, SynthConfig, make_scene,
+                                             questions)
 from sightsound.records import Sample
 
 
@@ -79,7 +80,7 @@ def calibration(cfg: SynthConfig, scenes: int = 2000) -> dict:
         for q in questions(sources, clip_rng):
             picks = choices_of_watcher(q["question_type"], q["multi_choice"], facts["sources"])
             right.setdefault(q["question_type"], []).append((q["answer"] in picks) / len(picks))
-    visual = [v for t in ("Which", "Count", "Order") for v in right.get(t, [])]
+    visual = [v for t in VISUAL_TYPES for v in right.get(t, [])]
     return {"scenes": scenes,
             "watcher_accuracy": {t: round(sum(v) / len(v), 4) for t, v in sorted(right.items())},
             "watcher_accuracy_visual": round(sum(visual) / len(visual), 4),

@@ -13,7 +13,7 @@ sounds: exactly the gap the paper's checker must close.
 
 The defaults are calibrated to the paper's data, where clips mostly show their sound sources
 (AVQA): a perfect watcher (`synth.oracle.watcher_choices`) answers about 85% of the questions
-vision can answer (Which, Count, Order) and about one trace in eight it writes claims a sound the
+vision can answer (Which, Count, Order) and about one trace in ten it writes claims a sound the
 clip lacks (`synth.oracle.hallucinated`); `tests/test_synth.py` pins both for a fixed seed. The
 questions vision cannot answer — Louder and Pitch, which depend on how a sound sounds — are the
 demo's analogue of MMAU's speech and music.
