@@ -64,11 +64,12 @@ def test_rejection_metrics_count_rejections_of_what_should_be_rejected():
     assert rejection_metrics([False], [True])["recall"] is None
 
 
-@pytest.mark.parametrize("role, dim", [("student", 64), ("omni", 128)])
-def test_audio_tower_loads_alone_and_pools_over_the_clip_only(tiny_models, tmp_path, role, dim):
+@pytest.mark.parametrize("role, dim, pooling", [("student", 64, "max"), ("student", 128, "mean+max"),
+                                                ("omni", 128, "max"), ("omni", 128, "mean")])
+def test_audio_tower_loads_alone_and_pools_over_the_clip_only(tiny_models, tmp_path, role, dim, pooling):
     from safetensors import safe_open
 
-    encoder = verifier.AudioEncoder(tiny_models[role], device="cpu")
+    encoder = verifier.AudioEncoder(tiny_models[role], device="cpu", pooling=pooling)
     with safe_open(str(tiny_models[role] / "model.safetensors"), "pt") as f:
         tower_keys = {k.removeprefix("audio_tower.") for k in f.keys() if k.startswith("audio_tower.")}
         assert len(tower_keys) < len(list(f.keys()))  # the checkpoint holds more than the tower...
@@ -110,6 +111,31 @@ def test_verifier_learns_which_sound_a_trace_may_claim_and_saves_and_loads(tiny_
     assert p.shape == (4,) and p[0] > 0.5 > p[1] and p[3] > 0.5 > p[2]
     again = verifier.Verifier.load(out, device="cpu").predict([unseen[0]], [claim("flute", "left")])
     assert math.isclose(float(again[0]), float(p[0]), rel_tol=1e-6)
+
+    # Each sentence is a claim: one false claim among true ones rejects the trace.
+    both = "<think>The flute on the left moves, so the flute is sounding. The drum on the right moves, " \
+           "so the drum is sounding.</think><answer>A</answer>"
+    assert (loaded.predict([unseen[0], unseen[1]], [both, both]) < 0.5).all()
+
+
+def test_claims_are_sentences_of_the_reasoning_and_a_trace_passes_when_all_do():
+    import torch
+
+    texts = ["<think>The flute moves. The drum is still!</think><answer>A</answer>", "<answer>B</answer>",
+             "no tags at all"]
+    owner, parts = verifier.claims(texts, "sentence")
+    assert owner.tolist() == [0, 0, 1, 2] and parts == ["The flute moves.", "The drum is still!", "", "no tags at all"]
+    owner, parts = verifier.claims(texts, "trace")
+    assert owner.tolist() == [0, 1, 2] and parts[0] == "The flute moves. The drum is still!"
+    with pytest.raises(ValueError, match="unit 'word'"):
+        verifier.claims(texts, "word")
+    with pytest.raises(ValueError, match="pooling 'sum'"):
+        verifier.AudioEncoder("unused", pooling="sum")
+
+    pair_logits = torch.tensor([2.0, -1.0, 0.5])
+    got = torch.sigmoid(verifier.trace_logits(pair_logits, torch.tensor([0, 0, 1]), 2))
+    expected = [torch.sigmoid(torch.tensor(2.0)) * torch.sigmoid(torch.tensor(-1.0)), torch.sigmoid(torch.tensor(0.5))]
+    torch.testing.assert_close(got, torch.stack(expected))
 
 
 def test_split_keeps_each_clip_on_one_side_and_both_labels_on_each():
