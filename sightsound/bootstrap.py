@@ -21,10 +21,11 @@ that may run stages.
   directly; the pipeline is what teaches it the in-domain questions and to reason.
 - the **checker**: the small audio–text verifier of `sightsound.checking.verifier` (the paper's
   "cheaper" checker, §3.2), calibrated on reasoning texts like the teacher's with the world's truth
-  as labels (`synth.oracle.hallucinated`), on the student's audio encoder. A tiny audio LM asked
-  yes/no did not learn the job in the time the demo has: trained 250 steps from the student, its
-  rejection F1 on the pipeline's traces was 0.44 (0.60 when it also learned the in-domain questions;
-  and 0 — it accepted everything — on another run), its AUC 0.73–0.86.
+  as labels (`synth.oracle.hallucinated`), on the student's audio encoder: it checks each sentence
+  of a trace against the clip and accepts the trace when all pass. A tiny audio LM asked yes/no did
+  not learn the job in the time the demo has: trained 250 steps from the student, its rejection F1
+  on the pipeline's traces was 0.44 (0.60 when it also learned the in-domain questions; and 0 — it
+  accepted everything — on another run), its AUC 0.73–0.86.
 
 Then each role is measured on held-out clips of that world, and the numbers go into the
 manifest (and the run's report). Everything lives under `out` and is skipped when done, so later
@@ -191,7 +192,7 @@ def measure(cfg: BootstrapConfig, heldout: list[Sample]) -> dict:
     own = [s for s in heldout if s.category in cfg.student_questions][: cfg.heldout_limit]
     heldout = [s for s in heldout if s.category in cfg.teacher_questions][: cfg.heldout_limit]
     greedy = Sampling(n=1, temperature=0.0, max_new_tokens=96)
-    teacher = load_backend(ModelConfig(model=paths["teacher"], dtype="float32", batch_size=16))
+    teacher = load_backend(ModelConfig(model=paths["teacher"], dtype="float32", batch_size=64))
     turns = [prompts.teacher_turn(media.load_frames(s.meta["frames"]), s.question, s.options, "text") for s in heldout]
     replies = teacher.generate([Request(s.id, turn) for s, turn in zip(heldout, turns)], greedy)
     picked = [answers.match_option(g.texts[0] if g.texts else "", s.options, similarity_threshold=None)
@@ -211,7 +212,7 @@ def measure(cfg: BootstrapConfig, heldout: list[Sample]) -> dict:
     checker_scores = {"accuracy": _share(a == b for a, b in zip(should_reject, rejected)),
                       **rejection_metrics(should_reject, rejected)}
 
-    student = load_backend(ModelConfig(model=paths["student"], dtype="float32", batch_size=16))
+    student = load_backend(ModelConfig(model=paths["student"], dtype="float32", batch_size=64))
     asking = Asking(method="direct", answer="text", max_new_tokens=16)
     in_domain, _, _ = answer_all(student, heldout, asking)
     perception, _, _ = answer_all(student, own, asking)

@@ -258,6 +258,7 @@ def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, fps: int, sampl
         vstream.pix_fmt = "yuv420p"
         vstream.options = {"preset": "veryfast", **({"qp": "0"} if lossless else {"crf": "18"})}
         astream = container.add_stream("aac", rate=sample_rate, layout="stereo")
+        astream.options = {"aac_coder": "fast"}  # the default coder took 58 of a clip's 69 ms; this one 14
         for image in frames:
             for packet in vstream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
