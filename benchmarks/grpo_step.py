@@ -20,8 +20,10 @@ text-only model has no use for). It calls the same pieces: `completion_mask`, `p
 TRL is `trl.GRPOTrainer(loss_type="grpo", beta=0.04, num_generations=G,
 per_device_train_batch_size=B*G` (TRL counts completions, not prompts), `gradient_accumulation_steps=1,
 num_iterations=1, use_vllm=False, bf16=False, use_cpu=True, shuffle_dataset=False)`. TRL defaults
-to gradient checkpointing; ours does not checkpoint, so the like-for-like row turns it off
-(`gradient_checkpointing=False`) and the TRL-default row is printed for reference.
+to gradient checkpointing and ours does not (`gradient_checkpointing: false` is our default), so
+there are two like-for-like pairs: "ours" vs "TRL" (`gradient_checkpointing=False`) and "ours
+grad-ckpt" (`training.student.prepare_for_training(gradient_checkpointing=True)`, as the paper
+config runs) vs "TRL grad-ckpt" (TRL's default).
 
 Same work on both sides: every completion is exactly `--completion-tokens` long. EOS is suppressed
 with `min_new_tokens = max_new_tokens` on both sides (the same `MinNewTokensLengthLogitsProcessor`),
@@ -179,7 +181,7 @@ def run_ours(args) -> dict:
 
     from sightsound import rl
     from sightsound.stages.grpo import _eos_ids, _mean_over_processes, completion_mask
-    from sightsound.training.student import completion_logps
+    from sightsound.training.student import completion_logps, prepare_for_training
 
     torch.manual_seed(args.seed)
     accelerator = Accelerator(cpu=True)
@@ -187,7 +189,7 @@ def run_ours(args) -> dict:
     # load_policy_and_reference: the reference is a frozen deep copy of the starting model
     model = Qwen2ForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     reference = copy.deepcopy(model).eval().requires_grad_(False)
-    policy = model.requires_grad_(True)
+    policy = prepare_for_training(model.requires_grad_(True), gradient_checkpointing=args.ours_gradient_checkpointing)
     loaded_rss = _memory()["VmRSS"]
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.0)
@@ -210,6 +212,7 @@ def run_ours(args) -> dict:
             output = unwrapped.generate(**prompt_inputs, do_sample=True, temperature=1.0, top_p=1.0, top_k=None,
                                         num_return_sequences=G, max_new_tokens=args.completion_tokens,
                                         min_new_tokens=args.completion_tokens,  # same work as TRL: no early EOS
+                                        use_cache=True,
                                         pad_token_id=tokenizer.pad_token_id,
                                         suppress_tokens=suppress)
         completion_ids = output[:, prompt_inputs["input_ids"].shape[1]:]
@@ -394,6 +397,7 @@ def main() -> None:
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--trl-gradient-checkpointing", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ours-gradient-checkpointing", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.side:  # a child: one side, results as JSON
@@ -405,7 +409,8 @@ def main() -> None:
     import trl
 
     variants = {"ours": ("ours", []), "TRL": ("trl", [])}
-    if not args.no_trl_default:
+    if not args.no_trl_default:  # TRL's default checkpoints; ours with checkpointing on is its like-for-like
+        variants["ours grad-ckpt"] = ("ours", ["--ours-gradient-checkpointing"])
         variants["TRL grad-ckpt"] = ("trl", ["--trl-gradient-checkpointing"])
     results = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as tmp:

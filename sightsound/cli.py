@@ -97,6 +97,23 @@ def _score(args):
     print(f"score: accuracy {result['accuracy']:.4f} over {result['count']} predictions → {args.out}")
 
 
+def _estimate(args):
+    from sightsound.training import memory
+
+    plan = pipeline.load_plan(args.config or pipeline.DEFAULT_CONFIG, args.overrides)
+    shapes = dict(audio_seconds=args.audio_seconds, prompt_tokens=args.prompt_tokens,
+                  response_tokens=args.response_tokens)
+    blocks = []
+    for stage in ("sft", "grpo"):
+        if stage not in plan.stages:
+            continue
+        cfg = plan.config(stage)
+        result = memory.stage_estimates(stage, cfg, plan.run.launch.get(stage), **shapes,
+                                        fallback_model=plan.config("sft").model if stage == "grpo" else None)
+        blocks.append(memory.describe(result, args.gpu_gib))
+    print("\n\n".join(blocks) or "no sft or grpo stage in this config")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sightsound",
@@ -139,6 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", nargs="+", help="a run directory, or result.json files written by `sightsound eval`")
     p.add_argument("--out", help="with result.json files: report.md (report.csv is written beside it)")
     p.set_defaults(func=_report)
+
+    p = sub.add_parser("estimate", help="GPU memory per device of the config's SFT and GRPO (no weights loaded)")
+    p.add_argument("config", nargs="?", help="pipeline config (default: configs/demo.yaml)")
+    p.add_argument("--audio-seconds", type=float, default=10.0, help="length of a clip (default 10: AVQA's)")
+    p.add_argument("--prompt-tokens", type=int, default=120, help="text tokens of a prompt (default 120)")
+    p.add_argument("--response-tokens", type=int, default=512, help="tokens of an SFT response (default 512)")
+    p.add_argument("--gpu-gib", type=float, default=None, help="say whether each stage fits a GPU of this size")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. grpo.group_size=4")
+    p.set_defaults(func=_estimate)
 
     p = sub.add_parser("score", help="score a predictions JSONL file")
     p.add_argument("predictions", help="JSONL with response, options, answer[, category, id]")

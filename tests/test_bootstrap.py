@@ -34,13 +34,20 @@ def test_a_watcher_counts_what_moves_and_cannot_tell_a_mime_from_a_player():
 
 
 def test_checker_examples_are_labelled_by_the_worlds_truth():
-    rng = random.Random(0)
     for seed in range(40):
         scene = [vars(s) | {"events": []} for s in world.make_scene(random.Random(seed), world.SynthConfig())]
         clip = sample("Count", world.COUNT_WORDS, 0, scene)
-        original, flipped = bootstrap.checker_examples(clip, rng)
-        for example in (original, flipped):
+        examples = bootstrap.checker_examples(clip)
+        visible = sum(s["visible"] for s in scene)
+        assert len(examples) == 1 + visible and len({e["text"] for e in examples}) == len(examples)
+        assert examples[0]["text"] == oracle.visual_reasoning(scene)  # the watcher's own, then one flip each
+        for example in examples:
             claims = oracle.claimed_sounds(example["text"])
             assert example["label"] == (not claims - set(clip.meta["facts"]["audible"]))
             assert example["audio"] == clip.audio
-        assert original["text"] != flipped["text"]
+
+
+def test_calibration_takes_each_clip_once():
+    first, second, other = (sample("Count", world.COUNT_WORDS, 0, SCENE) for _ in range(3))
+    other.audio = "other.wav"
+    assert bootstrap.one_per_clip([first, second, other]) == [first, other]

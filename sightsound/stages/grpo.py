@@ -13,6 +13,16 @@ features. Prompts are never truncated (that could cut the audio placeholders); c
 (`sightsound.training.loop`): metrics.jsonl (+ TensorBoard), checkpoints (resumed from), best/ by
 validation accuracy, final/ (always a full model: LoRA GRPO adapters are merged on saving, since
 their base is the SFT model merged in memory).
+
+Memory (`sightsound estimate CONFIG` before renting GPUs): each clip's audio is encoded once per
+group, in the rollouts' prefill and in scoring (`training.student.audio_encoded_once`); log-probs
+are computed only at completion positions, in chunks. Under DeepSpeed ZeRO-3 (the paper config's
+GRPO launcher) rollouts run on the partitioned policy: DeepSpeed gathers each layer's weights as
+`generate` reaches it, and transformers keeps the ranks stepping together (`synced_gpus`, on under
+ZeRO-3). Gathering the whole model first, as TRL does, is faster but needs the full bf16 weights on
+every GPU at once — room the paper's 48 GB GPUs do not have beside the reference and the rollout
+cache. This path has not been run under DeepSpeed here (no GPUs, no DeepSpeed on the build machines);
+`benchmarks/gpu_check.sh` runs GRPO on one GPU.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ from sightsound.models.loading import encode, load_model
 from sightsound.records import Sample
 from sightsound.store import read_jsonl, sha256_file
 from sightsound.training.loop import TrainingConfig, finish_training, open_training, train
-from sightsound.training.student import LoraConfig, add_lora, completion_logps, prepare_for_training
+from sightsound.training.student import LoraConfig, add_lora, audio_encoded_once, completion_logps, prepare_for_training
 
 
 @dataclass
@@ -122,11 +132,12 @@ def grpo_step(accelerator, policy, reference, processor, optimizer, trainable, b
     prompt_inputs = encode(processor, turns, "left").to(accelerator.device)
     torch.manual_seed(cfg.seed * 1_000_003 + step * 97 + accelerator.process_index)
     unwrapped.eval()
-    with torch.no_grad():
+    with torch.no_grad(), audio_encoded_once(unwrapped, G):
         # A sampled media placeholder (<|AUDIO|>, ...) would make the scoring forward expect media
         # it does not have, so such tokens are never sampled.
         output = unwrapped.generate(**prompt_inputs, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
                                     top_k=None, num_return_sequences=G, max_new_tokens=cfg.max_completion_tokens,
+                                    use_cache=True,  # prepare_for_training turned the config's off for training
                                     pad_token_id=processor.tokenizer.pad_token_id,
                                     suppress_tokens=placeholder_ids(processor.tokenizer))
     completion_ids = output[:, prompt_inputs["input_ids"].shape[1]:]  # [B*G, T]

@@ -6,10 +6,13 @@ response, and per-token log-probs computed *with each sample's own audio*.
     batch = build_batch(processor, [(messages, "<think>…</think><answer>B</answer>")])
     loss = model(**batch).loss                               # response tokens only (paper eq. 1)
     logps = completion_logps(model, prompt_inputs, completion_ids, repeats=8)   # [N, T]
+    with audio_encoded_once(model, 8):                     # a group's 8 rollouts: each clip encoded once
+        model.generate(**prompt_inputs, num_return_sequences=8, ...)
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 
@@ -110,7 +113,8 @@ def completion_logps(model, prompt_inputs, completion_ids: torch.Tensor, repeats
     head = inner.get_output_embeddings()
     inner.set_output_embeddings(torch.nn.Identity())  # the forward returns hidden states, not logits
     try:
-        hidden = model(**inputs).logits[:, prompt_len - 1:-1, :]  # [N, T_c, H]: position t predicts t+1
+        with audio_encoded_once(model, repeats):
+            hidden = model(**inputs).logits[:, prompt_len - 1:-1, :]  # [N, T_c, H]: position t predicts t+1
     finally:
         inner.set_output_embeddings(head)
     n, t = completion_ids.shape
@@ -123,6 +127,51 @@ def completion_logps(model, prompt_inputs, completion_ids: torch.Tensor, repeats
         else:
             chunks.append(_chosen_logps(*part))
     return torch.cat(chunks).reshape(n, t)
+
+
+@contextlib.contextmanager
+def audio_encoded_once(model, repeats: int):
+    """Within this block the audio encoder runs once per clip when each clip's rows come `repeats`
+    times in a row — as `repeat_interleave` lays out a group's G completions for scoring, and as
+    `generate(num_return_sequences=G)` expands its inputs before the prefill: the encoder is given
+    rows 0, G, 2G, … and its output is repeated back. Values and gradients are those of encoding
+    every row (the repeat's backward sums the G copies' gradients, as G separate passes would add
+    theirs), for 1/G of the encoder's compute and activations: Qwen2-Audio-7B's encoder (32 layers,
+    width 1280, 1,500 frames for 30 s) ran 8 times on the same clip before.
+
+    Only Qwen2-Audio's encoder is handled (its input is one row of mel features per clip); for other
+    models, or rows that are not `repeats` copies of each other, the encoder runs on every row.
+    The decoder still prefills each of the G rows: sharing one prompt cache across samples is not
+    something `generate` offers."""
+    inner = getattr(model, "module", model)
+    towers = [m for name, m in inner.named_modules() if name.endswith("audio_tower")]
+    if repeats == 1 or not towers or inner.config.model_type != "qwen2_audio":
+        yield
+        return
+    tower, deduplicated = towers[0], []
+
+    def before(module, args, kwargs):
+        features = args[0] if args else kwargs["input_features"]
+        rows = features.shape[0]
+        if rows % repeats or not torch.equal(features, features[::repeats].repeat_interleave(repeats, dim=0)):
+            deduplicated.append(False)
+            return None
+        deduplicated.append(True)
+        pick = lambda v: v[::repeats] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == rows else v  # noqa: E731
+        return tuple(pick(a) for a in args), {k: pick(v) for k, v in kwargs.items()}
+
+    def after(module, args, kwargs, output):
+        if deduplicated.pop():
+            output.last_hidden_state = output.last_hidden_state.repeat_interleave(repeats, dim=0)
+        return output
+
+    handles = [tower.register_forward_pre_hook(before, with_kwargs=True),
+               tower.register_forward_hook(after, with_kwargs=True)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _chosen_logps(head, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

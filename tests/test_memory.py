@@ -1,0 +1,89 @@
+"""`sightsound estimate`: parameter counts from a meta-device model, launchers, and the arithmetic."""
+
+import pytest
+
+from sightsound import cli
+from sightsound.training import memory
+from sightsound.training.student import LoraConfig
+
+GB = 1e9
+
+
+@pytest.fixture(scope="module")
+def paper_student():
+    return memory.model_config("Qwen/Qwen2-Audio-7B-Instruct")
+
+
+def test_the_paper_student_has_its_published_size(paper_student):
+    full = memory.count_parameters(paper_student, LoraConfig(enabled=False))
+    assert 8.35 * GB < full.total < 8.45 * GB and full.trainable == full.total  # "about 8.4 B"
+    assert 0.6 * GB < full.audio_trainable < 0.7 * GB  # the Whisper-large-sized encoder
+    frozen = memory.count_parameters(paper_student, LoraConfig(enabled=False), freeze=["audio_tower"])
+    assert frozen.audio_trainable == 0 and frozen.trainable == full.total - full.audio_trainable
+    # LoRA rank 8 on the decoder's seven projections: 8 x (in + out) each, 32 layers
+    lora = memory.count_parameters(paper_student, LoraConfig(rank=8))
+    per_layer = 8 * (4 * (4096 + 4096) + 2 * (4096 + 11008) + (11008 + 4096))
+    assert lora.trainable == 32 * per_layer and lora.audio_trainable == 0
+
+
+def test_counts_match_the_loaded_tiny_model(tiny_models):
+    from sightsound.models.loading import load_model
+
+    model, _ = load_model(str(tiny_models["student"]), "float32", training=True)
+    counts = memory.count_parameters(memory.model_config(str(tiny_models["student"])), LoraConfig(enabled=False))
+    assert counts.total == sum(p.numel() for p in model.parameters())
+
+
+def test_launchers_are_read_from_the_accelerate_configs():
+    assert memory.launcher_of(None) == ("single", 1, False)
+    assert memory.launcher_of("accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 6") == (
+        "ddp", 6, False)
+    assert memory.launcher_of("accelerate launch --config_file configs/accelerate/zero3.yaml") == ("zero3", 8, False)
+    assert memory.launcher_of("accelerate launch --config_file=configs/accelerate/zero2.yaml") == ("zero2", 8, False)
+    assert memory.launcher_of("accelerate launch --config_file configs/accelerate/fsdp.yaml") == ("fsdp", 8, False)
+    with pytest.raises(ValueError, match="nowhere.yaml not found"):
+        memory.launcher_of("accelerate launch --config_file nowhere.yaml")
+
+
+def test_what_each_launcher_holds_per_device(paper_student):
+    counts = memory.count_parameters(paper_student, LoraConfig(enabled=False))
+    P = counts.total
+
+    def held(**settings):
+        parts = memory.estimate(paper_student, counts, memory.Setup(stage="grpo", reference=True, **settings))
+        return parts["weights"] + parts["gradients"] + parts["optimizer"] + parts["reference"], parts
+
+    ddp, _ = held(launcher="ddp", processes=6)
+    assert ddp == pytest.approx(P * (2 + 2 + 4 + 2))  # bf16 weights, grads, two AdamW states, reference: ~84 GB
+    zero2, _ = held(launcher="zero2", processes=6)
+    assert zero2 == pytest.approx(P * 2 + P * (2 + 12) / 6 + P * 2)
+    zero3, parts = held(launcher="zero3", processes=6)  # the reference stays whole: a plain copy
+    assert zero3 == pytest.approx(P * (2 + 2 + 12) / 6 + P * 2)
+    offloaded, _ = held(launcher="zero3", processes=6, offload_optimizer=True)
+    assert offloaded == pytest.approx(P * (2 + 2) / 6 + P * 2)
+    assert parts["total"] == pytest.approx(zero3 + max(parts["activations"] + parts["logits"], parts["rollout_cache"]))
+    with pytest.raises(ValueError, match="launcher 'megatron'"):
+        memory.estimate(paper_student, counts, memory.Setup(launcher="megatron"))
+
+
+def test_checkpointing_and_encoding_each_clip_once_shrink_activations(paper_student):
+    counts = memory.count_parameters(paper_student, LoraConfig(enabled=False))
+    base = dict(stage="grpo", sequences=32, completion_tokens=256)
+    plain = memory.estimate(paper_student, counts, memory.Setup(clips=32, **base))["activations"]
+    once = memory.estimate(paper_student, counts, memory.Setup(clips=4, **base))["activations"]
+    checkpointed = memory.estimate(paper_student, counts, memory.Setup(clips=4, gradient_checkpointing=True,
+                                                                       **base))["activations"]
+    assert checkpointed < once / 4 < plain / 4
+    frozen = memory.count_parameters(paper_student, LoraConfig(enabled=False), freeze=["audio_tower"])
+    no_encoder = memory.estimate(paper_student, frozen, memory.Setup(clips=4, **base))["activations"]
+    assert no_encoder < once  # a frozen encoder keeps nothing for backward
+
+
+def test_estimate_command_prints_both_stages_for_the_paper_config(capsys):
+    assert cli.main(["estimate", "configs/sightsound-r1.yaml", "--gpu-gib", "48"]) == 0
+    out = capsys.readouterr().out
+    assert "sft: Qwen/Qwen2-Audio-7B-Instruct" in out and "grpo: Qwen/Qwen2-Audio-7B-Instruct" in out
+    assert "8.40 B parameters" in out or "8.39 B parameters" in out
+    for part in ("weights", "gradients", "optimizer", "activations", "logits", "rollout_cache", "total"):
+        assert part in out
+    assert out.count("fits in 48 GiB") == 2  # the paper config's launchers make both stages fit
