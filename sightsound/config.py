@@ -30,6 +30,47 @@ class ConfigError(ValueError):
     """A config file or override that does not fit its dataclass."""
 
 
+PACKAGED = Path(__file__).resolve().parent / "configs"  # the configs that ship inside the package
+
+
+def find_config(name: str | Path) -> Path:
+    """A config file by its path, else a packaged config by its name: `demo`, `sightsound-r1`,
+    `ablations/sft`, or as a checkout spells it, `configs/demo.yaml` (so paths in the docs work after
+    a plain `pip install`, from any folder)."""
+    path = Path(name)
+    if path.exists():
+        return path
+    inside = Path(*path.parts[1:]) if path.parts[:1] == ("configs",) else path
+    for candidate in (PACKAGED / inside, PACKAGED / inside.with_name(inside.name + ".yaml")):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"{name}: no such file, and no packaged config of that name (`sightsound configs` lists them)")
+
+
+def packaged_configs() -> dict[str, str]:
+    """Each packaged pipeline config's name and the first line of its header comment."""
+    found = {}
+    for path in sorted(PACKAGED.rglob("*.yaml")):
+        if path.parent.name == "accelerate":
+            continue
+        first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
+        found[str(path.relative_to(PACKAGED).with_suffix(""))] = first
+    return found
+
+
+def with_packaged_paths(command: str) -> str:
+    """A launch command whose `configs/...` arguments that do not exist here point into the package."""
+    import shlex
+
+    words = []
+    for word in shlex.split(command):
+        key, eq, value = word.rpartition("=") if word.startswith("--") and "=" in word else ("", "", word)
+        if value.startswith("configs/") and not Path(value).exists() and (PACKAGED / value[len("configs/"):]).exists():
+            value = str(PACKAGED / value[len("configs/"):])
+        words.append(f"{key}{eq}{value}")
+    return shlex.join(words)
+
+
 def load_config(cls, path: str | Path | None = None, overrides=(), section: str | None = None,
                 values: dict | None = None):
     """Build `cls` from an optional YAML file (or one section of it), then `values` (typed, e.g.
@@ -37,6 +78,7 @@ def load_config(cls, path: str | Path | None = None, overrides=(), section: str 
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
+        path = find_config(path)
         source = str(path)
         loaded = read_yaml(path)
         if section is not None and section in loaded:
@@ -206,7 +248,7 @@ def check_name(key: str, value: str) -> str:
     """`value` when it is a plain folder name (letters, digits, `.`, `_`, `-`; no path separators,
     not `.` or `..`), so that a folder named by a config value stays inside its parent."""
     if not isinstance(value, str) or not _PLAIN_NAME.fullmatch(value) or set(value) == {"."}:
-        raise ValueError(f"'{key}' must be a plain folder name (letters, digits, '.', '_', '-'), not {value!r}")
+        raise ConfigError(f"'{key}' must be a plain folder name (letters, digits, '.', '_', '-'), not {value!r}")
     return value
 
 
@@ -214,8 +256,8 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def config_hash(cfg, exclude=("out", "progress")) -> str:
-    """Stable hash of what a stage's output depends on (the output location itself is excluded)."""
+def config_hash(cfg, exclude=("out", "progress", "report_to", "log_completions_every")) -> str:
+    """Stable hash of what a stage's output depends on (where it goes and how it is watched are excluded)."""
     data = {k: v for k, v in to_dict(cfg).items() if k not in exclude}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -39,11 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sightsound import report
-from sightsound.config import ConfigError, apply_overrides, from_dict, read_yaml, save_config
+from sightsound.config import (PACKAGED, ConfigError, apply_overrides, find_config, from_dict, read_yaml, save_config,
+                               with_packaged_paths)
 from sightsound.registry import STAGES, Context, Stage
 from sightsound.store import write_json
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+DEFAULT_CONFIG = PACKAGED / "demo.yaml"
 
 
 def order() -> tuple[str, ...]:
@@ -126,6 +127,7 @@ def read_pipeline_yaml(path: str | Path) -> dict:
     """A config file's mapping; with `extends: OTHER.yaml` (relative to the file) it is laid over
     that file's: sections merge key by key, and a section set to null is dropped (an ablation
     without GRPO says `grpo: null`)."""
+    path = find_config(path)
     data = read_yaml(path)
     parent = data.pop("extends", None)
     if parent is None:
@@ -166,10 +168,11 @@ def selected(plan: Plan, start: str | None, until: str | None) -> list[str]:
 
 def run(plan: Plan, start: str | None = None, until: str | None = None) -> Path:
     """Run the selected stages in order; returns the run directory."""
+    stages = selected(plan, start, until)  # stage names checked before anything is created
     run_dir = Path(plan.run.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     timings = []
-    for name in selected(plan, start, until):
+    for name in stages:
         began = time.time()
         if name == "report":
             changed = save_config(plan.report, run_dir / "config" / "report.yaml")
@@ -203,7 +206,8 @@ def _run_stage(plan: Plan, stage: Stage) -> bool:
         if stage.name in plan.run.launch:
             path = run_dir / "config" / f"{name}.launch.yaml"
             save_config(cfg, path)
-            command = shlex.split(plan.run.launch[stage.name]) + ["-m", "sightsound", stage.name, "--config", str(path)]
+            command = shlex.split(with_packaged_paths(plan.run.launch[stage.name])) + [
+                "-m", "sightsound", stage.name, "--config", str(path)]
             print("run: " + " ".join(shlex.quote(c) for c in command))
             subprocess.run(command, check=True)
         else:

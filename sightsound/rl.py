@@ -6,16 +6,19 @@
 
 Shapes: `logps`, `old_logps`, `ref_logps` and `mask` are [B*G, T] over completion tokens (the
 mask runs through the first EOS); `advantages` is [B*G]. A reward is a plain function
-`(completion, label, options) -> float`; add one to `REWARDS` and weight it by name in YAML.
+`(completion, label, options) -> float`; add one to `REWARDS` and weight it by name in YAML, or
+name your own by import path (`reward_function`).
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 
 import torch
 
 from sightsound import answers
+from sightsound.config import ConfigError
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
@@ -101,3 +104,23 @@ def accuracy_reward(completion: str, label, options) -> float:
 
 
 REWARDS = {"accuracy": accuracy_reward, "format": format_reward}
+
+
+def reward_function(name: str):
+    """A reward by its name in REWARDS, or a user's own by import path, `package.module:function`
+    (same signature as the built-ins), so that `rewards: {accuracy: 1.0, "mypkg.rewards:brevity": 0.1}`
+    needs no fork."""
+    if name in REWARDS:
+        return REWARDS[name]
+    module_name, colon, attribute = name.partition(":")
+    if not colon or not module_name or not attribute:
+        raise ConfigError(f"unknown reward {name!r}: not one of {', '.join(REWARDS)}, nor an import path "
+                          "'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"reward {name!r}: cannot import module {module_name!r} ({exc})") from None
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise ConfigError(f"reward {name!r}: module {module_name!r} has no function {attribute!r}")
+    return function

@@ -46,6 +46,7 @@ from pathlib import Path
 
 from sightsound.answers import (SIMILARITY_THRESHOLD, Embedder, bare_letter, extract_answer, is_correct,
                                 match_option, mmau_correct, option_index)
+from sightsound.config import ConfigError
 from sightsound.store import write_json
 
 SCORERS = ("default", "mmau")
@@ -64,7 +65,7 @@ def score_predictions(path: str | Path, scorer: str = "default", *,
                       embedder: Embedder | None = None) -> dict:
     """The result dict described in the module doc (nothing is written)."""
     if scorer not in SCORERS:
-        raise ValueError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
+        raise ConfigError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
     match_kwargs = {"similarity_threshold": similarity_threshold, "embedder": embedder}
     records, categories = [], {}
     unmatched = 0

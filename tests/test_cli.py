@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 from sightsound.cli import main as cli
 
@@ -21,5 +22,76 @@ def test_score_command_writes_the_result(tmp_path, capsys):
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["accuracy"] == 0.5 and result["per_category"]["sound"]["accuracy"] == 1.0
     assert [r["pred_index"] for r in result["records"]] == [1, 0]
-    assert cli(["score", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "r.json")]) == 2
+    assert cli(["score", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "r.json")]) == 1  # runtime
     assert "missing.jsonl" in capsys.readouterr().err
+
+
+def test_version_and_the_packaged_configs(capsys):
+    import sightsound
+
+    try:
+        cli(["--version"])
+    except SystemExit as exc:
+        assert exc.code == 0
+    assert capsys.readouterr().out.strip() == f"sightsound {sightsound.__version__}"
+    assert cli(["configs"]) == 0
+    out = capsys.readouterr().out
+    for name in ("demo", "demo-table2", "sightsound-r1", "ablations/sft"):
+        assert f"  {name} " in out
+    assert "accelerate/" not in out  # launcher settings are not pipeline configs
+
+
+def test_configs_are_found_by_path_or_by_name_from_any_folder(tmp_path, monkeypatch):
+    import pytest
+
+    from sightsound.config import PACKAGED, ConfigError, find_config, with_packaged_paths
+
+    monkeypatch.chdir(tmp_path)  # an empty folder: no configs/ here
+    assert find_config("demo") == PACKAGED / "demo.yaml"
+    assert find_config("configs/sightsound-r1.yaml") == PACKAGED / "sightsound-r1.yaml"
+    assert find_config("ablations/sft") == PACKAGED / "ablations" / "sft.yaml"
+    (tmp_path / "mine.yaml").write_text("run: {out: runs/x}\n")
+    assert find_config("mine.yaml") == Path("mine.yaml")
+    with pytest.raises(ConfigError, match="sightsound configs"):
+        find_config("nonesuch")
+    command = with_packaged_paths("accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 6")
+    assert f"--config_file {PACKAGED / 'accelerate' / 'ddp.yaml'} --num_processes 6" in command
+
+
+def test_usage_errors_exit_2_before_anything_is_created_and_failures_exit_1(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli(["run", "configs/demo.yaml", "--out", str(out), "--from", "sfft"]) == 2
+    assert "unknown stage 'sfft'" in capsys.readouterr().err and not out.exists()
+    assert cli(["run", "configs/demo.yaml", "--out", str(out), "--dry-run", "--until", "sfft"]) == 2
+    assert cli(["run", "configs/demo.yaml", "--out", str(out), "sft.stepz=3"]) == 2
+    assert not out.exists()
+    capsys.readouterr()
+    assert cli(["report", str(tmp_path / "nonexistent")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nonexistent: no such run directory or result.json file" in err[-1]
+
+
+def test_a_plain_install_runs_the_packaged_demo_config_from_an_empty_folder(tmp_path):
+    """`pip install .` (a wheel, not editable) carries the configs: synth → prepare from the packaged
+    demo config, in a folder that has no configs/ of its own."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "wheel"), str(root)], check=True)
+    wheel = next((tmp_path / "wheel").glob("sightsound-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp_path / "site"),
+                    str(wheel)], check=True)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    done = subprocess.run([sys.executable, "-m", "sightsound", "run", "--from", "synth", "--until", "prepare",
+                           "synth.clips=4", "synth.val_fraction=0.5", "synth.progress=false",
+                           "prepare.progress=false"], cwd=empty, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (empty / "runs" / "demo" / "samples.jsonl").exists()
+    used = subprocess.run([sys.executable, "-c", "import sightsound; print(sightsound.__file__)"], cwd=empty, env=env,
+                          capture_output=True, text=True, check=True).stdout
+    assert used.startswith(str(tmp_path / "site"))  # the installed wheel ran, not the checkout

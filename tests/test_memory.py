@@ -87,3 +87,19 @@ def test_estimate_command_prints_both_stages_for_the_paper_config(capsys):
     for part in ("weights", "gradients", "optimizer", "activations", "logits", "rollout_cache", "total"):
         assert part in out
     assert out.count("fits in 48 GiB") == 2  # the paper config's launchers make both stages fit
+
+
+def test_the_gpu_check_runs_its_steps_on_a_tiny_model_on_cpu(tiny_models, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", script)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    results = gpu_check.main(["--smoke", "--config", str(tiny_models["student"]), "--audio-seconds", "2",
+                              "--prompt-tokens", "20", "--response-tokens", "8", "--sft-batch", "2", "--prompts", "2",
+                              "--group", "2", "--completion-tokens", "4", "--steps", "1"])
+    assert results["sft"]["tokens"] > 0 and results["grpo"]["rollout_seconds"] > 0 and results["grpo"]["seconds"] > 0
+    out = capsys.readouterr().out
+    assert "sft :" in out and "grpo:" in out and "tokens/s" in out and "estimate" in out

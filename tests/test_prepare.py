@@ -196,7 +196,7 @@ def test_cli_prepare_and_config_errors(world, tmp_path, capsys):
     assert cli(["prepare", "--config", str(cfg), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml" in err and "unknown key 'frames'" in err
-    assert cli(["prepare", "--dataset", "avqa", "--root", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    assert cli(["prepare", "--dataset", "avqa", "--root", str(tmp_path / "nothing"), "--out", str(out)]) == 1
     assert "val_qa.json: metadata file not found" in capsys.readouterr().err
 
 

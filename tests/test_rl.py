@@ -110,3 +110,20 @@ def test_format_reward(text, reward):
 ])
 def test_accuracy_reward_reads_only_the_answer(text, label, options, reward):
     assert rl.accuracy_reward(text, label, options) == reward
+
+
+def test_rewards_by_name_or_by_import_path(tmp_path, monkeypatch):
+    from sightsound.config import ConfigError
+    from sightsound.rl import REWARDS, reward_function
+
+    (tmp_path / "my_rewards.py").write_text("def brevity(completion, label=None, options=None):\n"
+                                            "    return -len(completion) / 100\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert reward_function("format") is REWARDS["format"]
+    assert reward_function("my_rewards:brevity")("<answer>B</answer>", 1, ["a", "b"]) == -0.18
+    with pytest.raises(ConfigError, match="cannot import module 'no_such_module'"):
+        reward_function("no_such_module:f")
+    with pytest.raises(ConfigError, match="has no function 'length'"):
+        reward_function("my_rewards:length")
+    with pytest.raises(ConfigError, match="unknown reward 'acuracy'"):
+        reward_function("acuracy")

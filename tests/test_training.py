@@ -258,7 +258,10 @@ def test_grpo_runs_logs_and_saves_a_loadable_model(toy_run, tiny_models, tmp_pat
     sft.main(sft_config(run, tiny_models, steps=2, save_every=100))
     manifest = grpo.main(grpo.GRPOConfig(out=str(run), model=str(run / "sft" / "final"), steps=2, group_size=4,
                                          prompts_per_step=2, lr=1e-4, max_completion_tokens=12, save_every=1,
-                                         progress=False))
+                                         log_completions_every=2, progress=False))
+    logged = list(read_jsonl(run / "grpo" / "completions.jsonl"))  # step 2 only: 2 prompts x G=4
+    assert [r["step"] for r in logged] == [2] * 8 and len({r["id"] for r in logged}) == 8
+    assert set(logged[0]["rewards"]) == {"accuracy", "format"} and abs(sum(r["advantage"] for r in logged[:4])) < 1e-4
     rows = list(read_jsonl(run / "grpo" / "metrics.jsonl"))
     assert [r["step"] for r in rows] == [1, 2]
     for key in ("reward", "reward_accuracy", "reward_format", "kl", "clip_fraction", "zero_variance_groups",

@@ -229,7 +229,7 @@ def test_a_local_checker_served_without_logprobs_stops_with_one_clear_error(prep
     run_dir = taught(prepared, tmp_path)
     with ChatServer() as server:  # answers, but gives no log-probs
         assert cli(["verify", "--out", str(run_dir), "--checker", "local", "model.backend=openai",
-                    f"model.base_url={server.url}", "model.model=checker", "chunk=4", "progress=false"]) == 2
+                    f"model.base_url={server.url}", "model.model=checker", "chunk=4", "progress=false"]) == 1
         asked = len(server.received)
     err = capsys.readouterr().err
     assert "answered without log-probs" in err and "checker: api" in err and len(err.strip().splitlines()) == 1
@@ -375,7 +375,7 @@ def test_configs_name_the_papers_checker():
 
 
 def test_missing_inputs_and_unknown_checker_are_errors(prepared, tmp_path, capsys):
-    assert cli(["verify", "--out", str(tmp_path / "nowhere")]) == 2
+    assert cli(["verify", "--out", str(tmp_path / "nowhere")]) == 1
     assert "samples.jsonl: not found" in capsys.readouterr().err
     run_dir = taught(prepared, tmp_path)
     assert cli(["verify", "--out", str(run_dir), "--checker", "psychic"]) == 2

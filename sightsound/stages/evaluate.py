@@ -26,6 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sightsound import answers, datasets, scoring
+from sightsound.config import ConfigError
 from sightsound.inference import Asking, answer_all, inputs_of, scorer_for
 from sightsound.manifest import model_inputs, open_stage, read_manifest
 from sightsound.models import ModelConfig, load_backend
@@ -92,7 +93,7 @@ def main(cfg: EvalConfig) -> dict:
 
 def _check(cfg: EvalConfig) -> None:
     if cfg.method not in METHODS:
-        raise ValueError(f"unknown method {cfg.method!r} (known: {', '.join(METHODS)})")
+        raise ConfigError(f"unknown method {cfg.method!r} (known: {', '.join(METHODS)})")
     if cfg.inputs not in ("audio", "video", "both"):
         raise ValueError(f"inputs must be audio, video or both, not {cfg.inputs!r}")
     if cfg.method == "test_time_cot_distill" and not cfg.teacher_traces:

@@ -4,13 +4,15 @@
 
 Each step takes `prompts_per_step` unanimous samples (the teacher's label is the target), samples
 `group_size` completions per prompt *with that prompt's audio*, scores them with the weighted
-rewards named in `rewards` (sightsound.rl.REWARDS: accuracy against the teacher label, format),
+rewards named in `rewards` (sightsound.rl.REWARDS: accuracy against the teacher label, format; or a
+function of your own by import path, `"mypkg.rewards:brevity": 0.1`),
 normalizes advantages within each group, and minimizes eq. 2 — clipped ratio to the policy that
 sampled, plus beta times the k3 KL to a frozen reference: the SFT model (with LoRA GRPO, the same
 model with the GRPO adapter disabled). Log-probs are always computed with each sample's own audio
 features. Prompts are never truncated (that could cut the audio placeholders); completions stop at
 `max_completion_tokens`. Writes `RUN_DIR/grpo/` through the training loop the SFT stage uses
-(`sightsound.training.loop`): metrics.jsonl (+ TensorBoard), checkpoints (resumed from), best/ by
+(`sightsound.training.loop`): metrics.jsonl (+ TensorBoard), completions.jsonl (every
+`log_completions_every` steps: step, prompt id, completion, each reward, advantage), checkpoints (resumed from), best/ by
 validation accuracy, final/ (always a full model: LoRA GRPO adapters are merged on saving, since
 their base is the SFT model merged in memory).
 
@@ -37,7 +39,7 @@ from sightsound import formats, prompts, rl
 from sightsound.manifest import model_inputs
 from sightsound.models.loading import encode, load_model
 from sightsound.records import Sample
-from sightsound.store import read_jsonl, sha256_file
+from sightsound.store import JsonlWriter, read_jsonl, sha256_file
 from sightsound.training.loop import TrainingConfig, finish_training, open_training, train
 from sightsound.training.student import LoraConfig, add_lora, audio_encoded_once, completion_logps, prepare_for_training
 
@@ -58,6 +60,7 @@ class GRPOConfig(TrainingConfig):
     epsilon: float = 0.2  # the clip range; not stated in the paper (TRL's default)
     beta: float = 0.04  # paper
     updates_per_batch: int = 1  # optimizer steps on each batch of completions (1: ratio = 1 at the step)
+    log_completions_every: int = 10  # write each completion, its rewards and advantage to completions.jsonl every N steps (0: never)
     log_every: int = 1
     save_every: int = 100
     val_every: int = 100
@@ -65,9 +68,8 @@ class GRPOConfig(TrainingConfig):
 
 
 def main(cfg: GRPOConfig) -> dict:
-    unknown = set(cfg.rewards) - set(rl.REWARDS)
-    if unknown:
-        raise ValueError(f"unknown rewards {sorted(unknown)} (known: {', '.join(rl.REWARDS)})")
+    for name in cfg.rewards:  # every reward resolves (built-in or `module:function`) before anything loads
+        rl.reward_function(name)
     run_dir = Path(cfg.out)
     items, inputs = load_prompts(run_dir)
     accelerator, stage = open_training(run_dir, cfg, inputs | model_inputs(cfg.model))
@@ -81,15 +83,22 @@ def main(cfg: GRPOConfig) -> dict:
     if reference is not None:
         reference.to(accelerator.device)
 
+    every = cfg.log_completions_every
+    completions = (JsonlWriter(run_dir / cfg.subdir / "completions.jsonl", id_of=lambda r: r["id"])
+                   if every and accelerator.is_main_process else None)
+
     def step(next_batch, number: int) -> dict:
         batch = [items[i] for i in next_batch()]
-        return grpo_step(accelerator, policy, reference, processor, optimizer, trainable, batch, cfg, number)
+        log = completions if completions is not None and (number + 1) % every == 0 else None
+        return grpo_step(accelerator, policy, reference, processor, optimizer, trainable, batch, cfg, number, log)
 
     # With LoRA GRPO the adapter sits on the SFT model merged in memory, which no folder holds: the
     # saved models are merged, so they load as they were trained.
     state = train(accelerator, stage, cfg, policy, processor, step, name="grpo", items=len(items),
                   batch_size=cfg.prompts_per_step, val_method="zero_shot_cot", merge=cfg.lora.enabled,
                   show={"reward": ".3f", "kl": ".4f"})
+    if completions is not None:
+        completions.close()
     if not accelerator.is_main_process:
         return {}
     manifest = finish_training(stage, cfg, state, "reward", {"prompts": len(items)})
@@ -124,8 +133,9 @@ def load_policy_and_reference(cfg: GRPOConfig):
 
 
 def grpo_step(accelerator, policy, reference, processor, optimizer, trainable, batch, cfg: GRPOConfig,
-              step: int) -> dict:
-    """Sample G completions per prompt, reward them, and take `updates_per_batch` optimizer steps."""
+              step: int, completions_log=None) -> dict:
+    """Sample G completions per prompt, reward them, and take `updates_per_batch` optimizer steps;
+    `completions_log` (a JsonlWriter) gets this process's completions with their rewards and advantages."""
     G = cfg.group_size
     unwrapped = accelerator.unwrap_model(policy)
     turns = [prompts.question_turn("zero_shot_cot", s.question, s.options, cfg.answer, audio=s.audio) for s, _ in batch]
@@ -146,10 +156,17 @@ def grpo_step(accelerator, policy, reference, processor, optimizer, trainable, b
              for ids, n in zip(completion_ids, mask.sum(dim=1))]
     labels = [label for _, label in batch for _ in range(G)]  # completion i answers prompt i // G
     options = [sample.options for sample, _ in batch for _ in range(G)]
-    components = {name: torch.tensor([rl.REWARDS[name](t, lab, opt) for t, lab, opt in zip(texts, labels, options)])
+    components = {name: torch.tensor([rl.reward_function(name)(t, lab, opt) for t, lab, opt in zip(texts, labels, options)])
                   for name in cfg.rewards}
     rewards = sum(cfg.rewards[name] * values for name, values in components.items())  # [B*G]
     advantages = rl.group_advantages(rewards, G).to(accelerator.device)
+    if completions_log is not None:
+        for i, text in enumerate(texts):
+            sample = batch[i // G][0]
+            completions_log.write({"id": f"{step + 1}:{sample.id}:{i % G}", "step": step + 1, "prompt_id": sample.id,
+                                   "label": labels[i], "completion": text,
+                                   "rewards": {name: float(values[i]) for name, values in components.items()},
+                                   "reward": float(rewards[i]), "advantage": float(advantages[i])})
 
     policy.train()
     with torch.no_grad():

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from sightsound import formats, prompts
+from sightsound.config import ConfigError
 from sightsound.manifest import model_inputs
 from sightsound.models.loading import load_model, video_frames
 from sightsound.records import Sample
@@ -55,7 +56,7 @@ class SFTConfig(TrainingConfig):
 
 def main(cfg: SFTConfig) -> dict:
     if cfg.target not in TARGETS:
-        raise ValueError(f"unknown SFT target {cfg.target!r} (known: {', '.join(TARGETS)})")
+        raise ConfigError(f"unknown SFT target {cfg.target!r} (known: {', '.join(TARGETS)})")
     run_dir = Path(cfg.out)
     examples, inputs = load_examples(run_dir, cfg)
     accelerator, stage = open_training(run_dir, cfg, inputs | model_inputs(cfg.model), cfg.grad_accum)

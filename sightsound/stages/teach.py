@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sightsound import answers, formats, media, prompts
+from sightsound.config import ConfigError
 from sightsound.datasets.synth import oracle
 from sightsound.manifest import StageRun, model_inputs, open_stage
 from sightsound.models import ModelConfig, Request, Sampling, load_backend
@@ -62,7 +63,7 @@ def main(cfg: TeachConfig) -> dict:
     if not samples_path.exists():
         raise FileNotFoundError(f"{samples_path}: not found; run `sightsound prepare` first")
     if cfg.prompt not in prompts.TEACHER_PROMPTS:
-        raise ValueError(f"unknown teacher prompt {cfg.prompt!r} (known: {', '.join(prompts.TEACHER_PROMPTS)})")
+        raise ConfigError(f"unknown teacher prompt {cfg.prompt!r} (known: {', '.join(prompts.TEACHER_PROMPTS)})")
     inputs = {str(samples_path): sha256_file(samples_path), **model_inputs(cfg.model.model)}
     traces_path, consensus_path = run_dir / "traces.jsonl", run_dir / "consensus.jsonl"
     stage = open_stage(run_dir, "teach", cfg, inputs, [traces_path, consensus_path, run_dir / "teach_errors.jsonl"],

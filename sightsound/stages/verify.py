@@ -59,7 +59,7 @@ from tqdm import tqdm
 
 from sightsound import formats
 from sightsound.checking.checkers import CHECKERS
-from sightsound.config import check_name
+from sightsound.config import ConfigError, check_name
 from sightsound.datasets.synth import oracle
 from sightsound.manifest import StageRun, model_inputs, open_stage
 from sightsound.models import ModelConfig
@@ -94,7 +94,7 @@ def main(cfg: VerifyConfig) -> dict:
         if not path.exists():
             raise FileNotFoundError(f"{path}: not found; run `sightsound {'prepare' if name == 'samples' else 'teach'}` first")
     if cfg.checker not in CHECKERS:
-        raise ValueError(f"unknown checker {cfg.checker!r} (known: {', '.join(CHECKERS)})")
+        raise ConfigError(f"unknown checker {cfg.checker!r} (known: {', '.join(CHECKERS)})")
     inputs = {**{str(p): sha256_file(p) for p in paths.values()}, **model_inputs(cfg.model.model)}
     if cfg.checker == "trained":  # verdicts depend on the verifier's weights too
         inputs |= {str(p): sha256_file(p) for p in sorted(Path(cfg.verifier).glob("*")) if p.is_file()}

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sightsound.config import check_name
+from sightsound.config import check_name, to_dict
 from sightsound.inference import Asking, answer_all
 from sightsound.manifest import StageRun, open_stage
 from sightsound.models.hf import HFBackend
@@ -54,6 +54,7 @@ class TrainingConfig:
     val_limit: int | None = 200
     val_max_new_tokens: int = 256
     subdir: str = "train"  # the folder inside the run directory it trains into (a plain name)
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])  # accelerate trackers: tensorboard, wandb (pip install wandb), ...
     progress: bool = True
 
     def __post_init__(self):
@@ -66,7 +67,8 @@ def open_training(run_dir: Path, cfg, inputs: dict, grad_accum: int = 1):
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    accelerator = Accelerator(gradient_accumulation_steps=grad_accum)
+    accelerator = Accelerator(gradient_accumulation_steps=grad_accum, log_with=list(cfg.report_to) or None,
+                              project_dir=str(Path(run_dir) / cfg.subdir))
     stage = open_stage(run_dir, cfg.subdir, cfg, inputs, [Path(run_dir) / cfg.subdir],
                        main_process=accelerator.is_main_process)
     if not stage.done:
@@ -95,7 +97,7 @@ def train(accelerator, stage: StageRun, cfg, model, processor, step, *, name: st
 
     main = accelerator.is_main_process
     metrics = JsonlWriter(out / "metrics.jsonl", id_of=lambda r: str(r["step"])) if main else None
-    board = open_board(out) if main else None
+    start_trackers(accelerator, stage, cfg)
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=name, unit="step", disable=not (cfg.progress and main))
     model.train()
     while state["step"] < cfg.steps:
@@ -111,9 +113,7 @@ def train(accelerator, stage: StageRun, cfg, model, processor, step, *, name: st
             model.train()
         if main and (state["step"] % cfg.log_every == 0 or "val_accuracy" in row or last_step):
             metrics.write(row)
-            for key, value in row.items():
-                if key != "step":
-                    board.add_scalar(f"{name}/{key}", value, state["step"])
+            accelerator.log({f"{name}/{key}": value for key, value in row.items() if key != "step"}, step=state["step"])
             bar.set_postfix({key: format(row[key], spec) for key, spec in show.items()})
         if state["step"] % cfg.save_every == 0 or last_step:
             save_checkpoint(accelerator, out, state, cfg.keep_checkpoints)
@@ -121,7 +121,7 @@ def train(accelerator, stage: StageRun, cfg, model, processor, step, *, name: st
     save_model(accelerator, model, processor, out / "final", merge=merge)
     if main:
         metrics.close()
-        board.close()
+    accelerator.end_training()  # closes the trackers
     return state
 
 
@@ -212,7 +212,11 @@ def _step(path: Path) -> int:
     return int(path.name.split("-")[1])
 
 
-def open_board(out: Path):
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(out / "tensorboard"))
+def start_trackers(accelerator, stage: StageRun, cfg) -> None:
+    """accelerate's trackers (`report_to`): TensorBoard events in `<subdir>/tensorboard/`; wandb in
+    project `sightsound`, the run named after the run directory and subdir."""
+    if not cfg.report_to:
+        return
+    config = {k: v for k, v in to_dict(cfg).items() if isinstance(v, (int, float, str, bool))}
+    accelerator.init_trackers("tensorboard", config=config, init_kwargs={
+        "wandb": {"project": "sightsound", "name": f"{stage.run_dir.name}/{cfg.subdir}"}})

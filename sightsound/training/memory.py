@@ -39,6 +39,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from sightsound.config import with_packaged_paths
 from sightsound.training.student import LOGP_ROWS
 
 GIB = 1024 ** 3
@@ -216,7 +217,7 @@ def launcher_of(command: str | None) -> tuple[str, int, bool]:
 
     if not command:
         return "single", 1, False
-    words = shlex.split(command)
+    words = shlex.split(with_packaged_paths(command))  # configs/accelerate/... also from the package
 
     def option(name):
         for i, word in enumerate(words):
@@ -230,7 +231,7 @@ def launcher_of(command: str | None) -> tuple[str, int, bool]:
     if option("--config_file"):
         path = Path(option("--config_file"))
         if not path.exists():
-            raise ValueError(f"run.launch: accelerate config {path} not found")
+            raise ValueError(f"run.launch: accelerate config {option('--config_file')} not found")
         settings = yaml.safe_load(path.read_text()) or {}
     processes = int(option("--num_processes") or settings.get("num_processes") or 1)
     kind = settings.get("distributed_type", "MULTI_GPU" if processes > 1 else "NO")

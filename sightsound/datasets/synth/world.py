@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sightsound.config import ConfigError
+
 # name, glyph shape, RGB colour; the sound of each is made by `_voice`.
 SOURCES = [
     ("flute", "circle", (60, 200, 80)),
@@ -93,13 +95,13 @@ def check_world(cfg: SynthConfig) -> None:
     """Clear errors for settings the generator cannot honour."""
     unknown = set(cfg.question_types) - set(QUESTION_TYPES)
     if unknown:
-        raise ValueError(f"unknown question types {sorted(unknown)} (known: {', '.join(QUESTION_TYPES)})")
+        raise ConfigError(f"unknown question types {sorted(unknown)} (known: {', '.join(QUESTION_TYPES)})")
     if set(cfg.roles) != set(ROLES) or any(w < 0 for w in cfg.roles.values()) or not sum(cfg.roles.values()):
-        raise ValueError(f"roles must give a weight >= 0 to each of {', '.join(ROLES)}, not {cfg.roles}")
+        raise ConfigError(f"roles must give a weight >= 0 to each of {', '.join(ROLES)}, not {cfg.roles}")
     if not 2 <= cfg.max_sources <= len(COUNT_WORDS):
-        raise ValueError(f"max_sources must be 2..{len(COUNT_WORDS)}, not {cfg.max_sources}")
+        raise ConfigError(f"max_sources must be 2..{len(COUNT_WORDS)}, not {cfg.max_sources}")
     if not 0 <= cfg.mime <= 1:
-        raise ValueError(f"mime is a share (0..1), not {cfg.mime}")
+        raise ConfigError(f"mime is a share (0..1), not {cfg.mime}")
 
 
 def make_scene(rng: random.Random, cfg: SynthConfig) -> list[Source]:

@@ -1,0 +1,110 @@
+"""A run's training data in the dataset formats of the trainers our users also use.
+
+    sightsound export runs/demo --format swift                   # → runs/demo/export/swift-sft.jsonl
+    sightsound export runs/demo --format trl --what grpo         # → runs/demo/export/trl-grpo.jsonl
+    sightsound export runs/demo --format llamafactory --out data/avqa_cot.jsonl
+
+What is exported (`--what`):
+
+- `sft`: the fact-checked CoT corpus (`corpus.jsonl`, or `--corpus corpus-<name>.jsonl`): each
+  accepted trace as the assistant's reply to the student's chain-of-thought prompt for its
+  question, with the clip's audio — exactly the pairs `sightsound sft` trains on.
+- `grpo`: the unanimous prompts (`consensus.jsonl`) with the teacher's label as `solution` (and the
+  options), the prompts `sightsound grpo` samples from.
+
+Formats, one JSON object a line (JSONL, which each of them reads), audio by absolute path:
+
+- `swift` (ms-swift, the paper's trainer; "messages" with `<audio>` tags):
+  `{"messages": [{"role": "user", "content": "<audio>PROMPT"}, {"role": "assistant", "content": TRACE}],
+  "audios": [WAV]}`; GRPO rows hold the user turn only, and `solution`, which ms-swift passes to
+  reward functions as a keyword argument.
+- `llamafactory` (LLaMA-Factory's sharegpt format with `audios`): the same lines, and a
+  `dataset_info.json` beside the file that registers it (`formatting: sharegpt`, the columns and the
+  role tags), so `dataset: <name>` with `dataset_dir:` that folder finds it. LLaMA-Factory has no
+  GRPO trainer, so `--what grpo` is refused for it.
+- `trl` (TRL's conversational prompt–completion format): `{"prompt": [{"role": "user", "content":
+  PROMPT}], "completion": [{"role": "assistant", "content": TRACE}], "audio": WAV}`; GRPO rows hold
+  `prompt`, `solution` and `audio` (extra columns reach TRL's reward functions as keyword arguments).
+
+`--answer letter|text` says how the prompt asks for a multiple-choice answer and how `solution` is
+written (default `letter`, the benchmarks' way).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sightsound import prompts
+from sightsound.config import ConfigError
+from sightsound.records import Sample
+from sightsound.store import read_jsonl
+
+FORMATS = ("swift", "llamafactory", "trl")
+WHAT = ("sft", "grpo")
+
+
+def export(run_dir: str | Path, fmt: str, what: str = "sft", out: str | Path | None = None,
+           corpus: str = "corpus.jsonl", answer: str = "letter") -> Path:
+    """Write the export and return its path (default `RUN_DIR/export/<format>-<what>.jsonl`)."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if what not in WHAT:
+        raise ConfigError(f"--what {what!r}: expected one of {', '.join(WHAT)}")
+    if fmt == "llamafactory" and what == "grpo":
+        raise ConfigError("LLaMA-Factory has no GRPO trainer; export --what sft for it, or grpo for swift or trl")
+    run_dir = Path(run_dir)
+    samples = {s.id: s for s in read_jsonl(_needed(run_dir / "samples.jsonl", "prepare"), Sample)}
+    if what == "sft":
+        pairs = [(samples[row["sample_id"]], row["text"].strip())
+                 for row in read_jsonl(_needed(run_dir / corpus, "verify"))]
+    else:
+        pairs = [(samples[row["id"]], prompts.label_text(samples[row["id"]].options, row["label"], answer))
+                 for row in read_jsonl(_needed(run_dir / "consensus.jsonl", "teach")) if row["unanimous"]]
+    rows = [_row(fmt, what, sample, value, answer) for sample, value in pairs]
+    path = Path(out) if out else run_dir / "export" / f"{fmt}-{what}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    if fmt == "llamafactory":
+        _register(path)
+    return path
+
+
+def _needed(path: Path, stage: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found; run `sightsound {stage}` on this run directory first")
+    return path
+
+
+def prompt_text(sample: Sample, answer: str) -> str:
+    """The student's chain-of-thought prompt for this question, as `sightsound sft` and `grpo` ask it."""
+    turn = prompts.question_turn("zero_shot_cot", sample.question, sample.options, answer, audio=sample.audio)
+    return next(part["text"] for part in turn[0]["content"] if part["type"] == "text")
+
+
+def _row(fmt: str, what: str, sample: Sample, value: str, answer: str) -> dict:
+    """One line: `value` is the trace (sft) or the label as its solution (grpo)."""
+    text = prompt_text(sample, answer)
+    audio = str(Path(sample.audio).resolve())
+    if fmt == "trl":
+        row = {"prompt": [{"role": "user", "content": text}]}
+        row.update({"completion": [{"role": "assistant", "content": value}]} if what == "sft" else {"solution": value})
+        return {**row, "audio": audio, "id": sample.id}
+    messages = [{"role": "user", "content": "<audio>" + text}]
+    if what == "sft":
+        messages.append({"role": "assistant", "content": value})
+    row = {"messages": messages, "audios": [audio]}
+    if what == "grpo":
+        row.update(solution=value, options=sample.options)
+    return {**row, "id": sample.id}
+
+
+def _register(path: Path) -> None:
+    """LLaMA-Factory's dataset_info.json beside the file, with this dataset's entry added."""
+    info_path = path.parent / "dataset_info.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    info[path.stem] = {"file_name": path.name, "formatting": "sharegpt",
+                       "columns": {"messages": "messages", "audios": "audios"},
+                       "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                                "assistant_tag": "assistant"}}
+    info_path.write_text(json.dumps(info, indent=2) + "\n")
