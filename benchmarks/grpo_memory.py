@@ -9,7 +9,7 @@ encoder's real width (1,280, 20 heads, feed-forward 5,120, 128 mel bins) over th
 (3,000 mel frames), with the decoder narrowed (`--hidden`, `--layers`) and the encoder shortened
 (`--audio-layers`) so that a step fits this machine's memory and time. Each prompt is a clip of
 `--audio-seconds` (its audio placeholders: 250 tokens for 10 s) between some text; prompts have
-different lengths (left padding). A step is GRPO's scoring and update for `--prompts` × `--group`
+different lengths (left padding; `--prompt-tokens` of text each, less 0–2). A step is GRPO's scoring and update for `--prompts` × `--group`
 completions of exactly `--completion-tokens` random tokens: the reference model's log-probs (no
 gradient), the policy's with gradient, eq. 2's loss, backward, AdamW — float32, full-parameter,
 with a frozen reference copy (beta 0.04), as the paper's GRPO. Rollout generation is left out
@@ -63,31 +63,16 @@ def build_config(args):
 
 
 def prompt_inputs(config, args):
-    """Left-padded prompts: text, <|audio_bos|>, the clip's audio tokens, <|audio_eos|>, text; each
-    with its own random Whisper features over the 30 s window, the clip's frames marked valid."""
+    """Left-padded prompts of `--prompt-tokens` text tokens around each clip's audio placeholders, with
+    random Whisper features over the 30 s window, the clip's frames marked valid (gpu_check's builder,
+    on the CPU in float32). Returns the inputs and the padded prompt length."""
     import torch
 
-    from sightsound.training.memory import audio_tokens
+    from gpu_check import inputs
 
-    g = torch.Generator().manual_seed(0)
-    n_audio = audio_tokens(config, args.audio_seconds)
-    rows = []
-    for i in range(args.prompts):
-        before, after = 12 + 5 * i, 30 + 7 * i
-        text = lambda n: torch.randint(200, 150000, (n,), generator=g)  # noqa: E731
-        rows.append(torch.cat([text(before), torch.tensor([151647]), torch.full((n_audio,), config.audio_token_id),
-                               torch.tensor([151648]), text(after)]))
-    width = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row):], mask[i, width - len(row):] = row, 1
-    frames = 3000
-    features = torch.randn(len(rows), config.audio_config.num_mel_bins, frames, generator=g)
-    feature_mask = torch.zeros(len(rows), frames, dtype=torch.long)
-    feature_mask[:, : int(args.audio_seconds * 100)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "input_features": features,
-            "feature_attention_mask": feature_mask}, width
+    settings = argparse.Namespace(**vars(args), device="cpu", dtype=torch.float32, window_frames=3000)
+    prompt, _ = inputs(config, settings, args.prompts, 0, torch.Generator().manual_seed(0))
+    return prompt, prompt["input_ids"].shape[1]
 
 
 def old_completion_logps(model, prompt, completion_ids, repeats):
@@ -171,6 +156,7 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--completion-tokens", type=int, default=256)
     parser.add_argument("--audio-seconds", type=float, default=10.0)
+    parser.add_argument("--prompt-tokens", type=int, default=40, help="text tokens of each prompt besides its audio")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--audio-layers", type=int, default=2)

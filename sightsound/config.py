@@ -169,7 +169,7 @@ RANGES = {
                      "max_concurrency", "frame_size", "fps", "sample_rate"], COUNT),
     **dict.fromkeys(["lr", "alpha", "duration", "timeout", "max_grad_norm", "max_audio_seconds"], POSITIVE),
     **dict.fromkeys(["seed", "num_frames", "warmup_steps", "max_retries", "weight_decay", "beta", "epsilon",
-                     "temperature"], _at_least(0)),
+                     "temperature", "log_completions_every"], _at_least(0)),
     **dict.fromkeys(["threshold", "dropout", "val_fraction", "holdout", "mime"], FRACTION),
     "max_sources": _within(2, 4),  # scenes of two sources at least; "how many" offers one to four
     "top_p": _within(0.0, 1.0),

@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 from sightsound import datasets
+from sightsound.config import ConfigError
 from sightsound.datasets import avqa, music_avqa
 from sightsound.datasets.reading import DatasetError, Entry, Skip
 from tests.conftest import SHARED_DATA, write_json
@@ -57,7 +58,7 @@ def test_metadata_file_errors_name_the_file(tmp_path):
     write_json(tmp_path / "avqa-test.json", {"records": []})
     with pytest.raises(DatasetError, match="avqa-test.json: expected a JSON list"):
         datasets.read("music-avqa", tmp_path)
-    with pytest.raises(DatasetError, match="unknown dataset 'vggsound'"):
+    with pytest.raises(ConfigError, match="unknown dataset 'vggsound'"):
         datasets.read("vggsound", tmp_path)
 
 

@@ -71,9 +71,9 @@ def recording_build_batch(original):
 
 
 def recording_grpo_step(original):
-    def grpo_step(accelerator, policy, reference, processor, optimizer, trainable, batch, cfg, step):
+    def grpo_step(accelerator, policy, reference, processor, optimizer, trainable, batch, cfg, step, *log):
         seen.append([sample.id for sample, _ in batch])
-        return original(accelerator, policy, reference, processor, optimizer, trainable, batch, cfg, step)
+        return original(accelerator, policy, reference, processor, optimizer, trainable, batch, cfg, step, *log)
     return grpo_step
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sightsound.config import ConfigError
 from sightsound.datasets import avqa, jsonl, mmau, music_avqa
 from sightsound.datasets.reading import Benchmark, DatasetError, Metadata
 from sightsound.datasets.synth import reader as synth
@@ -23,6 +24,6 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (avqa.BENCHMARK, mmau.BEN
 def read(dataset: str, root: str | Path, split: str | None = None) -> Metadata:
     """A dataset's metadata, read by its benchmark's reader (`split` defaults to the benchmark's)."""
     if dataset not in BENCHMARKS:
-        raise DatasetError(f"unknown dataset {dataset!r} (known: {', '.join(BENCHMARKS)})")
+        raise ConfigError(f"unknown dataset {dataset!r} (known: {', '.join(BENCHMARKS)})")
     benchmark = BENCHMARKS[dataset]
     return benchmark.read(Path(root), split or benchmark.split)

@@ -88,13 +88,13 @@ class VerifyConfig:
 
 
 def main(cfg: VerifyConfig) -> dict:
+    if cfg.checker not in CHECKERS:  # the config first, then the files
+        raise ConfigError(f"unknown checker {cfg.checker!r} (known: {', '.join(CHECKERS)})")
     run_dir = Path(cfg.out)
     paths = {name: run_dir / f"{name}.jsonl" for name in ("samples", "traces", "consensus")}
     for name, path in paths.items():
         if not path.exists():
             raise FileNotFoundError(f"{path}: not found; run `sightsound {'prepare' if name == 'samples' else 'teach'}` first")
-    if cfg.checker not in CHECKERS:
-        raise ConfigError(f"unknown checker {cfg.checker!r} (known: {', '.join(CHECKERS)})")
     inputs = {**{str(p): sha256_file(p) for p in paths.values()}, **model_inputs(cfg.model.model)}
     if cfg.checker == "trained":  # verdicts depend on the verifier's weights too
         inputs |= {str(p): sha256_file(p) for p in sorted(Path(cfg.verifier).glob("*")) if p.is_file()}
