@@ -69,6 +69,34 @@ MMAU_RECORD = {"id": "3fe64f3d", "audio_id": "./test-mini-audios/3fe64f3d.wav",
                "sub-category": "Acoustic Source Inference", "difficulty": "medium"}
 
 
+MMAR_RECORD = {"id": "mmar-0001", "audio_path": "./audio/mmar-0001.wav",
+               "question": "What is the most likely reason the crowd cheers?", "choices": ["A goal", "A song ends"],
+               "answer": "A goal", "modality": "mix-sound-speech", "category": "Semantic Layer",
+               "sub-category": "Event reasoning", "language": "en", "source": "YouTube",
+               "url": "https://www.youtube.com/watch?v=x", "timestamp": "00:01:02-00:01:12"}
+
+
+def test_mmar_traps(tmp_path):
+    records = [MMAR_RECORD,
+               {**MMAR_RECORD, "id": "spaced", "modality": "music", "choices": ["Piano ", "Violin"], "answer": "piano"},
+               {**MMAR_RECORD, "id": "unmatched", "answer": "A goal was scored"},
+               {**MMAR_RECORD, "id": "one", "choices": ["Only"], "answer": "Only"},
+               {**MMAR_RECORD, "id": "noaudio", "audio_path": None}]
+    write_json(tmp_path / "MMAR-meta.json", records)
+    ok, skipped = split_entries(datasets.read("mmar", tmp_path))
+    by_id = {e.sample.id: e for e in ok}
+    first = by_id["mmar-0001"]
+    assert (first.sample.answer, first.sample.category, first.stems) == (0, "mix-sound-speech", ["mmar-0001"])
+    assert first.sample.meta["category"] == "Semantic Layer" and first.sample.meta["language"] == "en"
+    assert by_id["spaced"].sample.answer == 0 and by_id["spaced"].sample.category == "music"
+    reasons = {s.id: s.reason for s in skipped}
+    assert set(reasons) == {"unmatched", "one", "noaudio"}
+    assert "MMAR-meta.json record 2 (id unmatched): field 'answer' 'A goal was scored' is not one of the choices" \
+        in reasons["unmatched"]
+    assert "'choices'" in reasons["one"] and "'audio_path'" in reasons["noaudio"]
+    assert datasets.BENCHMARKS["mmar"].columns == {"sound": "Sound", "music": "Music", "speech": "Speech"}
+
+
 def test_mmau_traps(tmp_path):
     records = [
         MMAU_RECORD,

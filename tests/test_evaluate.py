@@ -121,3 +121,26 @@ def test_paper_columns_for_mmau_and_music_avqa(tmp_path):
     assert headers[2:] == ["MUSIC-AVQA test Temp", "MUSIC-AVQA test Comp", "MUSIC-AVQA test Cnt",
                            "MUSIC-AVQA test Exist", "MUSIC-AVQA test Avg"]
     assert body == [["M", "direct", "0.0 (0.0–79.3)", "—", "100.0 (20.6–100.0)", "100.0 (20.6–100.0)", "66.7 (20.8–93.8)"]]
+
+
+def test_mmar_prepare_eval_score_report(tiny_models, tmp_path):
+    """A benchmark in MMAR's layout (MMAR-meta.json, audio/) goes through prepare → eval → score → report."""
+    from tests.conftest import make_wav
+
+    root = tmp_path / "mmar"
+    records = []
+    for i, modality in enumerate(["sound", "music", "speech", "mix-sound-music"]):
+        make_wav(root / "audio" / f"m{i}.wav", seconds=1.0, freq=300.0 + 200 * i)
+        records.append({"id": f"m{i}", "audio_path": f"./audio/m{i}.wav", "question": "What is heard?",
+                        "choices": ["a tone", "a voice", "silence"], "answer": "a tone", "modality": modality,
+                        "category": "Signal Layer", "sub-category": "Pitch", "language": "en"})
+    (root / "MMAR-meta.json").write_text(json.dumps(records))
+    run = tmp_path / "run"
+    assert cli(["prepare", "--dataset", "mmar", "--root", str(root), "--out", str(run), "progress=false"]) == 0
+    assert cli(["eval", "--samples", str(run / "samples.jsonl"), "--out", str(tmp_path / "e"), "--method", "direct",
+                f"model.model={tiny_models['student']}", "max_new_tokens=4", "progress=false", "label=tiny"]) == 0
+    result = json.loads((tmp_path / "e" / "result.json").read_text())
+    assert result["count"] == 4 and set(result["per_category"]) == {"sound", "music", "speech", "mix-sound-music"}
+    assert cli(["score", str(tmp_path / "e" / "predictions.jsonl"), "--out", str(tmp_path / "s.json")]) == 0
+    assert cli(["report", str(tmp_path / "e" / "result.json"), "--out", str(tmp_path / "report.md")]) == 0
+    assert "MMAR" in (tmp_path / "report.md").read_text()

@@ -13,12 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from sightsound.config import ConfigError
-from sightsound.datasets import avqa, jsonl, mmau, music_avqa
+from sightsound.datasets import avqa, jsonl, mmar, mmau, music_avqa
 from sightsound.datasets.reading import Benchmark, DatasetError, Metadata
 from sightsound.datasets.synth import reader as synth
 
-BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (avqa.BENCHMARK, mmau.BENCHMARK, music_avqa.BENCHMARK,
-                                                        jsonl.BENCHMARK, synth.BENCHMARK)}
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (avqa.BENCHMARK, mmau.BENCHMARK, mmar.BENCHMARK,
+                                                        music_avqa.BENCHMARK, jsonl.BENCHMARK, synth.BENCHMARK)}
 
 
 def read(dataset: str, root: str | Path, split: str | None = None) -> Metadata:
