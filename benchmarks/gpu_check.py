@@ -96,7 +96,8 @@ def sft(args) -> dict:
     from sightsound.training.student import LoraConfig, add_lora, prepare_for_training
 
     config, model = build(args)
-    model = prepare_for_training(add_lora(model, LoraConfig(rank=8, alpha=16, dropout=0.05)), gradient_checkpointing=True)
+    model = add_lora(model, LoraConfig(rank=8, alpha=16, dropout=0.05))
+    model = prepare_for_training(model, gradient_checkpointing=True)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=5e-5)
@@ -178,7 +179,8 @@ def estimates(args) -> dict:
     sft_counts = memory.count_parameters(config, LoraConfig(rank=8))
     grpo_counts = memory.count_parameters(config, LoraConfig(enabled=False))
     return {"sft": memory.estimate(config, sft_counts, memory.Setup(
-                sequences=args.sft_batch, clips=args.sft_batch, completion_tokens=args.response_tokens, **shapes))["total"],
+                sequences=args.sft_batch, clips=args.sft_batch, completion_tokens=args.response_tokens,
+                **shapes))["total"],
             "grpo": memory.estimate(config, grpo_counts, memory.Setup(
                 stage="grpo", reference=True, sequences=args.prompts * args.group, clips=args.prompts,
                 completion_tokens=args.completion_tokens, **shapes))["total"]}
@@ -186,7 +188,8 @@ def estimates(args) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="Qwen/Qwen2-Audio-7B-Instruct", help="a model id or folder (its config only)")
+    parser.add_argument("--config", default="Qwen/Qwen2-Audio-7B-Instruct",
+                        help="a model id or folder (its config only)")
     parser.add_argument("--audio-seconds", type=float, default=10.0)
     parser.add_argument("--prompt-tokens", type=int, default=120)
     parser.add_argument("--response-tokens", type=int, default=512)

@@ -9,8 +9,8 @@ encoder's real width (1,280, 20 heads, feed-forward 5,120, 128 mel bins) over th
 (3,000 mel frames), with the decoder narrowed (`--hidden`, `--layers`) and the encoder shortened
 (`--audio-layers`) so that a step fits this machine's memory and time. Each prompt is a clip of
 `--audio-seconds` (its audio placeholders: 250 tokens for 10 s) between some text; prompts have
-different lengths (left padding; `--prompt-tokens` of text each, less 0–2). A step is GRPO's scoring and update for `--prompts` × `--group`
-completions of exactly `--completion-tokens` random tokens: the reference model's log-probs (no
+different lengths (left padding; `--prompt-tokens` of text each, less 0–2). A step is GRPO's
+scoring and update for `--prompts` × `--group` completions of exactly `--completion-tokens` random tokens: the reference model's log-probs (no
 gradient), the policy's with gradient, eq. 2's loss, backward, AdamW — float32, full-parameter,
 with a frozen reference copy (beta 0.04), as the paper's GRPO. Rollout generation is left out
 (its audio encoding is deduplicated the same way; its key/value cache is in the estimate).
@@ -179,7 +179,8 @@ def main() -> None:
             done = subprocess.run(command, env=env)
             results[side] = json.loads(result.read_text()) if done.returncode == 0 else {"failed": done.returncode}
     new, old = results["new"], results["old"]
-    print(f"GRPO scoring + update, {args.prompts} prompts × G={args.group}, {args.completion_tokens}-token completions, "
+    print(f"GRPO scoring + update, {args.prompts} prompts × G={args.group}, "
+          f"{args.completion_tokens}-token completions, "
           f"{args.audio_seconds:g} s clips in a 30 s window, vocabulary 156,032, audio encoder width 1,280 "
           f"({args.audio_layers} layers), decoder {args.layers} × {args.hidden}; float32, {args.threads} threads")
     for side in (new, old):
@@ -187,7 +188,8 @@ def main() -> None:
             print(f"  a side failed (exit {side['failed']}; -9 is the kernel's out-of-memory kill)")
             continue
         print(f"  {side['side']:4} step {side['seconds']:7.1f} s   peak {side['peak_bytes'] / GIB:6.2f} GiB"
-              f"   (checkpointing {'on' if side['checkpointing'] else 'off'}; sum of log-probs {side['logps_sum']:.1f})")
+              f"   (checkpointing {'on' if side['checkpointing'] else 'off'}; "
+              f"sum of log-probs {side['logps_sum']:.1f})")
     if "failed" not in new and "failed" not in old:
         print(f"  new/old: peak memory {new['peak_bytes'] / old['peak_bytes']:.2f} (target <= 0.5), "
               f"step time {new['seconds'] / old['seconds']:.2f} (target <= 0.8)")

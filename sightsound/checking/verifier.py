@@ -248,7 +248,8 @@ def trace_logits(pair_logits, owner, traces: int):
     """Each trace's logit of P(accept) = the product of its parts' P (a noisy AND)."""
     import torch
 
-    log_p = torch.zeros(traces, dtype=pair_logits.dtype).index_add(0, owner, torch.nn.functional.logsigmoid(pair_logits))
+    log_p = torch.zeros(traces, dtype=pair_logits.dtype)
+    log_p = log_p.index_add(0, owner, torch.nn.functional.logsigmoid(pair_logits))
     log_p = log_p.clamp(max=-1e-7)  # P < 1, so that its logit is finite
     return log_p - torch.log(-torch.expm1(log_p))
 
@@ -283,7 +284,8 @@ def head_probabilities(head, audio: np.ndarray, text: np.ndarray, owner: np.ndar
 
     with torch.no_grad():
         pair_logits = head(torch.from_numpy(audio), torch.from_numpy(text))
-        return torch.sigmoid(trace_logits(pair_logits, torch.from_numpy(owner), int(owner.max()) + 1 if len(owner) else 0)).numpy()
+        traces = int(owner.max()) + 1 if len(owner) else 0
+        return torch.sigmoid(trace_logits(pair_logits, torch.from_numpy(owner), traces)).numpy()
 
 
 class Verifier:

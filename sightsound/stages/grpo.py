@@ -12,8 +12,8 @@ model with the GRPO adapter disabled). Log-probs are always computed with each s
 features. Prompts are never truncated (that could cut the audio placeholders); completions stop at
 `max_completion_tokens`. Writes `RUN_DIR/grpo/` through the training loop the SFT stage uses
 (`sightsound.training.loop`): metrics.jsonl (+ TensorBoard), completions.jsonl (every
-`log_completions_every` steps: step, prompt id, completion, each reward, advantage), checkpoints (resumed from), best/ by
-validation accuracy, final/ (always a full model: LoRA GRPO adapters are merged on saving, since
+`log_completions_every` steps: step, prompt id, completion, each reward, advantage), checkpoints
+(resumed from), best/ by validation accuracy, final/ (always a full model: LoRA GRPO adapters are merged on saving, since
 their base is the SFT model merged in memory).
 
 Memory (`sightsound estimate CONFIG` before renting GPUs): each clip's audio is encoded once per
@@ -60,7 +60,7 @@ class GRPOConfig(TrainingConfig):
     epsilon: float = 0.2  # the clip range; not stated in the paper (TRL's default)
     beta: float = 0.04  # paper
     updates_per_batch: int = 1  # optimizer steps on each batch of completions (1: ratio = 1 at the step)
-    log_completions_every: int = 10  # write each completion, its rewards and advantage to completions.jsonl every N steps (0: never)
+    log_completions_every: int = 10  # completions.jsonl (each completion, reward, advantage) every N steps; 0: never
     log_every: int = 1
     save_every: int = 100
     val_every: int = 100
@@ -156,7 +156,8 @@ def grpo_step(accelerator, policy, reference, processor, optimizer, trainable, b
              for ids, n in zip(completion_ids, mask.sum(dim=1))]
     labels = [label for _, label in batch for _ in range(G)]  # completion i answers prompt i // G
     options = [sample.options for sample, _ in batch for _ in range(G)]
-    components = {name: torch.tensor([rl.reward_function(name)(t, lab, opt) for t, lab, opt in zip(texts, labels, options)])
+    functions = {name: rl.reward_function(name) for name in cfg.rewards}
+    components = {name: torch.tensor([functions[name](t, lab, opt) for t, lab, opt in zip(texts, labels, options)])
                   for name in cfg.rewards}
     rewards = sum(cfg.rewards[name] * values for name, values in components.items())  # [B*G]
     advantages = rl.group_advantages(rewards, G).to(accelerator.device)
