@@ -69,6 +69,13 @@ MMAU_RECORD = {"id": "3fe64f3d", "audio_id": "./test-mini-audios/3fe64f3d.wav",
                "sub-category": "Acoustic Source Inference", "difficulty": "medium"}
 
 
+def read_fixture(tmp_path, name: str, dataset: str, records: list) -> tuple[dict, dict]:
+    """Write `records` as the dataset's metadata file and read it: (entries by id, skip reasons by id)."""
+    write_json(tmp_path / name, records)
+    ok, skipped = split_entries(datasets.read(dataset, tmp_path))
+    return {e.sample.id: e for e in ok}, {s.id: s.reason for s in skipped}
+
+
 MMAR_RECORD = {"id": "mmar-0001", "audio_path": "./audio/mmar-0001.wav",
                "question": "What is the most likely reason the crowd cheers?", "choices": ["A goal", "A song ends"],
                "answer": "A goal", "modality": "mix-sound-speech", "category": "Semantic Layer",
@@ -82,14 +89,11 @@ def test_mmar_traps(tmp_path):
                {**MMAR_RECORD, "id": "unmatched", "answer": "A goal was scored"},
                {**MMAR_RECORD, "id": "one", "choices": ["Only"], "answer": "Only"},
                {**MMAR_RECORD, "id": "noaudio", "audio_path": None}]
-    write_json(tmp_path / "MMAR-meta.json", records)
-    ok, skipped = split_entries(datasets.read("mmar", tmp_path))
-    by_id = {e.sample.id: e for e in ok}
+    by_id, reasons = read_fixture(tmp_path, "MMAR-meta.json", "mmar", records)
     first = by_id["mmar-0001"]
     assert (first.sample.answer, first.sample.category, first.stems) == (0, "mix-sound-speech", ["mmar-0001"])
     assert first.sample.meta["category"] == "Semantic Layer" and first.sample.meta["language"] == "en"
     assert by_id["spaced"].sample.answer == 0 and by_id["spaced"].sample.category == "music"
-    reasons = {s.id: s.reason for s in skipped}
     assert set(reasons) == {"unmatched", "one", "noaudio"}
     assert "MMAR-meta.json record 2 (id unmatched): field 'answer' 'A goal was scored' is not one of the choices" \
         in reasons["unmatched"]
@@ -109,9 +113,7 @@ def test_mmau_traps(tmp_path):
         {**MMAU_RECORD, "id": "missing", "answer": "Alien"},
         {**MMAU_RECORD, "id": "nine", "choices": list("abcdefghi"), "answer": "a"},
     ]
-    write_json(tmp_path / "mmau-test-mini.json", records)
-    ok, skipped = split_entries(datasets.read("mmau", tmp_path))
-    by_id = {e.sample.id: e for e in ok}
+    by_id, reasons = read_fixture(tmp_path, "mmau-test-mini.json", "mmau", records)
     first = by_id["3fe64f3d"]
     assert (first.sample.answer, first.sample.category, first.stems) == (0, "sound", ["3fe64f3d"])
     assert first.sample.meta["category"] == "Reasoning" and first.sample.meta["difficulty"] == "medium"
@@ -121,7 +123,6 @@ def test_mmau_traps(tmp_path):
     assert by_id["space"].sample.answer == 1 and by_id["space"].sample.options[1].startswith(" ")
     assert by_id["eight"].sample.answer == 7
     assert by_id["case"].sample.answer == 1
-    reasons = {s.id: s.reason for s in skipped}
     assert "field 'answer' 'Alien' is not one of the choices" in reasons["missing"]
     assert "2 to 8 strings" in reasons["nine"]
 
