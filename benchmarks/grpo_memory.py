@@ -124,7 +124,7 @@ def child(args) -> dict:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss), logps.detach()
+        return float(loss.detach()), logps.detach()
 
     step()  # warm-up: AdamW's state exists from here on
     _reset_peak()
