@@ -85,7 +85,10 @@ def load_config(cls, path: str | Path | None = None, overrides=(), section: str 
             loaded = loaded[section] or {}
             source = f"{path} [{section}]"
         data = loaded
-    data = {**data, **{k: v for k, v in (values or {}).items() if v is not None}}
+    given = {k: v for k, v in (values or {}).items() if v is not None}
+    if path is None and (given or overrides):
+        source = "command line"  # what the error names: no file was read
+    data = {**data, **given}
     apply_overrides(data, overrides)
     return from_dict(cls, data, source)
 
