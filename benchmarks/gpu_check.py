@@ -53,7 +53,7 @@ def inputs(config, args, batch: int, extra_tokens: int, generator):
     from sightsound.training.memory import audio_tokens
 
     vocab = config.text_config.vocab_size
-    n_audio = audio_tokens(config, args.audio_seconds)
+    n_audio = audio_tokens(args.audio_seconds)
     window = int(getattr(args, "window_frames", 3000))
     rows = []
     for i in range(batch):

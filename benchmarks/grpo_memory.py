@@ -143,7 +143,7 @@ def estimate(args) -> float:
     config = build_config(args)
     counts = memory.count_parameters(config, LoraConfig(enabled=False))
     setup = memory.Setup(dtype="float32", sequences=args.prompts * args.group, clips=args.prompts,
-                         prompt_tokens=prompt_inputs(config, args)[1] - memory.audio_tokens(config, args.audio_seconds),
+                         prompt_tokens=prompt_inputs(config, args)[1] - memory.audio_tokens(args.audio_seconds),
                          completion_tokens=args.completion_tokens, audio_seconds=args.audio_seconds, stage="grpo",
                          reference=True, gradient_checkpointing=args.checkpointing)
     parts = memory.estimate(config, counts, setup)

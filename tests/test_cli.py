@@ -78,9 +78,14 @@ def test_a_plain_install_runs_the_packaged_demo_config_from_an_empty_folder(tmp_
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    import shutil
+
+    root, source = Path(__file__).resolve().parents[1], tmp_path / "source"  # built from a copy: no build/ here
+    shutil.copytree(root / "sightsound", source / "sightsound", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "wheel"), str(root)], check=True)
+                    str(tmp_path / "wheel"), str(source)], check=True)
     wheel = next((tmp_path / "wheel").glob("sightsound-*.whl"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp_path / "site"),
                     str(wheel)], check=True)

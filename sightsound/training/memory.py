@@ -35,6 +35,7 @@ are not in them. `benchmarks/grpo_memory.py` compares the estimate with a measur
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -114,7 +115,7 @@ def _model_class(config, fallback):
     return fallback
 
 
-def audio_tokens(config, seconds: float) -> int:
+def audio_tokens(seconds: float) -> int:
     """Tokens a clip of `seconds` becomes: 100 mel frames a second, halved by the encoder's
     stride-2 convolution and again by its pooling (Qwen2-Audio: 750 for 30 s)."""
     return math.ceil(math.ceil(seconds * 100 / 2) / 2)
@@ -141,7 +142,7 @@ def estimate(config, counts: Counts, setup: Setup) -> dict[str, float]:
     H, I, L, V = text.hidden_size, text.intermediate_size, text.num_hidden_layers, text.vocab_size
     kv_width = H * text.num_key_value_heads / text.num_attention_heads
     per_token_layer = b * (ACTIVATION_WIDTHS["hidden"] * H + ACTIVATION_WIDTHS["mlp"] * I - 2 * (H - kv_width))
-    a_tokens = audio_tokens(config, setup.audio_seconds) if audio is not None else 0
+    a_tokens = audio_tokens(setup.audio_seconds) if audio is not None else 0
     tokens = setup.sequences * (a_tokens + setup.prompt_tokens + setup.completion_tokens)
     if setup.gradient_checkpointing:
         decoder = tokens * (L * H * b + per_token_layer)
@@ -160,8 +161,7 @@ def estimate(config, counts: Counts, setup: Setup) -> dict[str, float]:
         parts["logits"] = tokens * V * (b + 4)
     else:  # chunked scoring: one chunk's logits in the weights' dtype and float32, and its log-softmax
         parts["logits"] = min(LOGP_ROWS, setup.sequences * setup.completion_tokens) * V * (b + 8)
-        kv_cache = setup.sequences * (a_tokens + setup.prompt_tokens + setup.completion_tokens) * L * 2 * kv_width * b
-        parts["rollout_cache"] = kv_cache
+        parts["rollout_cache"] = tokens * L * 2 * kv_width * b  # keys and values of every sampled sequence
     held = parts["weights"] + parts["gradients"] + parts["optimizer"] + parts["reference"]
     parts["total"] = held + max(parts["activations"] + parts["logits"], parts.get("rollout_cache", 0.0))
     return parts
@@ -270,15 +270,10 @@ def stage_estimates(stage: str, cfg, launch: str | None, *, audio_seconds: float
                   completion_tokens=cfg.max_completion_tokens if grpo else response_tokens,
                   audio_seconds=audio_seconds, stage=stage,
                   reference=grpo and not cfg.lora.enabled and cfg.beta > 0)
-    by_checkpointing = {on: estimate(config, counts, _replace(setup, gradient_checkpointing=on)) for on in (False, True)}
+    by_checkpointing = {on: estimate(config, counts, dataclasses.replace(setup, gradient_checkpointing=on))
+                        for on in (False, True)}
     return {"stage": stage, "model": path, "counts": counts, "setup": setup, "configured": cfg.gradient_checkpointing,
             "parts": by_checkpointing}
-
-
-def _replace(setup: Setup, **changes) -> Setup:
-    import dataclasses
-
-    return dataclasses.replace(setup, **changes)
 
 
 def describe(result: dict, gpu_gib: float | None = None) -> str:
@@ -287,7 +282,7 @@ def describe(result: dict, gpu_gib: float | None = None) -> str:
     launcher = s.launcher + (f" × {s.processes}" if s.processes > 1 else "") + (", optimizer on CPU" if s.offload_optimizer else "")
     lines = [f"{result['stage']}: {result['model']} — {c.total / 1e9:.2f} B parameters, {c.trainable / 1e9:.3f} B trainable "
              f"({c.audio_trainable / 1e6:.0f} M in the audio encoder); {s.dtype}; {launcher}",
-             f"  per device: {s.sequences} sequences of {audio_tokens(None, s.audio_seconds)} audio + {s.prompt_tokens} "
+             f"  per device: {s.sequences} sequences of {audio_tokens(s.audio_seconds)} audio + {s.prompt_tokens} "
              f"prompt + {s.completion_tokens} completion tokens, {s.clips} clips encoded",
              f"  {'GiB per device':16} {'no checkpointing':>17} {'checkpointing':>14}"]
     for part in PARTS:
