@@ -13,6 +13,7 @@
     sightsound score predictions.jsonl --out result.json --scorer mmau
     sightsound estimate sightsound-r1 --gpu-gib 48       # GPU memory per device of SFT and GRPO
     sightsound export runs/demo --format swift           # the corpus for ms-swift (or llamafactory, trl)
+    sightsound export runs/mmau/eval/direct --format mmau-submission   # MMAU test, for the leaderboard
     sightsound configs                                   # the configs shipped with the package
 
 Exit codes: 0 done; 2 a usage error (argparse's, a stage name, a config key or value); 1 the work
@@ -32,7 +33,7 @@ import os
 import subprocess
 import sys
 
-from sightsound import __version__, pipeline
+from sightsound import __version__, formats, pipeline
 from sightsound.config import ConfigError, field_comments, load_config
 from sightsound.pipeline import StageIncomplete
 from sightsound.registry import STAGES, Stage
@@ -103,7 +104,8 @@ def _score(args):
     from sightsound import scoring
 
     result = scoring.score_file(args.predictions, args.out, args.scorer)
-    print(f"score: accuracy {result['accuracy']:.4f} over {result['count']} predictions → {args.out}")
+    hidden = f" ({result['unlabelled']} unlabelled, not judged)" if result["unlabelled"] else ""
+    print(f"score: accuracy {formats.num(result['accuracy'])} over {result['count']} predictions{hidden} → {args.out}")
 
 
 def _estimate(args):
@@ -130,6 +132,10 @@ RUNTIME_ERROR = 1  # the command was right and the work failed (a missing file, 
 def _export(args):
     from sightsound import exports
 
+    if args.fmt == "mmau-submission":
+        path = exports.mmau_submission(args.run_dir, args.out, args.metadata)
+        print(f"export: MMAU leaderboard file → {path}")
+        return
     path = exports.export(args.run_dir, args.fmt, args.what, args.out, args.corpus, args.answer)
     lines = sum(1 for _ in path.open())
     print(f"export: {lines} {args.what} rows in {args.fmt}'s format → {path}")
@@ -197,12 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. grpo.group_size=4")
     p.set_defaults(func=_estimate)
 
-    p = sub.add_parser("export", help="a run's SFT corpus or GRPO prompts for ms-swift, LLaMA-Factory or TRL")
-    p.add_argument("run_dir", help="a run directory (after verify for sft, after teach for grpo)")
-    p.add_argument("--format", required=True, choices=["swift", "llamafactory", "trl"], dest="fmt")
+    p = sub.add_parser("export", help="a run's SFT corpus or GRPO prompts for ms-swift, LLaMA-Factory or TRL; "
+                                      "an MMAU test evaluation for the leaderboard")
+    p.add_argument("run_dir", help="a run directory (after verify for sft, after teach for grpo); for "
+                                   "mmau-submission, an eval output folder")
+    p.add_argument("--format", required=True, choices=["swift", "llamafactory", "trl", "mmau-submission"], dest="fmt")
     p.add_argument("--what", default="sft", choices=["sft", "grpo"],
                    help="sft: the accepted CoT corpus; grpo: the unanimous prompts with the teacher's label")
-    p.add_argument("--out", help="the JSONL file (default: RUN_DIR/export/FORMAT-WHAT.jsonl)")
+    p.add_argument("--out", help="the file written (default: RUN_DIR/export/FORMAT-WHAT.jsonl; "
+                                 "EVAL_DIR/mmau-submission.json)")
+    p.add_argument("--metadata", help="mmau-submission: the benchmark file (default: the one prepare read)")
     p.add_argument("--corpus", default="corpus.jsonl", help="which corpus file of the run (sft)")
     p.add_argument("--answer", default="letter", choices=["letter", "text"],
                    help="how the prompt asks for a multiple-choice answer (and how the grpo solution is written)")
@@ -214,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="score a predictions JSONL file")
     p.add_argument("predictions", help="JSONL with response, options, answer[, category, id]")
     p.add_argument("--out", required=True, help="RESULT.json")
-    p.add_argument("--scorer", choices=["default", "mmau"], default="default")
+    p.add_argument("--scorer", choices=["default", "mmau", "mmau-pro"], default="default")
     p.set_defaults(func=_score)
     return parser
 

@@ -28,6 +28,14 @@ Formats, one JSON object a line (JSONL, which each of them reads), audio by abso
 
 `--answer letter|text` says how the prompt asks for a multiple-choice answer and how `solution` is
 written (default `letter`, the benchmarks' way).
+
+`mmau-submission` exports an *evaluation* instead (`sightsound export runs/mmau-test/eval/direct
+--format mmau-submission`): MMAU's test set keeps its answers for the leaderboard, which takes the
+benchmark file itself (`mmau-test.json`, as prepare read it: same records, same order — the scorer
+pairs predictions with questions by position) with a `model_prediction` added to each record. The
+prediction is the option the model chose, as text (the official rule matches the answer's words and
+never a bare letter), else the model's extracted answer; a question that was skipped or not
+evaluated gets "" (scored wrong) and is counted in the message.
 """
 
 from __future__ import annotations
@@ -36,11 +44,14 @@ import json
 from pathlib import Path
 
 from sightsound import prompts
+from sightsound.answers import extract_answer
 from sightsound.config import ConfigError
+from sightsound.datasets.reading import load_json_list
+from sightsound.manifest import read_manifest
 from sightsound.records import Sample
-from sightsound.store import read_jsonl
+from sightsound.store import read_jsonl, sha256_file, write_json
 
-FORMATS = ("swift", "llamafactory", "trl")
+FORMATS = ("swift", "llamafactory", "trl", "mmau-submission")
 WHAT = ("sft", "grpo")
 
 
@@ -49,6 +60,8 @@ def export(run_dir: str | Path, fmt: str, what: str = "sft", out: str | Path | N
     """Write the export and return its path (default `RUN_DIR/export/<format>-<what>.jsonl`)."""
     if fmt not in FORMATS:
         raise ConfigError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if fmt == "mmau-submission":
+        return mmau_submission(run_dir, out)
     if what not in WHAT:
         raise ConfigError(f"--what {what!r}: expected one of {', '.join(WHAT)}")
     if fmt == "llamafactory" and what == "grpo":
@@ -108,3 +121,56 @@ def _register(path: Path) -> None:
                        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
                                 "assistant_tag": "assistant"}}
     info_path.write_text(json.dumps(info, indent=2) + "\n")
+
+
+def mmau_submission(eval_dir: str | Path, out: str | Path | None = None, metadata: str | Path | None = None) -> Path:
+    """The leaderboard file for an evaluation on MMAU (default `EVAL_DIR/mmau-submission.json`):
+    the benchmark file prepare read (or `metadata`), each record with its `model_prediction`."""
+    eval_dir = Path(eval_dir)
+    rows = {row["id"]: row for row in read_jsonl(_needed(eval_dir / "predictions.jsonl", "eval"))}
+    datasets_seen = {row["meta"].get("dataset") for row in rows.values()}
+    if datasets_seen - {"mmau"}:
+        raise ConfigError(f"{eval_dir}: these predictions are on {', '.join(sorted(map(str, datasets_seen)))}, "
+                          "not MMAU; mmau-submission exports an MMAU evaluation")
+    source = Path(metadata) if metadata else _benchmark_file(eval_dir)
+    records = load_json_list(source)
+    missing = 0
+    for number, record in enumerate(records):
+        if not isinstance(record, dict) or "id" not in record:
+            raise ValueError(f"{source} record {number}: missing field 'id'")
+        row = rows.get(str(record["id"]))
+        missing += row is None
+        record["model_prediction"] = "" if row is None else _prediction_text(row)
+    path = Path(out) if out else eval_dir / "mmau-submission.json"
+    write_json(path, records)
+    if missing:
+        print(f"export: WARNING: {missing} of {len(records)} questions have no prediction (skipped by prepare or "
+              f"not evaluated); they are written with an empty model_prediction, which the leaderboard scores wrong")
+    return path
+
+
+def _prediction_text(row: dict) -> str:
+    """The chosen option as text, else the model's own answer (the official rule reads words)."""
+    if row["options"] and row["pred_index"] is not None:
+        return row["options"][row["pred_index"]]
+    return extract_answer(row["response"]).strip()
+
+
+def _benchmark_file(eval_dir: Path) -> Path:
+    """The MMAU JSON file behind an evaluation: eval's manifest names its samples, prepare's manifest
+    beside them names the file it read (with its sha256, checked: the order must be the one read)."""
+    manifest = read_manifest(eval_dir, "eval")
+    if manifest is None:
+        raise FileNotFoundError(f"{eval_dir}: no eval manifest; run `sightsound eval` to the end first")
+    samples = next((Path(p) for p in manifest["inputs"] if Path(p).name == "samples.jsonl"), None)
+    prepared = read_manifest(samples.parent, "prepare") if samples else None
+    if prepared is None:
+        raise FileNotFoundError(f"{eval_dir}: the prepare manifest of its samples is not found; "
+                                "pass the benchmark file (mmau-test.json) with --metadata")
+    path, digest = next(iter(prepared["inputs"].items()))
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: the benchmark file prepare read is gone; pass it with --metadata")
+    if sha256_file(path) != digest:
+        raise ValueError(f"{path}: changed since prepare read it (sha256 differs); prepare again, "
+                         "or pass the file prepare read with --metadata")
+    return Path(path)

@@ -29,7 +29,7 @@ class Asking:
     temperature: float = 0.0  # greedy
     num_frames: int = 8  # frames shown per clip (video inputs)
     frame_size: int | None = 448  # longest side in pixels
-    scorer: str | None = None  # default | mmau (MMAU's official string rule); null: the benchmark's own
+    scorer: str | None = None  # default | mmau | mmau-pro (the benchmarks' official rules); null: the benchmark's own
     similarity_threshold: float | None = answers.SIMILARITY_THRESHOLD  # the extractor's fallback; null: off
 
 
@@ -108,7 +108,7 @@ def _closest_for_unmatched(predictions: list[Prediction], ask: Asking) -> None:
                                       ask.similarity_threshold)
     for prediction, pred in zip(unmatched, closest):
         prediction.pred_index = pred
-        if pred is not None and scorer_for(ask, prediction.meta["dataset"]) == "default":
+        if pred is not None and prediction.correct is not None and scorer_for(ask, prediction.meta["dataset"]) == "default":
             # the mmau rule judges the text, not the index
             expected = prediction.options[answers.option_index(prediction.answer, prediction.options)]
             prediction.correct = answers.same_option(prediction.options[pred], expected)

@@ -55,7 +55,7 @@ def columns_of(result: dict) -> dict[str, dict | None]:
     exist, else the whole benchmark's accuracy, headed by the benchmark's name when it has one."""
     dataset = result.get("dataset") or "?"
     benchmark = BENCHMARKS.get(dataset)
-    title = benchmark.title if benchmark else dataset
+    title = benchmark.title.format(split=result.get("split") or benchmark.split) if benchmark else dataset
     paper = result.get("paper")
     if not paper:
         return {result.get("benchmark") or title: result}
@@ -108,9 +108,7 @@ def write_report(result_paths: list[str | Path], out: str | Path) -> str:
     headers, body = build_table(results)
     text = "# Results\n\nAccuracy (%) per benchmark column with its 95% interval, from `sightsound eval` predictions.\n\n"
     text += markdown(headers, body)
-    files = sorted({f"`{Path(f).name}` sha256 {h[:12]}" for r in results for f, h in r.get("dataset_files", {}).items()})
-    if files:
-        text += "\nBenchmark files: " + "; ".join(files) + "\n"
+    text += "".join(f"\n{note}\n" for note in result_notes(results))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
@@ -194,7 +192,8 @@ def read_results(run_dir: Path, rows: list[str], benchmarks: list[str] = ()) -> 
             continue
         bench, model = path.parent.parent.name, path.parent.name
         result.setdefault("benchmark", bench)
-        correct = {r["id"]: bool(r.get("correct")) for r in _read_jsonl(path.parent / "predictions.jsonl") if "id" in r}
+        correct = {r["id"]: bool(r["correct"]) for r in _read_jsonl(path.parent / "predictions.jsonl")
+                   if "id" in r and r.get("correct") is not None}  # unlabelled questions are not judged
         found[(bench, model)] = (result, correct)
     rank = {name: i for i, name in enumerate(rows)}
     place = {name: i for i, name in enumerate(benchmarks)}
@@ -349,10 +348,22 @@ def _evaluation_blocks(results: list[dict]) -> list:
     headers, body = build_table(results)
     blocks = [("text", "Accuracy (%) per benchmark column, with its 95% Wilson interval, from `sightsound eval` "
                        "predictions."), ("table", headers, body)]
+    return blocks + [("text", note) for note in result_notes(results)]
+
+
+def result_notes(results: list[dict]) -> list[str]:
+    """What a results table needs said beside it: the benchmark files (with their hashes) and the
+    questions answered without a public answer to score them against."""
+    notes = []
     files = sorted({f"`{Path(f).name}` sha256 {h[:12]}" for r in results for f, h in r.get("dataset_files", {}).items()})
     if files:
-        blocks.append(("text", "Benchmark files: " + "; ".join(files)))
-    return blocks
+        notes.append("Benchmark files: " + "; ".join(files))
+    hidden = [f"{r.get('benchmark') or r.get('dataset')} ({r.get('label')}): {r['unlabelled']}"
+              for r in results if r.get("unlabelled")]
+    if hidden:
+        notes.append("Questions without a public answer, answered but not scored here (`sightsound export EVAL_DIR "
+                     "--format mmau-submission` writes them for the leaderboard): " + "; ".join(hidden))
+    return notes
 
 
 def _accuracy_plot_blocks(evaluated: dict, run_dir: Path) -> list:

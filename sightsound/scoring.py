@@ -11,8 +11,10 @@ Each input line is one JSON object:
     {"id": "q1", "response": "<think>…</think><answer>B</answer>", "options": ["Man", "Woman"],
      "answer": 1, "category": "sound"}
 
-`options` is [] for open-ended questions; `answer` is a 0-based index or the answer's text;
-`id` (default: the line number) and `category` are optional. Scorers:
+`options` is [] for open-ended questions; `answer` is a 0-based index or the answer's text, or
+null (or "") for a question whose answer is not public (MMAU's test set): such a line is
+`unlabelled` — its `pred_index` is still read, for a leaderboard submission, but it is left out of
+every accuracy. `id` (default: the line number) and `category` are optional. Scorers:
 
 - `default`: `sightsound.answers.is_correct` (the same matching the GRPO reward uses).
 - `mmau`: MMAU's official `evaluation.py` token rule on the extracted answer (the last
@@ -21,11 +23,21 @@ Each input line is one JSON object:
   option letter, while our prompts list the options with letters (and the paper config asks for
   the letter): an answer that is a bare letter and nothing else ("B", "(B)", "Answer: B") is read
   as its option's text before the rule. Any answer in words is judged by the rule as it is.
+- `mmau-pro`: MMAU-Pro's closed-form rule (`evaluate_mmau_pro_comprehensive.py`): the answer (a
+  bare letter read as its option's text, as above) goes to the choice most similar to it by
+  sentence embedding — whatever the similarity — and is right when that choice is the answer,
+  compared exactly. The official script embeds with NV-Embed-v2 (7B, remote code); here it is
+  all-MiniLM-L6-v2, the embedder the rest of the package uses, so a borderline paraphrase can
+  land on another choice than the leaderboard's. An empty answer is wrong (the official script
+  embeds "" and takes whichever choice is nearest). Open-ended questions are judged by an LLM
+  (Qwen2.5-7B-Instruct, sampled) in the official script; here by the default open-ended rule.
 
-RESULT.json: `scorer`, `predictions` (the input path), `accuracy` (0..1), `count`, `correct`,
+RESULT.json: `scorer`, `predictions` (the input path), `accuracy` (0..1; null when nothing is
+labelled), `count`, `correct` (of the labelled lines), `unlabelled`,
 `unmatched` (option questions where no option was matched), `per_category` ({name: {accuracy,
 count, correct}}, records without a category left out) and `records` ([{id, pred_index, correct}],
-`pred_index` null when nothing matched or the question is open-ended). A malformed line stops
+`pred_index` null when nothing matched or the question is open-ended; `correct` null when
+unlabelled). A malformed line stops
 the scoring with an error naming the file, the line and the field.
 
 `rejection_metrics` scores a checker: precision, recall and F1 of rejecting the traces that should
@@ -44,12 +56,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sightsound.answers import (SIMILARITY_THRESHOLD, Embedder, bare_letter, extract_answer, is_correct,
-                                match_option, mmau_correct, option_index)
+from sightsound.answers import (SIMILARITY_THRESHOLD, Embedder, bare_letter, closest_options, extract_answer,
+                                is_correct, match_option, mmau_correct, option_index)
 from sightsound.config import ConfigError
 from sightsound.store import write_json
 
-SCORERS = ("default", "mmau")
+SCORERS = ("default", "mmau", "mmau-pro")
 
 
 def score_file(predictions_path: str | Path, out_path: str | Path, scorer: str = "default",
@@ -76,28 +88,44 @@ def score_predictions(path: str | Path, scorer: str = "default", *,
         if row["options"] and pred is None:
             unmatched += 1
         records.append({"id": row["id"], "pred_index": pred, "correct": correct})
-        if row["category"] is not None:
+        if row["category"] is not None and correct is not None:
             categories.setdefault(row["category"], []).append(correct)
     if not records:
         raise ValueError(f"{path}: no predictions to score")
+    marks = [r["correct"] for r in records if r["correct"] is not None]
     return {
         "scorer": scorer,
         "predictions": str(path),
-        **tally([r["correct"] for r in records]),
+        **tally(marks),
+        "unlabelled": len(records) - len(marks),
         "unmatched": unmatched,
         "per_category": {name: tally(marks) for name, marks in sorted(categories.items())},
         "records": records,
     }
 
 
-def judge(row, scorer: str = "default", **match_kwargs) -> tuple[int | None, bool]:
-    """(pred_index, correct) for one prediction (`response`, `options`, `answer`) by a scorer."""
+def labelled(row) -> bool:
+    """Whether a prediction row (or sample dict) has an answer to be judged against."""
+    return row["answer"] is not None and row["answer"] != ""
+
+
+def judge(row, scorer: str = "default", **match_kwargs) -> tuple[int | None, bool | None]:
+    """(pred_index, correct) for one prediction (`response`, `options`, `answer`) by a scorer;
+    `correct` is None when the row is unlabelled (its option is still read, for a submission)."""
+    if not labelled(row):
+        return (match_option(row["response"], row["options"], **match_kwargs) if row["options"] else None), None
     if scorer == "mmau":
         pred = match_option(row["response"], row["options"], **match_kwargs)
         answer_text = row["options"][option_index(row["answer"], row["options"])]
         said = extract_answer(row["response"])
         letter = bare_letter(said, len(row["options"]))
         return pred, mmau_correct(said if letter is None else row["options"][letter], answer_text, row["options"])
+    if scorer == "mmau-pro" and row["options"]:
+        said = extract_answer(row["response"])
+        letter = bare_letter(said, len(row["options"]))
+        pred = closest_options([said if letter is None else row["options"][letter]], [row["options"]],
+                               float("-inf"), match_kwargs.get("embedder"))[0]
+        return pred, pred is not None and row["options"][pred] == row["options"][option_index(row["answer"], row["options"])]
     return is_correct(row["response"], row, **match_kwargs)
 
 
@@ -124,9 +152,10 @@ SIGNIFICANCE = 0.05  # a paired difference is called significant below this p-va
 
 
 def tally(marks: list[bool]) -> dict:
-    """Accuracy, count, correct and the accuracy's 95% Wilson interval `ci95` [low, high]."""
+    """Accuracy, count, correct and the accuracy's 95% Wilson interval `ci95` [low, high] (accuracy
+    and interval None when there are no marks)."""
     correct = sum(bool(m) for m in marks)
-    return {"accuracy": correct / len(marks), "count": len(marks), "correct": correct,
+    return {"accuracy": correct / len(marks) if marks else None, "count": len(marks), "correct": correct,
             "ci95": wilson_interval(correct, len(marks))}
 
 
@@ -192,7 +221,9 @@ def _check(line: str, where: str, number: int) -> dict:
     if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
         raise bad("options", f"should be a list of strings, found {options!r}")
     answer = row["answer"]
-    if options:
+    if answer is None or answer == "":
+        pass  # unlabelled: read, not judged
+    elif options:
         try:
             option_index(answer, options)
         except ValueError as exc:

@@ -98,7 +98,138 @@ def test_mmar_traps(tmp_path):
     assert "MMAR-meta.json record 2 (id unmatched): field 'answer' 'A goal was scored' is not one of the choices" \
         in reasons["unmatched"]
     assert "'choices'" in reasons["one"] and "'audio_path'" in reasons["noaudio"]
-    assert datasets.BENCHMARKS["mmar"].columns == {"sound": "Sound", "music": "Music", "speech": "Speech"}
+    assert list(datasets.BENCHMARKS["mmar"].columns)[:3] == ["sound", "music", "speech"]
+    assert "mix-sound-speech" in datasets.BENCHMARKS["mmar"].columns  # the mixes are columns of their own
+
+
+def test_mmau_test_set_has_no_answers_and_is_read_unlabelled(tmp_path):
+    records = [{**MMAU_RECORD, "audio_id": "./test-audios/3fe64f3d.wav", "split": "test", "answer": ""},
+               {**MMAU_RECORD, "id": "typo", "answer": "Alien"}]
+    write_json(tmp_path / "mmau-test.json", records)
+    ok, skipped = split_entries(datasets.read("mmau", tmp_path, "test"))
+    by_id, reasons = {e.sample.id: e for e in ok}, {s.id: s.reason for s in skipped}
+    sample = by_id["3fe64f3d"].sample
+    assert (sample.answer, sample.answer_text, sample.options[0]) == (None, "", "Man")
+    assert "duplicate_answer_indices" not in sample.meta
+    assert "not one of the choices" in reasons["typo"]  # a wrong answer is still an error, not "unlabelled"
+
+
+MMAU_PRO_ROW = {"id": "p1", "audio_path": ["data/p1.wav"], "question": "What is being prepared in the audio?",
+                "choices": ["Boba tea", "Milk", "Coffee"], "answer": "Boba tea", "category": "sound",
+                "perceptual_skills": ["Acoustic Source Characterization"], "reasoning_skills": ["Procedural Reasoning"],
+                "length_type": "medium", "transcription": None, "task_identifier": None, "kwargs": None}
+
+
+def write_parquet(path, rows: list[dict]):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def test_mmau_pro_traps(tmp_path):
+    rows = [MMAU_PRO_ROW,
+            {**MMAU_PRO_ROW, "id": "open", "category": "open", "choices": None, "answer": "They are cooking pasta."},
+            {**MMAU_PRO_ROW, "id": "multi", "category": "multi", "audio_path": ["data/a.wav", "data/b.wav"]},
+            {**MMAU_PRO_ROW, "id": "if", "category": "instruction following", "choices": None, "answer": "",
+             "task_identifier": "Include Keywords"},
+            {**MMAU_PRO_ROW, "id": "one", "choices": ["Milk"], "answer": "Milk"},
+            {**MMAU_PRO_ROW, "id": "off", "answer": "Green tea"},
+            {**MMAU_PRO_ROW, "id": "music", "category": "music", "choices": ["Jazz", "Rock"], "answer": "rock "}]
+    write_parquet(tmp_path / "test.parquet", rows)
+    ok, skipped = split_entries(datasets.read("mmau-pro", tmp_path))
+    by_id, reasons = {e.sample.id: e for e in ok}, {s.id: s.reason for s in skipped}
+    first = by_id["p1"]
+    assert (first.sample.answer, first.sample.category, first.stems) == (0, "sound", ["p1"])
+    assert first.sample.meta["perceptual_skills"] == ["Acoustic Source Characterization"]
+    opened = by_id["open"].sample
+    assert (opened.options, opened.answer, opened.answer_text) == ([], None, "They are cooking pasta.")
+    assert by_id["music"].sample.answer == 1
+    assert set(reasons) == {"multi", "if", "one", "off"}
+    assert "test.parquet record 2 (id multi): field 'audio_path' names 2 clips" in reasons["multi"]
+    assert "rule checks" in reasons["if"] and "'choices'" in reasons["one"]
+    assert "field 'answer' 'Green tea' is not one of the choices" in reasons["off"]
+    assert datasets.BENCHMARKS["mmau-pro"].scorer == "mmau-pro"
+
+
+def test_mmau_pro_unreadable_parquet_names_the_file(tmp_path):
+    (tmp_path / "test.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(DatasetError, match="test.parquet: not a readable Parquet file"):
+        datasets.read("mmau-pro", tmp_path)
+
+
+def wav_bytes(seconds: float = 0.5, freq: float = 440.0) -> bytes:
+    import io
+
+    import soundfile as sf
+
+    from tests.conftest import tone
+
+    buffer = io.BytesIO()
+    sf.write(buffer, tone(freq, seconds, 16_000, 1).T, 16_000, format="WAV")
+    return buffer.getvalue()
+
+
+def save_hf_dataset(folder, splits: dict[str, list[dict]], audio: str = "audio"):
+    """A DatasetDict saved with save_to_disk, its audio column an `Audio` feature holding the clip's
+    bytes (built as Arrow structs and cast: `datasets` encodes arrays only through torchcodec)."""
+    from datasets import Audio, Dataset, DatasetDict
+
+    parts = {}
+    for split, rows in splits.items():
+        parts[split] = Dataset.from_list(rows).cast_column(audio, Audio())
+    DatasetDict(parts).save_to_disk(str(folder))
+    return folder
+
+
+def hf_rows():
+    clip = {"bytes": wav_bytes(), "path": "tone.wav"}
+    return [{"id": "h0", "question": "What plays?", "choices": ["piano", "drum"], "answer": "drum", "category": "music",
+             "audio": clip, "source": "x"},
+            {"id": "h1", "question": "What plays?", "choices": ["piano", "drum"], "answer": "Piano", "category": "music",
+             "audio": clip, "source": "y"},
+            {"id": None, "question": "Describe it.", "choices": None, "answer": "a low hum", "category": None,
+             "audio": {"bytes": wav_bytes(freq=200.0), "path": None}, "source": "z"},
+            {"id": "bad", "question": "What plays?", "choices": ["piano", "drum"], "answer": "flute", "category": "music",
+             "audio": clip, "source": "w"},
+            {"id": "corrupt", "question": "What plays?", "choices": ["piano", "drum"], "answer": "piano", "category": "music",
+             "audio": {"bytes": b"not audio at all", "path": "bad.wav"}, "source": "v"}]
+
+
+def test_hf_reader_reads_a_saved_dataset_dict(tmp_path):
+    folder = save_hf_dataset(tmp_path / "ds", {"test": hf_rows(), "train": hf_rows()[:1]})
+    metadata = datasets.read("hf", folder, "test")
+    ok, skipped = split_entries(metadata)
+    by_id = {e.sample.id: e for e in ok}
+    assert set(by_id) == {"h0", "h1", "test-2", "corrupt"}  # corrupt bytes are prepare's to find
+    assert (by_id["h0"].sample.answer, by_id["h1"].sample.answer) == (1, 0)  # text, then ignoring case
+    assert by_id["h0"].sample.meta == {"source": "x"} and by_id["h0"].audio_bytes.startswith(b"RIFF")
+    opened = by_id["test-2"].sample
+    assert (opened.options, opened.answer_text, opened.category) == ([], "a low hum", "all")
+    assert [s.id for s in skipped] == ["bad"] and "ds[test] row 3 (id bad): field 'answer'" in skipped[0].reason
+    assert metadata.files and all(f.suffix == ".arrow" for f in metadata.files)
+    with pytest.raises(DatasetError, match="no split 'val' \\(has: test, train\\)"):
+        datasets.read("hf", folder, "val")
+
+
+def test_hf_reader_column_names_and_errors(tmp_path):
+    rows = [{"qid": 7, "prompt": "What plays?", "options": '["piano", "drum"]', "label": 1,  # choices as JSON text,
+             "clip": {"bytes": wav_bytes(), "path": None}}]                                    # the answer an index
+    folder = save_hf_dataset(tmp_path / "renamed", {"test": rows}, audio="clip")
+    with pytest.raises(DatasetError, match="no column 'question'"):
+        datasets.read("hf", folder, "test")
+    columns = {"id": "qid", "question": "prompt", "answer": "label"}
+    ok, _ = split_entries(datasets.read("hf", folder, "test", columns))
+    assert [(e.sample.id, e.sample.question, e.sample.options, e.sample.answer) for e in ok] == \
+        [("7", "What plays?", ["piano", "drum"], 1)]
+    with pytest.raises(DatasetError, match="unknown field"):
+        datasets.read("hf", folder, "test", {"questoin": "prompt"})
+    with pytest.raises(ConfigError, match="only the hf reader takes column names"):
+        datasets.read("mmau", folder, "test", columns)
+    with pytest.raises(DatasetError, match="not a dataset saved with save_to_disk"):
+        datasets.read("hf", tmp_path, "test")
 
 
 def test_mmau_traps(tmp_path):

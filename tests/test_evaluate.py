@@ -5,6 +5,7 @@ import json
 import pytest
 
 from sightsound import inference, report
+from sightsound.answers import extract_answer
 from sightsound.cli import main as cli
 from sightsound.models import ModelConfig
 from sightsound.records import Prediction, Sample
@@ -123,6 +124,20 @@ def test_paper_columns_for_mmau_and_music_avqa(tmp_path):
     assert body == [["M", "direct", "0.0 (0.0–79.3)", "—", "100.0 (20.6–100.0)", "100.0 (20.6–100.0)", "66.7 (20.8–93.8)"]]
 
 
+def prepare_eval_score_report(tmp_path, tiny_models, dataset: str, root, *prepare_args: str, scorer: str = "default"):
+    """prepare → eval (direct, the tiny student) → score → report through the CLI; (eval result,
+    score result, report text)."""
+    run, out = tmp_path / "run", tmp_path / "e"
+    assert cli(["prepare", "--dataset", dataset, "--root", str(root), "--out", str(run), *prepare_args,
+                "progress=false"]) == 0
+    assert cli(["eval", "--samples", str(run / "samples.jsonl"), "--out", str(out), "--method", "direct",
+                f"model.model={tiny_models['student']}", "max_new_tokens=4", "progress=false", "label=tiny"]) == 0
+    assert cli(["score", str(out / "predictions.jsonl"), "--out", str(tmp_path / "s.json"), "--scorer", scorer]) == 0
+    assert cli(["report", str(out / "result.json"), "--out", str(tmp_path / "report.md")]) == 0
+    return (json.loads((out / "result.json").read_text()), json.loads((tmp_path / "s.json").read_text()),
+            (tmp_path / "report.md").read_text())
+
+
 def test_mmar_prepare_eval_score_report(tiny_models, tmp_path):
     """A benchmark in MMAR's layout (MMAR-meta.json, audio/) goes through prepare → eval → score → report."""
     from tests.conftest import make_wav
@@ -135,12 +150,70 @@ def test_mmar_prepare_eval_score_report(tiny_models, tmp_path):
                         "choices": ["a tone", "a voice", "silence"], "answer": "a tone", "modality": modality,
                         "category": "Signal Layer", "sub-category": "Pitch", "language": "en"})
     (root / "MMAR-meta.json").write_text(json.dumps(records))
-    run = tmp_path / "run"
-    assert cli(["prepare", "--dataset", "mmar", "--root", str(root), "--out", str(run), "progress=false"]) == 0
-    assert cli(["eval", "--samples", str(run / "samples.jsonl"), "--out", str(tmp_path / "e"), "--method", "direct",
-                f"model.model={tiny_models['student']}", "max_new_tokens=4", "progress=false", "label=tiny"]) == 0
-    result = json.loads((tmp_path / "e" / "result.json").read_text())
+    result, _, text = prepare_eval_score_report(tmp_path, tiny_models, "mmar", root)
     assert result["count"] == 4 and set(result["per_category"]) == {"sound", "music", "speech", "mix-sound-music"}
-    assert cli(["score", str(tmp_path / "e" / "predictions.jsonl"), "--out", str(tmp_path / "s.json")]) == 0
-    assert cli(["report", str(tmp_path / "e" / "result.json"), "--out", str(tmp_path / "report.md")]) == 0
-    assert "MMAR" in (tmp_path / "report.md").read_text()
+    assert "MMAR" in text and "Sound-Music" in text
+
+
+def test_mmau_pro_prepare_eval_score_report(tiny_models, tmp_path):
+    """MMAU-Pro's layout (test.parquet, data/): closed and open questions are evaluated, the others skipped."""
+    from tests.conftest import make_wav
+    from tests.test_datasets import MMAU_PRO_ROW, write_parquet
+
+    root = tmp_path / "mmau-pro"
+    rows = []
+    for i, category in enumerate(["sound", "music", "open", "multi"]):
+        make_wav(root / "data" / f"p{i}.wav", seconds=1.0, freq=300.0 + 200 * i)
+        rows.append({**MMAU_PRO_ROW, "id": f"p{i}", "category": category, "audio_path": [f"data/p{i}.wav"]})
+    rows[2].update(choices=None, answer="a tone")
+    rows[3]["audio_path"] = ["data/p3.wav", "data/p0.wav"]
+    write_parquet(root / "test.parquet", rows)
+    result, scored, text = prepare_eval_score_report(tmp_path, tiny_models, "mmau-pro", root, scorer="mmau-pro")
+    assert result["count"] == 3 and result["scorer"] == "mmau-pro" and set(result["per_category"]) == {"sound", "music", "open"}
+    assert scored["count"] == 3 and all(r["pred_index"] is not None for r in scored["records"][:2])  # always a choice
+    assert "MMAU-Pro Sound" in text
+
+
+def test_hf_dataset_prepare_eval_score_report(tiny_models, tmp_path):
+    """A Hugging Face dataset saved with save_to_disk: clips stored as bytes are decoded by prepare; a
+    corrupt one is skipped with its reason, and the run goes on."""
+    from tests.test_datasets import hf_rows, save_hf_dataset
+
+    folder = save_hf_dataset(tmp_path / "ds", {"test": hf_rows()})
+    result, scored, text = prepare_eval_score_report(tmp_path, tiny_models, "hf", folder)
+    skipped = {row["id"]: row for row in read_jsonl(tmp_path / "run" / "skipped.jsonl")}
+    assert skipped["corrupt"]["kind"] == "media-corrupt" and "ds[test] (id corrupt): stored clip 'bad.wav'" \
+        in skipped["corrupt"]["reason"]
+    assert skipped["bad"]["kind"] == "metadata"
+    samples = list(read_jsonl(tmp_path / "run" / "samples.jsonl", Sample))
+    assert [s.id for s in samples] == ["h0", "h1", "test-2"]
+    assert samples[0].audio == samples[1].audio  # the same stored clip is decoded and cached once
+    assert result["count"] == scored["count"] == 3 and "Hugging Face dataset" in text
+
+
+def test_mmau_test_set_is_answered_unscored_and_exported_for_the_leaderboard(tiny_models, tmp_path):
+    from tests.conftest import make_wav
+    from tests.test_datasets import MMAU_RECORD
+
+    root = tmp_path / "mmau"
+    records = [{**MMAU_RECORD, "id": f"t{i}", "audio_id": f"./test-audios/t{i}.wav", "split": "test", "answer": ""}
+               for i in range(4)]
+    for i in range(3):  # t3's clip is missing: skipped by prepare, yet still in the submission
+        make_wav(root / "test-audios" / f"t{i}.wav", seconds=1.0, freq=300.0 + 100 * i)
+    (root / "mmau-test.json").write_text(json.dumps(records))
+    result, scored, text = prepare_eval_score_report(tmp_path, tiny_models, "mmau", root, "--split", "test",
+                                                     scorer="mmau")
+    assert (result["count"], result["unlabelled"], result["accuracy"]) == (0, 3, None)
+    assert (scored["count"], scored["unlabelled"], scored["accuracy"]) == (0, 3, None)
+    assert all(r["correct"] is None for r in scored["records"]) and "without a public answer" in text
+    assert "MMAU test Sound" in text and "test-mini" not in text
+    assert cli(["export", str(tmp_path / "e"), "--format", "mmau-submission"]) == 0
+    submission = json.loads((tmp_path / "e" / "mmau-submission.json").read_text())
+    assert [r["id"] for r in submission] == ["t0", "t1", "t2", "t3"]  # the benchmark file's order, every record
+    assert all(set(r) == set(MMAU_RECORD) | {"model_prediction"} for r in submission)
+    predictions = {r["id"]: r for r in read_jsonl(tmp_path / "e" / "predictions.jsonl")}
+    for record in submission[:3]:  # the chosen option's text, else the model's own answer
+        row = predictions[record["id"]]
+        said = row["options"][row["pred_index"]] if row["pred_index"] is not None else extract_answer(row["response"])
+        assert record["model_prediction"] == said.strip()
+    assert submission[3]["model_prediction"] == ""

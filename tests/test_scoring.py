@@ -97,6 +97,35 @@ def test_mmau_scorer(tmp_path):
     assert [r["correct"] for r in default["records"]] == [True, False, True, True, False, True, False]
 
 
+def test_mmau_pro_scorer_takes_the_nearest_choice_by_embedding_and_compares_exactly(tmp_path):
+    """MMAU-Pro's closed-form rule with the real all-MiniLM-L6-v2: every answer in words lands on
+    its most similar choice, however far; a bare letter is its option; an empty answer is wrong."""
+    drinks = ["Boba tea", "Milk", "Coffee"]
+    rows = [
+        {"id": "a", "response": "<answer>someone is making bubble tea with tapioca pearls</answer>",
+         "options": drinks, "answer": "Boba tea", "category": "sound"},
+        {"id": "b", "response": "<answer>an espresso machine brewing</answer>", "options": drinks,
+         "answer": "Boba tea", "category": "sound"},
+        {"id": "c", "response": "<answer>B</answer>", "options": drinks, "answer": "Milk", "category": "sound"},
+        {"id": "d", "response": "<answer></answer>", "options": drinks, "answer": "Milk", "category": "sound"},
+        {"id": "e", "response": "<answer>a low hum</answer>", "options": [], "answer": "a low hum", "category": "open"},
+    ]
+    result = score_predictions(write_jsonl(tmp_path / "p.jsonl", rows, blank_line=False), scorer="mmau-pro")
+    assert [(r["pred_index"], r["correct"]) for r in result["records"]] == \
+        [(0, True), (2, False), (1, True), (None, False), (None, True)]
+
+
+def test_unlabelled_lines_are_read_but_not_judged(tmp_path):
+    rows = [{"id": "t1", "response": "<answer>B</answer>", "options": VOICES, "answer": None},
+            {"id": "t2", "response": "<answer>Man</answer>", "options": VOICES, "answer": ""},
+            {"id": "s1", "response": "<answer>Man</answer>", "options": VOICES, "answer": 0, "category": "sound"}]
+    result = score_predictions(write_jsonl(tmp_path / "p.jsonl", rows, blank_line=False), scorer="mmau")
+    assert [(r["pred_index"], r["correct"]) for r in result["records"]] == [(1, None), (0, None), (0, True)]
+    assert (result["count"], result["correct"], result["unlabelled"]) == (1, 1, 2)
+    only_unlabelled = score_predictions(write_jsonl(tmp_path / "q.jsonl", rows[:2], blank_line=False))
+    assert (only_unlabelled["accuracy"], only_unlabelled["ci95"], only_unlabelled["unlabelled"]) == (None, None, 2)
+
+
 @pytest.mark.parametrize("line, message", [
     ("{not json", "not valid JSON"),
     ('["a list"]', "expected a JSON object"),

@@ -30,7 +30,9 @@ def read(root: Path, split: str) -> Metadata:
 
 
 BENCHMARK = Benchmark("mmar", read, split="test", title="MMAR",
-                      columns={"sound": "Sound", "music": "Music", "speech": "Speech"})
+                      columns={"sound": "Sound", "music": "Music", "speech": "Speech",
+                               "mix-sound-music": "Sound-Music", "mix-sound-speech": "Sound-Speech",
+                               "mix-music-speech": "Music-Speech", "mix-sound-music-speech": "Sound-Music-Speech"})
 
 
 def _parse(record: dict, where: str, split: str) -> Entry:

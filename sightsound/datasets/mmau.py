@@ -1,4 +1,5 @@
-"""MMAU test-mini (Sakshi et al., 2024): `mmau-{split}.json`, one JSON list of 1000 records.
+"""MMAU (Sakshi et al., 2024): `mmau-{split}.json`, one JSON list — test-mini (1,000 records, with
+answers) or test (9,000, answers withheld for the leaderboard).
 
     {"id": "3fe6...", "audio_id": "./test-mini-audios/3fe6....wav", "question": "...",
      "choices": ["Man", "Woman", ...], "answer": "Man", "dataset": "AudioSet", "task": "sound",
@@ -10,6 +11,10 @@ to ignoring case and surrounding spaces, since some texts carry a leading space.
 the sample is `task` (sound / speech / music, the paper's columns); the source `category` is
 sometimes a list (`["Reasoning"]`) and is kept in `meta` as a plain string. The file changed
 after its v05.15.25 release, so the prepare manifest records its sha256.
+
+The test set's `answer` is "": its samples are unlabelled (`answer` None, `answer_text` ""),
+`eval` answers them without scoring them, and `sightsound export EVAL_DIR --format
+mmau-submission` writes the file the leaderboard scores (sightsound/exports.py).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ def read(root: Path, split: str) -> Metadata:
     return Metadata(files=[path], total=len(records), entries=parse_each(records, path, split, _parse))
 
 
-BENCHMARK = Benchmark("mmau", read, split="test-mini", title="MMAU test-mini",
+BENCHMARK = Benchmark("mmau", read, split="test-mini", title="MMAU {split}",
                       columns={"sound": "Sound", "speech": "Speech", "music": "Music"}, scorer="mmau")
 
 
@@ -38,15 +43,16 @@ def _parse(record: dict, where: str, split: str) -> Entry:
     if not 2 <= len(choices) <= 8 or not all(isinstance(c, str) for c in choices):
         raise ValueError(f"{where}: field 'choices' should hold 2 to 8 strings, found {choices!r}")
     answer_text = field(record, "answer", str, where)
-    try:
-        answer = option_index(answer_text, choices)  # the first equal choice (then ignoring case and spaces)
+    try:  # the first equal choice (then ignoring case and spaces); none on the test set
+        answer = option_index(answer_text, choices) if answer_text else None
     except ValueError:
         raise ValueError(f"{where}: field 'answer' {answer_text!r} is not one of the choices") from None
     audio_id = field(record, "audio_id", str, where)
     meta = {k: v for k, v in record.items() if k not in {"id", "question", "choices", "answer", "task"}}
     if isinstance(meta.get("category"), list):
         meta["category"] = ", ".join(map(str, meta["category"]))
-    meta["duplicate_answer_indices"] = [i for i, c in enumerate(choices) if c == choices[answer]]
+    if answer is not None:
+        meta["duplicate_answer_indices"] = [i for i, c in enumerate(choices) if c == choices[answer]]
     sample = Sample(
         id=qid,
         dataset="mmau",

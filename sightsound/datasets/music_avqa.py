@@ -35,7 +35,7 @@ def read(root: Path, split: str) -> Metadata:
 
 # The paper's columns: question types over the audio and audio-visual questions (Location and the
 # visual-only questions are reported apart).
-BENCHMARK = Benchmark("music-avqa", read, split="test", title="MUSIC-AVQA test",
+BENCHMARK = Benchmark("music-avqa", read, split="test", title="MUSIC-AVQA {split}",
                       columns={"Temporal": "Temp", "Comparative": "Comp", "Counting": "Cnt", "Existential": "Exist"},
                       modalities=("Audio", "Audio-Visual"))
 

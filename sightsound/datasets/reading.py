@@ -2,7 +2,8 @@
 helpers that read JSON metadata with errors naming the file, the record and the field.
 
 A reader is a plain function `read(root: Path, split: str) -> Metadata`; it only parses metadata
-(`stages/prepare.py` finds and decodes the media its entries name by `stems`).
+(`stages/prepare.py` finds and decodes the media its entries name by `stems`, or the clip bytes an
+entry carries). A reader that takes prepare's `columns:` setting has a `columns` keyword.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class Entry:
 
     sample: Sample
     stems: list[str]
+    audio_bytes: bytes | None = None  # the clip itself, when the dataset stores it (Hugging Face datasets)
+    audio_name: str = ""  # the stored clip's file name, if any (its extension helps the decoder)
 
 
 @dataclass
@@ -41,6 +44,11 @@ class Metadata:
     files: list[Path]  # what was read; hashed into the stage manifest
     entries: Iterable[Entry | Skip]
     total: int | None = None  # number of records, for progress bars
+    name: str | None = None  # how messages name the source (default: the first file's name)
+
+    @property
+    def source(self) -> str:
+        return self.name or self.files[0].name
 
 
 def load_json_list(path: Path) -> list:
@@ -58,6 +66,20 @@ def load_json_list(path: Path) -> list:
     if not isinstance(data, list):
         raise DatasetError(f"{path}: expected a JSON list of records, found {type(data).__name__}")
     return data
+
+
+def load_parquet(path: Path) -> list[dict]:
+    """A metadata table in Parquet as a list of records (needs pyarrow: `pip install 'sightsound[hf]'`)."""
+    if not path.exists():
+        raise DatasetError(f"{path}: metadata file not found")
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DatasetError(f"{path}: reading Parquet needs pyarrow; pip install 'sightsound[hf]'") from None
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as exc:  # pyarrow raises its own ArrowInvalid / OSError kinds for a bad file
+        raise DatasetError(f"{path}: not a readable Parquet file: {exc}") from exc
 
 
 def parse_each(records: list, path: Path, split: str, parse, id_key: str = "id"):
@@ -99,7 +121,7 @@ class Benchmark:
     name: str  # what prepare's `dataset` takes, and the `dataset` of its samples
     read: Callable[[Path, str], Metadata]
     split: str  # the split read when none is given
-    title: str  # its name in report tables
+    title: str  # its name in report tables ("{split}" is replaced by the split evaluated)
     columns: dict[str, str] = dataclass_field(default_factory=dict)  # the paper's columns: category → header
     modalities: tuple[str, ...] | None = None  # only samples of these `meta["modality"]` count in the columns
     scorer: str = "default"  # how evaluation scores it unless told otherwise (sightsound.scoring.SCORERS)

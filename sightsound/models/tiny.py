@@ -55,6 +55,10 @@ MROPE = {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [4,
 TEXT = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
             initializer_range=0.1)  # wider than the default 0.02, so an untrained model still varies its output
+# The teacher's decoder has 2 of those layers: its steps are most of the demo's bootstrap, and on the
+# demo's world (600 steps, same seed) 2 layers reached 75% held out with 86% of its reasoning exact
+# in 214 s, where 4 layers reached 67% and 73% in about 400 s (the vision tower does the looking).
+TEACHER_LAYERS = 2
 
 
 # The tiny encoders: a Whisper-style audio encoder over a 2 s window, a 2-block vision tower.
@@ -113,12 +117,12 @@ def build_student(out: Path, tokenizer, seed: int = 0) -> Path:
 
 
 def build_teacher(out: Path, tokenizer, seed: int = 0) -> Path:
-    """Qwen2.5-VL: a 2-block vision tower (width 64) + Qwen2 decoder with 3-D rotary positions."""
+    """Qwen2.5-VL: a 2-block vision tower (width 64) + a 2-layer Qwen2 decoder with 3-D rotary positions."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     ids = tokenizer.convert_tokens_to_ids
     model = _init(Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig, tokenizer, seed, vision_config=VISION,
-                  text_config=_text_config(tokenizer, rope_parameters=MROPE),
+                  text_config={**_text_config(tokenizer, rope_parameters=MROPE), "num_hidden_layers": TEACHER_LAYERS},
                   image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
                   vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
     # The image processor config names the class real checkpoints name; without torchvision,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sightsound import answers, datasets, scoring
+from sightsound import answers, datasets, formats, scoring
 from sightsound.config import ConfigError
 from sightsound.inference import Asking, answer_all, inputs_of, scorer_for
 from sightsound.manifest import model_inputs, open_stage, read_manifest
@@ -86,8 +86,9 @@ def main(cfg: EvalConfig) -> dict:
         stage.incomplete({"questions": result["count"]}, f"{failures} questions failed in the backend")
         return result
     stage.finish({"questions": result["count"], "accuracy": result["accuracy"]})
-    print(f"eval: {cfg.label or cfg.model.model} / {cfg.method}: accuracy {result['accuracy']:.4f} "
-          f"over {result['count']} questions → {out / 'result.json'}")
+    hidden = f"; {result['unlabelled']} without a public answer, answered, not scored" if result["unlabelled"] else ""
+    print(f"eval: {cfg.label or cfg.model.model} / {cfg.method}: accuracy {formats.num(result['accuracy'])} "
+          f"over {result['count']} questions{hidden} → {out / 'result.json'}")
     return result
 
 
@@ -113,7 +114,8 @@ def _first_traces(path: str) -> dict[str, str]:
 
 def summarize(predictions_path: Path, samples: list[Sample], cfg: EvalConfig, inputs: dict) -> dict:
     ids = {s.id for s in samples}
-    rows = [r for r in read_jsonl(predictions_path) if r["id"] in ids]
+    answered = [r for r in read_jsonl(predictions_path) if r["id"] in ids]
+    rows = [r for r in answered if r["correct"] is not None]  # unlabelled questions are not judged
     dataset = samples[0].dataset if samples else None
     result = {
         "label": cfg.label or cfg.model.model,
@@ -121,9 +123,11 @@ def summarize(predictions_path: Path, samples: list[Sample], cfg: EvalConfig, in
         "method": cfg.method,
         "inputs": inputs_of(cfg),
         "dataset": dataset,
+        "split": samples[0].split if samples else None,
         "scorer": scorer_for(cfg, dataset),
-        **(scoring.tally([r["correct"] for r in rows]) if rows else {"accuracy": 0.0, "count": 0, "correct": 0}),
-        "unmatched": sum(1 for r in rows if r["options"] and r["pred_index"] is None),
+        **scoring.tally([r["correct"] for r in rows]),
+        "unlabelled": len(answered) - len(rows),
+        "unmatched": sum(1 for r in answered if r["options"] and r["pred_index"] is None),
         "per_category": _by(rows, lambda r: r["category"]),
         "per_difficulty": _by(rows, lambda r: r["meta"].get("difficulty")),
         "per_modality": _by(rows, lambda r: r["meta"].get("modality")),

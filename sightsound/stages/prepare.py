@@ -30,9 +30,10 @@ from sightsound.store import JsonlWriter, read_jsonl, sha256_file
 
 @dataclass
 class PrepareConfig:
-    dataset: str = "synth"  # avqa | mmau | music-avqa | jsonl | synth
+    dataset: str = "synth"  # avqa | mmau | mmau-pro | mmar | music-avqa | jsonl | hf | synth
     root: str = "runs/world"  # folder holding the metadata file
     split: str | None = None  # names the file: avqa {split}_qa.json, mmau mmau-{split}.json, ...
+    columns: dict[str, str] | None = None  # hf: our field → the dataset's column, e.g. {options: choices}
     media: str | None = None  # where clips are searched for by stem (default: root)
     out: str = "runs/demo"  # the run directory
     num_frames: int = 8  # frames cached per video clip for the teacher (0: audio only)
@@ -46,7 +47,7 @@ class PrepareConfig:
 
 def main(cfg: PrepareConfig) -> dict:
     run_dir = Path(cfg.out)
-    metadata = datasets.read(cfg.dataset, cfg.root, cfg.split)
+    metadata = datasets.read(cfg.dataset, cfg.root, cfg.split, cfg.columns)
     inputs = {str(f): sha256_file(f) for f in metadata.files}
     samples_path, skipped_path = run_dir / "samples.jsonl", run_dir / "skipped.jsonl"
     stage = open_stage(run_dir, "prepare", cfg, inputs, [samples_path, skipped_path],
@@ -79,7 +80,7 @@ def main(cfg: PrepareConfig) -> dict:
             if sample.id in seen:  # every repeat gets its own line
                 seen[sample.id] += 1
                 skipped.write(Skip(f"{sample.id} (repeat {seen[sample.id]})",
-                                   f"{metadata.files[0].name}: duplicate id {sample.id!r}", "duplicate"))
+                                   f"{metadata.source}: duplicate id {sample.id!r}", "duplicate"))
                 continue
             seen[sample.id] = 0
             if sample.id in samples or sample.id in skipped:
@@ -87,7 +88,7 @@ def main(cfg: PrepareConfig) -> dict:
             try:
                 sample.audio, sample.video, frames = materialize(entry, index, allowed, cache_dir, cfg, failed)
             except media.MediaError as exc:  # named by metadata file and record, then the media's own words
-                skipped.write(Skip(sample.id, f"{metadata.files[0].name} (id {sample.id}): {exc}", exc.kind))
+                skipped.write(Skip(sample.id, f"{metadata.source} (id {sample.id}): {exc}", exc.kind))
                 continue
             if frames is not None:
                 sample.meta["frames"] = frames
@@ -142,6 +143,8 @@ def find_media(stems: list[str], index: dict[str, list[Path]], allowed: list[Pat
 
 def materialize(entry: Entry, index, allowed: list[Path] | None, cache_dir: Path, cfg: PrepareConfig, failed: dict):
     """Cached (audio wav, source video, frames npy) for an entry's clip; decodes at most once."""
+    if entry.audio_bytes is not None:
+        return stored_clip(entry, cache_dir, cfg), None, None
     video, audio_file = find_media(entry.stems, index, allowed)
     if video is None and audio_file is None:
         raise media.MediaError(f"no media file with stem {' or '.join(map(repr, entry.stems))} "
@@ -172,6 +175,26 @@ def materialize(entry: Entry, index, allowed: list[Path] | None, cache_dir: Path
     if frames is not None:
         media.save_frames(frames, clip.frames)
     return str(wav.resolve()), _str(video), _str(frames)
+
+
+def stored_clip(entry: Entry, cache_dir: Path, cfg: PrepareConfig) -> str:
+    """The cached wav of a clip the dataset stores as bytes, named by their hash (a clip that
+    several questions share is decoded once). The bytes go to a scratch file for the decoder."""
+    key = hashlib.sha256(entry.audio_bytes).hexdigest()[:16]
+    wav = cache_dir / f"{key}.wav"
+    if not wav.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        scratch = cache_dir / f"{key}.source{Path(entry.audio_name).suffix}"
+        scratch.write_bytes(entry.audio_bytes)
+        try:
+            clip = media.decode(scratch, num_frames=0, max_seconds=cfg.max_audio_seconds)
+        except media.MediaError as exc:
+            raise media.MediaError(f"stored clip {entry.audio_name or key!r}: "
+                                   f"{str(exc).removeprefix(str(scratch) + ': ')}", exc.kind) from None
+        finally:
+            scratch.unlink()
+        media.write_wav(wav, clip.audio)
+    return str(wav.resolve())
 
 
 def _str(path: Path | None) -> str | None:
