@@ -252,3 +252,57 @@ def test_yes_probability_from_first_token_logprobs(chat_server):
     chat_server.logprobs = [("maybe", 0.0)]
     chat_server.queue(Reply(), Reply(body={"choices": [{"message": {"content": "Yes"}}]}))
     assert backend_for(chat_server).yes_probability([ask("q"), ask("r")]) == [None, None]
+
+
+# ---------------------------------------------------------------- several servers
+
+
+class Clock:
+    """An injected monotonic clock that moves only when told."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_requests_spread_across_servers_and_a_failing_one_comes_back_after_its_back_off():
+    """Three loopback servers; one fails every request for a while. Every request completes (a
+    failed attempt moves to another server at once), the failing server is left alone while it
+    backs off, and once its back-off is over it is tried again and answers."""
+    clock, failing = Clock(), {"on": True}
+    with ChatServer(delay=0.02) as a, ChatServer(delay=0.02) as b, ChatServer(delay=0.02) as c:
+        b.rule = lambda body, headers: Reply.error(503) if failing["on"] else None
+        cfg = ModelConfig(backend="openai", model="teacher", base_url=[a.url, b.url, c.url], api_key_env=None,
+                          max_concurrency=6, max_retries=3, timeout=5.0)
+        sleeps = Sleeps()
+        backend = OpenAIBackend(cfg, sleep=sleeps, rng=random.Random(0), clock=clock)
+        first = backend.generate([ask(f"q{i}") for i in range(30)], Sampling(n=1, seed=0))
+        assert all(g.texts and g.error is None for g in first) and sleeps == []  # no waiting: others were up
+        assert {g.server for g in first} == {a.url, c.url}
+        assert len(b.received) <= cfg.max_concurrency  # only what was in flight before its first failure
+        assert min(len(a.received), len(c.received)) >= 10  # the load is spread by requests in flight
+
+        failing["on"] = False
+        tried = len(b.received)
+        second = backend.generate([ask(f"r{i}") for i in range(6)], Sampling(n=1, seed=0))
+        assert len(b.received) == tried and {g.server for g in second} == {a.url, c.url}  # still backing off
+        clock.now += 60.0  # past the longest back-off (30 s)
+        third = backend.generate([ask(f"s{i}") for i in range(30)], Sampling(n=1, seed=0))
+        assert all(g.texts for g in third) and b.url in {g.server for g in third} and len(b.received) > tried
+
+
+def test_one_server_in_a_list_behaves_like_a_single_base_url(chat_server):
+    chat_server.fail(2, status=503, retry_after="3")
+    sleeps = Sleeps()
+    backend = backend_for(chat_server, sleeps, base_url=[chat_server.url])
+    [generation] = backend.generate([ask("hello")], Sampling(n=1))
+    assert generation.texts and sleeps == [3.0, 3.0] and generation.server == chat_server.url
+
+
+def test_base_url_lists_are_checked():
+    with pytest.raises(ValueError, match="empty list"):
+        ModelConfig(backend="openai", base_url=[])
+    with pytest.raises(ValueError, match="'ftp://x' is not an http"):
+        ModelConfig(backend="openai", base_url=["http://127.0.0.1:8000/v1", "ftp://x"])

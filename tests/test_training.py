@@ -33,9 +33,9 @@ def toy_run(prepared, tmp_path_factory):
 
 
 def sft_config(run, tiny_models, **kw):
-    kw = {"target": "cot", "steps": 4, "batch_size": 4, "lr": 1e-3, "log_every": 1, "save_every": 2,
-          "progress": False, **kw}
-    return sft.SFTConfig(out=str(run), model=str(tiny_models["student"]), **kw)
+    kw = {"model": str(tiny_models["student"]), "target": "cot", "steps": 4, "batch_size": 4, "lr": 1e-3,
+          "log_every": 1, "save_every": 2, "progress": False, **kw}
+    return sft.SFTConfig(out=str(run), **kw)
 
 
 def copy_run(toy_run, tmp_path):
@@ -44,8 +44,9 @@ def copy_run(toy_run, tmp_path):
     return run
 
 
-def test_lora_targets_the_language_model_only(tiny_models):
-    model, _ = load_model(tiny_models["student"])
+@pytest.mark.parametrize("student", ["student", "omni"])
+def test_lora_targets_the_language_model_only(tiny_models, student):
+    model, _ = load_model(tiny_models[student])
     model = add_lora(model, LoraConfig())
     trained = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trained and all("language_model" in n and "lora_" in n for n in trained)
@@ -149,9 +150,9 @@ PINNED_SFT_LOSSES = [6.907497, 6.614539]  # torch 2.13 CPU, seed 0, the tiny stu
 # on the toy world as written with AAC's fast coder
 
 
-def two_audio_prompts(tiny_models, tmp_path, clips: list[tuple[float, float]], texts: list[str]):
+def two_audio_prompts(tiny_models, tmp_path, clips: list[tuple[float, float]], texts: list[str], student="student"):
     """The tiny student, a backend over it, and one audio question per (seconds, frequency) clip."""
-    model, processor = load_model(tiny_models["student"])
+    model, processor = load_model(tiny_models[student])
     wavs = [make_wav(tmp_path / f"clip{i}.wav", seconds=seconds, freq=freq, rate=16_000)
             for i, (seconds, freq) in enumerate(clips)]
     messages = [[{"role": "user", "content": [{"type": "audio", "path": str(w)}, {"type": "text", "text": t}]}]
@@ -159,11 +160,13 @@ def two_audio_prompts(tiny_models, tmp_path, clips: list[tuple[float, float]], t
     return model, HFBackend.from_loaded(model, processor), messages
 
 
-def test_each_completion_is_scored_with_its_own_audio(tiny_models, tmp_path):
+@pytest.mark.parametrize("student", ["student", "omni"])
+def test_each_completion_is_scored_with_its_own_audio(tiny_models, tmp_path, student):
     """The R1-AQA trap: with two prompts of different audio and G completions each, tiling the
-    audio with .repeat pairs completion 1 of prompt 0 with the audio of prompt 1."""
+    audio with .repeat pairs completion 1 of prompt 0 with the audio of prompt 1 (Qwen2-Audio, and
+    Qwen2.5-Omni's thinker, whose encoder takes the clips' valid frames end to end)."""
     model, backend, messages = two_audio_prompts(tiny_models, tmp_path, [(1.0, 200), (1.6, 3000)],
-                                                 ["What do you hear?", "Which sound is it, and how loud?"])
+                                                 ["What do you hear?", "Which sound is it, and how loud?"], student)
     model.eval()
     G = 2
     completions = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16], [17, 18, 19, 20]])
@@ -301,3 +304,25 @@ def test_grpo_raises_the_format_reward(toy_run, tiny_models, tmp_path):
     rewards = [r["reward_format"] for r in read_jsonl(run / "grpo" / "metrics.jsonl")]
     assert sum(rewards[-5:]) / 5 > sum(rewards[:5]) / 5 + 0.05, rewards
     assert format_rate(run / "grpo" / "final", samples) > before + 0.05
+
+
+def test_the_omni_thinker_trains_with_sft_and_grpo(toy_run, tiny_models, tmp_path):
+    """Qwen2.5-Omni's thinker as the student: LoRA SFT lowers its loss, GRPO runs on the SFT adapter,
+    and what GRPO saves loads back as the thinker and evaluates."""
+    run = copy_run(toy_run, tmp_path)
+    manifest = sft.main(sft_config(run, tiny_models, model=str(tiny_models["omni"]), steps=24, batch_size=8,
+                                   save_every=100))
+    assert manifest["counts"]["last_loss"] < 0.6 * manifest["counts"]["first_loss"]
+    manifest = grpo.main(grpo.GRPOConfig(out=str(run), model=str(run / "sft" / "final"), steps=2, group_size=4,
+                                         prompts_per_step=2, lr=1e-4, max_completion_tokens=12, save_every=100,
+                                         progress=False))
+    assert manifest["counts"]["steps"] == 2
+    rows = list(read_jsonl(run / "grpo" / "metrics.jsonl"))
+    assert [r["step"] for r in rows] == [1, 2] and all(r["completion_length"] > 0 for r in rows)
+    backend = load_backend(ModelConfig(model=str(run / "grpo" / "final")))
+    assert type(backend.model.get_base_model() if hasattr(backend.model, "get_base_model") else backend.model
+                ).__name__ == "Qwen2_5OmniThinkerForConditionalGeneration"
+    result = evaluate.main(evaluate.EvalConfig(samples=str(run / "samples.jsonl"), out=str(tmp_path / "eval"),
+                                               model=ModelConfig(model=str(run / "grpo" / "final")),
+                                               method="zero_shot_cot", max_new_tokens=8, limit=4, progress=False))
+    assert result["count"] == 4

@@ -17,7 +17,7 @@ class ModelConfig:
     batch_size: int = 8
     frames_as: str = "auto"  # video | images | auto (video where torchvision is installed)
     # openai-compatible HTTP (vLLM serve, SGLang, OpenAI, ...)
-    base_url: str = "http://127.0.0.1:8000/v1"
+    base_url: str | list[str] = "http://127.0.0.1:8000/v1"  # or a list: requests are spread across the servers
     api_key_env: str | None = "OPENAI_API_KEY"  # the key is read from this variable, never stored
     max_concurrency: int = 32
     timeout: float = 120.0  # seconds per request
@@ -27,13 +27,21 @@ class ModelConfig:
     extra_body: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        try:
-            url = urlsplit(self.base_url)
-            url.port  # noqa: B018 - raises on a port out of range
-        except ValueError as exc:
-            raise ValueError(f"'base_url' {self.base_url!r} is not a valid URL: {exc}") from None
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError(f"'base_url' {self.base_url!r} is not an http(s) URL with a host")
+        if isinstance(self.base_url, list) and not self.base_url:
+            raise ValueError("'base_url' is an empty list: name at least one server")
+        for base_url in self.servers:
+            try:
+                url = urlsplit(base_url)
+                url.port  # noqa: B018 - raises on a port out of range
+            except ValueError as exc:
+                raise ValueError(f"'base_url' {base_url!r} is not a valid URL: {exc}") from None
+            if url.scheme not in ("http", "https") or not url.hostname:
+                raise ValueError(f"'base_url' {base_url!r} is not an http(s) URL with a host")
+
+    @property
+    def servers(self) -> list[str]:
+        """The server URLs: `base_url` as a list."""
+        return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
 
 
 @dataclass
@@ -57,3 +65,4 @@ class Generation:
     request_id: str
     texts: list[str] = field(default_factory=list)
     error: str | None = None  # why no texts came back (after retries)
+    server: str | None = field(default=None, compare=False)  # the base_url that answered (HTTP backends)

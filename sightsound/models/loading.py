@@ -34,7 +34,8 @@ def load_model(path: str | Path, dtype: str = "float32", device_map: str | None 
                trust_remote_code: bool = False, training: bool = False):
     """(model, processor) for a full checkpoint or a LoRA adapter folder (base + adapter, trainable
     when `training`). A released Qwen2.5-Omni checkpoint loads as its thinker (the part that
-    writes text), and cannot be trained here."""
+    writes text; audio in, text out), which is what a student trains: what training saves is the
+    thinker alone (its talker, which speaks the text, is neither trained nor saved)."""
     import torch
     import transformers
     from transformers import AutoConfig
@@ -46,8 +47,6 @@ def load_model(path: str | Path, dtype: str = "float32", device_map: str | None 
     if config.model_type not in MODEL_CLASSES:
         raise ValueError(f"{base}: model_type {config.model_type!r} is not supported "
                          f"(supported: {', '.join(MODEL_CLASSES)})")
-    if training and config.model_type == "qwen2_5_omni":
-        raise ValueError(f"{base}: model_type {config.model_type!r} cannot be trained as a student here")
     model_class = getattr(transformers, MODEL_CLASSES[config.model_type])
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     model = model_class.from_pretrained(base, dtype=torch_dtype, device_map=device_map,

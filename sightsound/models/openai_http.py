@@ -25,6 +25,12 @@ What it does, and the choices made where servers differ:
   malformed bodies are retried up to `max_retries` times, after the server's Retry-After on
   429/503 (seconds or an HTTP date, capped at 5 minutes) or else an exponential backoff
   (0.5 s * 2^k with jitter, capped at 30 s). Other 4xx answers fail at once.
+- `base_url` may be a list of servers (e.g. one vLLM server per GPU or per node): each attempt goes
+  to the server with the fewest requests in flight among those not backing off (ties: list order).
+  A retryable failure takes that server out for the attempt's back-off and the request retries at
+  once on another; only when every server is out does a request wait out its own back-off (with
+  one server: exactly the behaviour above). A success puts a server back. `Generation.server`
+  says which server answered.
 - A request that still fails comes back as `Generation(id, [], error="<reason>; status=...;
   attempts=...")`; `generate` never raises because of one request, the others complete.
 - The API key is read from the variable named by `api_key_env` on each call and is never kept on
@@ -42,6 +48,7 @@ import logging
 import math
 import os
 import random
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -173,14 +180,43 @@ class RequestFailed(Exception):
     """A request that failed for good; the message says why, the last status and the attempts."""
 
 
+class Servers:
+    """The servers behind one backend: requests in flight and back-off deadline of each.
+
+    `pick` gives the server with the fewest requests in flight among those not backing off, in
+    list order on ties, or — when every server is backing off — the one back soonest."""
+
+    def __init__(self, urls: list[str], clock=time.monotonic):
+        self.urls, self._clock = list(urls), clock
+        self.in_flight = dict.fromkeys(self.urls, 0)
+        self.back_until = dict.fromkeys(self.urls, 0.0)
+
+    def pick(self) -> str:
+        now = self._clock()
+        up = [url for url in self.urls if self.back_until[url] <= now]
+        candidates = up or [min(self.urls, key=lambda url: self.back_until[url])]
+        return min(candidates, key=lambda url: self.in_flight[url])  # min keeps the first of equals
+
+    def any_up(self) -> bool:
+        now = self._clock()
+        return any(until <= now for until in self.back_until.values())
+
+    def back_off(self, url: str, seconds: float) -> None:
+        self.back_until[url] = max(self.back_until[url], self._clock() + seconds)
+
+    def succeeded(self, url: str) -> None:
+        self.back_until[url] = 0.0
+
+
 class OpenAIBackend:
     batch_dependent_draws = False  # each request is seeded on its own: a request's reply does not depend on the others
     def __init__(self, cfg: ModelConfig, *, sleep=asyncio.sleep, backoff_base: float = 0.5,
-                 backoff_cap: float = 30.0, rng: random.Random | None = None):
+                 backoff_cap: float = 30.0, rng: random.Random | None = None, clock=time.monotonic):
         self.cfg = cfg
         self._sleep = sleep  # injectable so that tests can record delays instead of waiting
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self._rng = rng or random.Random()
+        self.servers = Servers(cfg.servers, clock)
         self.replies_without_logprobs = 0
 
     def __repr__(self) -> str:
@@ -188,7 +224,8 @@ class OpenAIBackend:
 
     def generate(self, requests: list[Request], sampling: Sampling) -> list[Generation]:
         async def job(client, request):
-            return Generation(request.id, await self._sample(client, request, sampling))
+            texts, server = await self._sample(client, request, sampling)
+            return Generation(request.id, texts, server=server)
 
         return _run(self._each(requests, job, lambda request, error: Generation(request.id, error=error)))
 
@@ -205,7 +242,7 @@ class OpenAIBackend:
             messages = await asyncio.to_thread(to_openai_messages, request.messages)
             body = {"model": self.cfg.model, "messages": messages, "n": 1, "max_tokens": 1,
                     "temperature": 0, "logprobs": True, "top_logprobs": 20}
-            return await self._post(client, body, parse)
+            return (await self._post(client, body, parse))[0]
 
         return _run(self._each(requests, job, lambda request, error: None))
 
@@ -234,7 +271,7 @@ class OpenAIBackend:
     def _client(self) -> httpx.AsyncClient:
         key = self._api_key()
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        size = max(1, self.cfg.max_concurrency)
+        size = max(1, self.cfg.max_concurrency) * len(self.servers.urls)
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
         return httpx.AsyncClient(headers=headers, timeout=self.cfg.timeout, limits=limits)
 
@@ -247,9 +284,11 @@ class OpenAIBackend:
         key = self._api_key()
         return text.replace(key, "***") if key else text
 
-    async def _sample(self, client, request: Request, sampling: Sampling) -> list[str]:
+    async def _sample(self, client, request: Request, sampling: Sampling) -> tuple[list[str], str]:
+        """n texts for the request, and the server that answered (the last one, after top-ups)."""
         messages = await asyncio.to_thread(to_openai_messages, request.messages)  # JPEG encoding off the loop
         texts: list[str] = []
+        server = ""
         round_ = 0
         while len(texts) < sampling.n:  # ends: a reply without texts is malformed and raises
             seed = None if sampling.seed is None else sampling.seed + round_
@@ -258,31 +297,45 @@ class OpenAIBackend:
                     "temperature": sampling.temperature, "top_p": sampling.top_p,
                     "max_tokens": sampling.max_new_tokens, **({} if seed is None else {"seed": seed}),
                     **({} if sampling.top_k is None else {"top_k": sampling.top_k}), **self.cfg.extra_body}
-            texts += [self._scrub(text) for text in await self._post(client, body, choice_texts)]
+            answered, server = await self._post(client, body, choice_texts)
+            texts += [self._scrub(text) for text in answered]
             if len(texts) < sampling.n:
                 log.debug("request %s: %d of %d texts, asking again", request.id, len(texts), sampling.n)
-        return texts[: sampling.n]
+        return texts[: sampling.n], server
 
-    async def _post(self, client, body: dict, parse):
-        """POST with retries; returns parse(reply JSON) or raises RequestFailed."""
+    async def _post(self, client, body: dict, parse) -> tuple:
+        """POST with retries, each attempt to the server `Servers.pick` gives; returns (parse(reply
+        JSON), the server's base_url) or raises RequestFailed."""
         attempts = 0
         while True:
             attempts += 1
+            server = self.servers.pick()
+            self.servers.in_flight[server] += 1
             try:
-                return parse(await self._attempt(client, body))
+                value = parse(await self._attempt(client, server, body))
+                self.servers.succeeded(server)
+                return value, server
             except _AttemptFailed as e:
                 failure = e
             except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
                 failure = _AttemptFailed(f"malformed response ({type(e).__name__}: {e})", 200)
+            finally:
+                self.servers.in_flight[server] -= 1
             reason = self._scrub(failure.reason)
+            if len(self.servers.urls) > 1:
+                reason += f"; server={server}"
             if not failure.retryable or attempts > self.cfg.max_retries:
                 raise RequestFailed(f"{reason}; status={failure.status}; attempts={attempts}")
             delay = failure.retry_after if failure.retry_after is not None else self._backoff(attempts)
+            self.servers.back_off(server, delay)
+            if self.servers.any_up():
+                log.info("retrying at once on another server after attempt %d: %s", attempts, reason)
+                continue
             log.info("retrying in %.2f s after attempt %d: %s", delay, attempts, reason)
             await self._sleep(delay)
 
-    async def _attempt(self, client, body: dict) -> dict:
-        url = self.cfg.base_url.rstrip("/") + "/chat/completions"
+    async def _attempt(self, client, server: str, body: dict) -> dict:
+        url = server.rstrip("/") + "/chat/completions"
         try:
             # wait_for bounds the whole attempt; httpx's own timeout only bounds each read/write.
             response = await asyncio.wait_for(client.post(url, json=body), self.cfg.timeout)

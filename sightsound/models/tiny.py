@@ -146,7 +146,8 @@ def build_omni(out: Path, tokenizer, seed: int = 0) -> Path:
                   audio_token_index=ids("<|AUDIO|>"), image_token_index=ids("<|IMAGE|>"),
                   video_token_index=ids("<|VIDEO|>"), audio_start_token_id=ids("<|audio_bos|>"),
                   audio_end_token_id=ids("<|audio_eos|>"), vision_start_token_id=ids("<|vision_bos|>"),
-                  vision_end_token_id=ids("<|vision_eos|>"))
+                  vision_end_token_id=ids("<|vision_eos|>"),
+                  initializer_range=TEXT["initializer_range"])  # the thinker initializes by its own, not its decoder's
     # Real Omni checkpoints keep the image processor's and the feature extractor's settings in one file.
     _image_processor().save_pretrained(out)
     features = {k: v for k, v in _feature_extractor().to_dict().items() if k != "mel_filters"}
