@@ -169,10 +169,10 @@ RANGES = {
     **dict.fromkeys(["n", "chunk", "limit", "steps", "batch_size", "grad_accum", "prompts_per_step", "clips",
                      "max_new_tokens", "max_completion_tokens", "val_max_new_tokens", "log_every", "save_every",
                      "keep_checkpoints", "val_every", "val_limit", "updates_per_batch", "heldout_limit", "rank",
-                     "max_concurrency", "frame_size", "fps", "sample_rate"], COUNT),
+                     "max_concurrency", "frame_size", "fps", "sample_rate", "workers"], COUNT),
     **dict.fromkeys(["lr", "alpha", "duration", "timeout", "max_grad_norm", "max_audio_seconds"], POSITIVE),
     **dict.fromkeys(["seed", "num_frames", "warmup_steps", "max_retries", "weight_decay", "beta", "epsilon",
-                     "temperature", "log_completions_every"], _at_least(0)),
+                     "temperature", "log_completions_every", "num_cpus", "num_gpus"], _at_least(0)),
     **dict.fromkeys(["threshold", "dropout", "val_fraction", "holdout", "mime"], FRACTION),
     "max_sources": _within(2, 4),  # scenes of two sources at least; "how many" offers one to four
     "top_p": _within(0.0, 1.0),
@@ -259,7 +259,7 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def config_hash(cfg, exclude=("out", "progress", "report_to", "log_completions_every")) -> str:
+def config_hash(cfg, exclude=("out", "progress", "report_to", "log_completions_every", "engine")) -> str:
     """Stable hash of what a stage's output depends on (where it goes and how it is watched are excluded)."""
     data = {k: v for k, v in to_dict(cfg).items() if k not in exclude}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,7 +200,7 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RAT
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = scratch_path(path)
     sf.write(str(tmp), np.asarray(audio, dtype=np.float32), sample_rate, subtype="FLOAT", format="WAV")
     os.replace(tmp, path)
 
@@ -225,10 +226,16 @@ def wav_seconds(path: str | Path) -> float:
 def save_frames(path: str | Path, frames: np.ndarray) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = scratch_path(path)
     with tmp.open("wb") as fh:
         np.save(fh, frames)
     os.replace(tmp, path)
+
+
+def scratch_path(path: Path) -> Path:
+    """A temporary name beside `path`, of this process alone: workers decoding the same clip at
+    once each write their own and the last rename wins (the files are the same)."""
+    return path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
 
 
 def load_frames(path: str | Path) -> np.ndarray:

@@ -41,6 +41,7 @@ from pathlib import Path
 from sightsound import report
 from sightsound.config import (PACKAGED, ConfigError, apply_overrides, find_config, from_dict, read_yaml, save_config,
                                with_packaged_paths)
+from sightsound.engine import EngineConfig
 from sightsound.registry import STAGES, Context, Stage
 from sightsound.store import write_json
 
@@ -62,6 +63,9 @@ class RunConfig:
     # stage → the command that starts it in its own processes, e.g.
     # {sft: "accelerate launch --config_file configs/accelerate/ddp.yaml"}; other stages run in-process
     launch: dict[str, str] = field(default_factory=dict)
+    # where prepare, teach, verify and eval run their work (sightsound/engine.py): local, or a Ray
+    # cluster; a stage's own `engine:` wins
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
 
 @dataclass
@@ -96,6 +100,10 @@ def load_plan(path: str | Path, overrides=(), out: str | None = None) -> Plan:
     data = _substitute(data, names)
     context = Context(run.out, data.get("benchmarks") or {}, str(path))
     stages = {name: stage.resolve(data[name] or {}, context) for name, stage in STAGES.items() if name in data}
+    for runs in stages.values():  # run.engine for every map stage that does not name its own
+        for _, cfg in runs:
+            if getattr(cfg, "engine", None) == EngineConfig():
+                cfg.engine = run.engine
     if "report" in data or stages:
         stages["report"] = []
     settings = from_dict(report.ReportConfig, data.get("report") or {}, f"{path} [report]")

@@ -11,7 +11,8 @@
 In a test module, `from http_server import chat_server` makes the `chat_server` fixture available.
 By default each request is answered with `n` choices "reply {i} seed={seed} to: {last text}";
 `ignore_n=True` answers one choice whatever `n` says (as some servers do), `delay` slows every
-reply, and `logprobs=[(token, logprob), ...]` adds first-token top log-probs when asked for.
+reply, `capacity` serves at most that many requests at once (the others wait, as on a vLLM server
+at its max_num_seqs), and `logprobs=[(token, logprob), ...]` adds first-token top log-probs when asked for.
 It binds 127.0.0.1 only.
 """
 
@@ -81,8 +82,9 @@ def last_text(body: dict) -> str:
 
 
 class ChatServer:
-    def __init__(self, delay: float = 0.0, ignore_n: bool = False):
+    def __init__(self, delay: float = 0.0, ignore_n: bool = False, capacity: int | None = None):
         self.delay = delay
+        self._slots = threading.Semaphore(capacity) if capacity else None
         self.ignore_n = ignore_n
         self.logprobs: list[tuple[str, float]] | None = None
         self.rule: Callable[[dict | None, dict], Reply | None] | None = None
@@ -153,7 +155,11 @@ class ChatServer:
                 reply = Reply(reply.status, self.default_reply(body).body, reply.headers, reply.delay, reply.truncate)
             if not handler.path.endswith("/chat/completions"):
                 reply = Reply.error(404, message=f"no route {handler.path}")
-            time.sleep(reply.delay or self.delay)
+            if self._slots is not None:
+                with self._slots:
+                    time.sleep(reply.delay or self.delay)
+            else:
+                time.sleep(reply.delay or self.delay)
         finally:
             # Counted out before answering: the client cannot start its next request before then,
             # so max_in_flight never overcounts.

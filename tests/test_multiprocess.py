@@ -202,3 +202,37 @@ def test_full_parameter_grpo_ranks_split_the_prompts_and_end_with_the_same_weigh
     final, _ = load_model(out / "final")
     final = dict(final.named_parameters())
     assert final.keys() == weights.keys() and all(torch.equal(final[k], v) for k, v in weights.items())
+
+
+def test_two_nodes_share_the_run_directory_and_only_global_rank_0_writes(toy_run, tiny_models, tmp_path):  # noqa: F811
+    """Two "nodes" (two launchers on loopback, one process each, node ranks 0 and 1) train SFT into
+    one run directory, as on shared storage: every file is written once, by global rank 0 (node 1's
+    process is its node's local main process, and writes nothing), and both end with its weights."""
+    run, dump = tmp_path / "run", tmp_path / "ranks"
+    run.mkdir()
+    dump.mkdir()
+    for name in ("samples.jsonl", "corpus.jsonl", "consensus.jsonl"):
+        (run / name).write_bytes((toy_run / name).read_bytes())
+    script = tmp_path / "launcher.py"
+    script.write_text(LAUNCHER)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    if Path("/sys/class/net/lo").exists():
+        env["GLOO_SOCKET_IFNAME"] = "lo"
+    port = str(free_port())
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIG), "--multi_gpu",
+         "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(node), "--main_process_ip", "127.0.0.1",
+         "--main_process_port", port, str(script), str(dump), "sft", "--out", str(run),
+         f"model={tiny_models['student']}", "target=cot", "steps=2", "batch_size=2", "lr=1e-3", "log_every=1",
+         "save_every=1", "progress=false"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for node in (0, 1)]
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    infos = [json.loads((dump / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert [i["process_index"] for i in infos] == [0, 1] and all(i["num_processes"] == 2 for i in infos)
+    assert [r["step"] for r in read_jsonl(run / "sft" / "metrics.jsonl")] == [1, 2]  # once, not once per node
+    assert read_manifest(run, "sft")["counts"]["steps"] == 2
+    assert sorted(p.name for p in (run / "sft").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert_same_weights([{**info, "weights": torch.load(dump / f"rank{info['process_index']}.pt")} for info in infos])
+    assert sum("sft: 2 steps" in output for output in outputs) == 1  # only global rank 0 reports

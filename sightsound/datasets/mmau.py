@@ -12,7 +12,7 @@ the sample is `task` (sound / speech / music, the paper's columns); the source `
 sometimes a list (`["Reasoning"]`) and is kept in `meta` as a plain string. The file changed
 after its v05.15.25 release, so the prepare manifest records its sha256.
 
-The test set's `answer` is "": its samples are unlabelled (`answer` None, `answer_text` ""),
+The test set's `answer` is "" (elsewhere an empty answer is an error): its samples are unlabelled (`answer` None, `answer_text` ""),
 `eval` answers them without scoring them, and `sightsound export EVAL_DIR --format
 mmau-submission` writes the file the leaderboard scores (sightsound/exports.py).
 """
@@ -24,6 +24,9 @@ from pathlib import Path
 from sightsound.answers import option_index
 from sightsound.datasets.reading import Benchmark, Entry, Metadata, field, load_json_list, parse_each
 from sightsound.records import Sample
+
+
+UNLABELLED_SPLITS = ("test",)  # the leaderboard's split: answers withheld
 
 
 def read(root: Path, split: str) -> Metadata:
@@ -43,6 +46,9 @@ def _parse(record: dict, where: str, split: str) -> Entry:
     if not 2 <= len(choices) <= 8 or not all(isinstance(c, str) for c in choices):
         raise ValueError(f"{where}: field 'choices' should hold 2 to 8 strings, found {choices!r}")
     answer_text = field(record, "answer", str, where)
+    if not answer_text and split not in UNLABELLED_SPLITS:
+        raise ValueError(f"{where}: field 'answer' is empty (only the {', '.join(UNLABELLED_SPLITS)} split withholds "
+                         "its answers)")
     try:  # the first equal choice (then ignoring case and spaces); none on the test set
         answer = option_index(answer_text, choices) if answer_text else None
     except ValueError:

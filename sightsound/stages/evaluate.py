@@ -20,6 +20,7 @@ has them, the paper's columns, counts, and the dataset file's hash) and a manife
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from sightsound import answers, datasets, formats, scoring
 from sightsound.config import ConfigError
+from sightsound.engine import EngineConfig, map_jobs
 from sightsound.inference import Asking, answer_all, inputs_of, scorer_for
 from sightsound.manifest import model_inputs, open_stage, read_manifest
 from sightsound.models import ModelConfig, load_backend
@@ -45,6 +47,7 @@ class EvalConfig(Asking):
     teacher_traces: str | None = None  # traces.jsonl, for test_time_cot_distill
     chunk: int = 32  # questions sent to the backend at once; predictions are written after each
     limit: int | None = None  # only the first N questions
+    engine: EngineConfig = field(default_factory=EngineConfig)  # where the chunks run (sightsound/engine.py)
     progress: bool = True
 
 
@@ -62,16 +65,15 @@ def main(cfg: EvalConfig) -> dict:
 
     samples = list(read_jsonl(samples_path, Sample))[: cfg.limit]
     traces = _first_traces(cfg.teacher_traces) if cfg.method == "test_time_cot_distill" else {}
-    backend = None
     failures, unusable = 0, {}
     with JsonlWriter(predictions_path) as predictions:
         todo = [s for s in samples if s.id not in predictions]
         bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"eval {cfg.method}", unit="q",
                    disable=not cfg.progress)
-        for start in range(0, len(todo), cfg.chunk):
-            chunk = todo[start:start + cfg.chunk]
-            backend = backend or load_backend(cfg.model)
-            answered, bad, failed = answer_all(backend, chunk, cfg, traces)
+        jobs = [todo[start:start + cfg.chunk] for start in range(0, len(todo), cfg.chunk)]
+        jobs = [(chunk, {s.id: traces[s.id] for s in chunk if s.id in traces}) for chunk in jobs]
+        for (chunk, _), (answered, bad, failed) in map_jobs(cfg.engine, functools.partial(load_backend, cfg.model),
+                                                            functools.partial(_answer, cfg), jobs):
             for prediction in answered:
                 predictions.write(prediction)
             unusable.update(bad)
@@ -90,6 +92,12 @@ def main(cfg: EvalConfig) -> dict:
     print(f"eval: {cfg.label or cfg.model.model} / {cfg.method}: accuracy {formats.num(result['accuracy'])} "
           f"over {result['count']} questions{hidden} → {out / 'result.json'}")
     return result
+
+
+def _answer(cfg: EvalConfig, backend, job):
+    """A chunk's predictions, unusable samples and backend failures (where an engine runs it)."""
+    chunk, traces = job
+    return answer_all(backend, chunk, cfg, traces)
 
 
 def _check(cfg: EvalConfig) -> None:

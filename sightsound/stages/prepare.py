@@ -15,16 +15,19 @@ acoustic ones as a benchmark of their own. A rerun resumes where an interrupted 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from sightsound import datasets, media
 from sightsound.datasets.reading import Entry, Skip
+from sightsound.engine import EngineConfig, map_jobs
 from sightsound.manifest import open_stage
+from sightsound.records import Sample
 from sightsound.store import JsonlWriter, read_jsonl, sha256_file
 
 
@@ -42,6 +45,8 @@ class PrepareConfig:
     limit: int | None = None  # keep only the first N usable samples
     allow_outside_media: bool = False  # use media that metadata names by a path outside root and media
     max_audio_seconds: float | None = 600.0  # audio past this is cut (and counted); null: keep it all
+    chunk: int = 16  # clips decoded per job (what an engine sends to a worker at once)
+    engine: EngineConfig = field(default_factory=EngineConfig)  # where the decoding runs (sightsound/engine.py)
     progress: bool = True
 
 
@@ -56,20 +61,17 @@ def main(cfg: PrepareConfig) -> dict:
         return stage.manifest
 
     media_root = Path(cfg.media or cfg.root)
-    index = index_media(media_root)
     root = Path(cfg.root)  # media named by path must lie under the media's folder or the metadata's
     allowed = None if cfg.allow_outside_media else [
         media_root.resolve(), (root if root.is_dir() else root.parent).resolve()]
     cache_dir = run_dir / "media"
-    failed: dict[str, media.MediaError] = {}  # clip → why, so a bad clip is decoded only once
     seen: dict[str, int] = {}  # id → how many repeats of it so far
     left_out: Counter = Counter()  # categories not asked for → questions
     with JsonlWriter(samples_path) as samples, JsonlWriter(skipped_path) as skipped:
-        bar = tqdm(metadata.entries, total=metadata.total, desc="prepare", unit="rec",
-                   disable=not cfg.progress)
-        for entry in bar:
-            if cfg.limit is not None and len(samples.ids) >= cfg.limit:
-                break
+        bar = tqdm(total=metadata.total, desc="prepare", unit="rec", disable=not cfg.progress)
+        todo: list[Entry] = []  # entries whose clips are to be decoded, in metadata order
+        for entry in metadata.entries:
+            bar.update(1)
             if isinstance(entry, Skip):
                 skipped.write(entry)
                 continue
@@ -83,18 +85,21 @@ def main(cfg: PrepareConfig) -> dict:
                                    f"{metadata.source}: duplicate id {sample.id!r}", "duplicate"))
                 continue
             seen[sample.id] = 0
-            if sample.id in samples or sample.id in skipped:
-                continue  # done by an interrupted earlier run
-            try:
-                sample.audio, sample.video, frames = materialize(entry, index, allowed, cache_dir, cfg, failed)
-            except media.MediaError as exc:  # named by metadata file and record, then the media's own words
-                skipped.write(Skip(sample.id, f"{metadata.source} (id {sample.id}): {exc}", exc.kind))
-                continue
-            if frames is not None:
-                sample.meta["frames"] = frames
-            if cfg.max_audio_seconds is not None and media.wav_seconds(sample.audio) >= cfg.max_audio_seconds:
-                sample.meta["audio_cut_at_seconds"] = cfg.max_audio_seconds
-            samples.write(sample)
+            if sample.id not in samples and sample.id not in skipped:  # else done by an interrupted earlier run
+                todo.append(entry)
+        setup = functools.partial(Decoder, media_root, allowed, cache_dir, cfg)
+        while todo and (cfg.limit is None or len(samples.ids) < cfg.limit):
+            # with a limit, only as many clips as samples are still wanted (again, if some fail)
+            wanted, todo = (todo, []) if cfg.limit is None else (todo[:cfg.limit - len(samples.ids)],
+                                                                 todo[cfg.limit - len(samples.ids):])
+            jobs = [wanted[start:start + cfg.chunk] for start in range(0, len(wanted), cfg.chunk)]
+            for chunk, results in map_jobs(cfg.engine, setup, _decode_chunk, jobs):
+                for entry, result in zip(chunk, results, strict=True):
+                    if isinstance(result, media.MediaError):  # named by metadata file and record, then the media's words
+                        skipped.write(Skip(entry.sample.id, f"{metadata.source} (id {entry.sample.id}): {result}",
+                                           result.kind))
+                    else:
+                        samples.write(result)
         bar.close()
         n_samples, n_skipped = len(samples.ids), len(skipped.ids)
     reasons = Counter(line["kind"] for line in read_jsonl(skipped_path))
@@ -109,6 +114,36 @@ def main(cfg: PrepareConfig) -> dict:
     print(f"prepare: {n_samples} samples, {n_skipped} skipped" + (f" ({summary})" if summary else "")
           + f" → {samples_path}")
     return manifest
+
+
+class Decoder:
+    """What decoding needs where it runs: the media index (one walk of the media tree) and which
+    clips failed already (a bad clip is decoded once)."""
+
+    def __init__(self, media_root: Path, allowed: list[Path] | None, cache_dir: Path, cfg: PrepareConfig):
+        self.index, self.allowed, self.cache_dir, self.cfg = index_media(media_root), allowed, cache_dir, cfg
+        self.failed: dict[str, media.MediaError] = {}  # clip → why
+
+    def sample(self, entry: Entry) -> Sample:
+        """The entry's sample with its media attached (cached wav, video, frames), or MediaError."""
+        sample, cfg = entry.sample, self.cfg
+        sample.audio, sample.video, frames = materialize(entry, self.index, self.allowed, self.cache_dir, cfg, self.failed)
+        if frames is not None:
+            sample.meta["frames"] = frames
+        if cfg.max_audio_seconds is not None and media.wav_seconds(sample.audio) >= cfg.max_audio_seconds:
+            sample.meta["audio_cut_at_seconds"] = cfg.max_audio_seconds
+        return sample
+
+
+def _decode_chunk(decoder: Decoder, entries: list[Entry]) -> list[Sample | media.MediaError]:
+    """Each entry's sample, or the MediaError that stopped it (where an engine runs it)."""
+    results = []
+    for entry in entries:
+        try:
+            results.append(decoder.sample(entry))
+        except media.MediaError as exc:
+            results.append(exc)
+    return results
 
 
 def index_media(root: Path) -> dict[str, list[Path]]:
@@ -184,7 +219,7 @@ def stored_clip(entry: Entry, cache_dir: Path, cfg: PrepareConfig) -> str:
     wav = cache_dir / f"{key}.wav"
     if not wav.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
-        scratch = cache_dir / f"{key}.source{Path(entry.audio_name).suffix}"
+        scratch = media.scratch_path(cache_dir / f"{key}.source{Path(entry.audio_name).suffix}")
         scratch.write_bytes(entry.audio_bytes)
         try:
             clip = media.decode(scratch, num_frames=0, max_seconds=cfg.max_audio_seconds)

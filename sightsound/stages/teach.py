@@ -4,7 +4,7 @@
 
 Reads `RUN_DIR/samples.jsonl`; writes `traces.jsonl` (one line per sampled trace: `sample_id`,
 `index`, `text`, `answer`, `pred_index`) and `consensus.jsonl` (one line per sample: the votes,
-`unanimous`, the teacher `label`). On the synthetic world the manifest also counts the share of
+`unanimous`, the teacher `label`, and the `server` that answered, with HTTP backends). On the synthetic world the manifest also counts the share of
 traces that claim a sound the clip lacks (`hallucinated_traces`). A sample is kept for distillation exactly when the paper keeps
 it (§3.1): all n extracted answers are the same, |unique(A)| = 1 — and that answer exists (a vote
 with no recognizable answer never makes a label).
@@ -19,6 +19,7 @@ unfinished chunk again (free, and the only way to the same draws). A request the
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,9 @@ from tqdm import tqdm
 from sightsound import answers, formats, media, prompts
 from sightsound.config import ConfigError
 from sightsound.datasets.synth import oracle
+from sightsound.engine import EngineConfig, map_jobs
 from sightsound.manifest import StageRun, model_inputs, open_stage
-from sightsound.models import ModelConfig, Request, Sampling, load_backend
+from sightsound.models import Generation, ModelConfig, Request, Sampling, load_backend
 from sightsound.records import Sample, Trace
 from sightsound.store import JsonlWriter, keep_only, read_jsonl, sha256_file
 
@@ -54,6 +56,7 @@ class TeachConfig:
     frame_size: int | None = 448  # longest side in pixels
     chunk: int = 32  # samples sent to the backend at once; results are written after each chunk
     limit: int | None = None  # only the first N samples
+    engine: EngineConfig = field(default_factory=EngineConfig)  # where the chunks run (sightsound/engine.py)
     progress: bool = True
 
 
@@ -72,29 +75,16 @@ def main(cfg: TeachConfig) -> dict:
         return stage.manifest
 
     samples = list(read_jsonl(samples_path, Sample))[: cfg.limit]
-    sampling = Sampling(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                        max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
-    backend = None  # loaded only if something is left to do
     with JsonlWriter(traces_path) as traces, JsonlWriter(consensus_path) as consensus, \
             JsonlWriter(run_dir / "teach_errors.jsonl") as errors:
-        bar = tqdm(total=len(samples), desc="teach", unit="clip", disable=not cfg.progress)
-        for number, start in enumerate(range(0, len(samples), cfg.chunk)):
-            chunk = samples[start:start + cfg.chunk]
-            todo = [s for s in chunk if s.id not in consensus]
-            bar.update(len(chunk) - len(todo))
-            if not todo:
-                continue
-            backend = backend or load_backend(cfg.model)
-            requests, unusable = [], {}
-            # a local model's draws depend on the whole batch: it gets the whole chunk, as an uninterrupted run did
-            for sample in (chunk if getattr(backend, "batch_dependent_draws", True) else todo):
-                try:
-                    requests.append(Request(sample.id, teacher_messages(sample, cfg)))
-                except media.MediaError as exc:
-                    unusable[sample.id] = str(exc)
-            chunk_sampling = Sampling(**{**sampling.__dict__, "seed": cfg.seed + number})
-            generations = {g.request_id: g for g in backend.generate(requests, chunk_sampling)}
-            for sample in todo:
+        chunks = [(number, samples[start:start + cfg.chunk]) for number, start in enumerate(range(0, len(samples), cfg.chunk))]
+        jobs = [(number, chunk, [s.id for s in chunk if s.id not in consensus]) for number, chunk in chunks]
+        jobs = [job for job in jobs if job[2]]
+        bar = tqdm(total=len(samples), initial=len(samples) - sum(len(todo) for _, _, todo in jobs), desc="teach",
+                   unit="clip", disable=not cfg.progress)
+        for (number, chunk, todo), (generations, unusable) in map_jobs(
+                cfg.engine, functools.partial(load_backend, cfg.model), functools.partial(sample_chunk, cfg), jobs):
+            for sample in (s for s in chunk if s.id in todo):
                 if sample.id in unusable:
                     consensus.write(vote(sample, [], error=unusable[sample.id]))
                     continue
@@ -106,11 +96,27 @@ def main(cfg: TeachConfig) -> dict:
                 sample_traces = [make_trace(sample, i, text) for i, text in enumerate(generation.texts)]
                 for trace in sample_traces:
                     traces.write(trace)
-                consensus.write(vote(sample, sample_traces))
+                consensus.write({**vote(sample, sample_traces), "server": generation.server})
             bar.update(len(todo))
         bar.close()
 
     return _finish(stage, cfg, samples)
+
+
+def sample_chunk(cfg: TeachConfig, backend, job) -> tuple[dict[str, Generation], dict[str, str]]:
+    """One chunk's generations by sample id, and the samples that cannot be asked (why): the work
+    an engine runs where the model is. The chunk is sampled with seed + its number."""
+    number, chunk, todo = job
+    requests, unusable = [], {}
+    # a local model's draws depend on the whole batch: it gets the whole chunk, as an uninterrupted run did
+    for sample in (chunk if getattr(backend, "batch_dependent_draws", True) else [s for s in chunk if s.id in todo]):
+        try:
+            requests.append(Request(sample.id, teacher_messages(sample, cfg)))
+        except media.MediaError as exc:
+            unusable[sample.id] = str(exc)
+    sampling = Sampling(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                        max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + number)
+    return {g.request_id: g for g in backend.generate(requests, sampling)}, unusable
 
 
 def teacher_messages(sample: Sample, cfg: TeachConfig) -> list[dict]:

@@ -50,6 +50,7 @@ and no corpus or manifest is written while any is pending.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ from sightsound import formats
 from sightsound.checking.checkers import CHECKERS
 from sightsound.config import ConfigError, check_name
 from sightsound.datasets.synth import oracle
+from sightsound.engine import EngineConfig, map_jobs
 from sightsound.manifest import StageRun, model_inputs, open_stage
 from sightsound.models import ModelConfig
 from sightsound.records import UNPARSEABLE, Sample, Trace, Verdict
@@ -84,6 +86,7 @@ class VerifyConfig:
     # tts false: each sample's first trace (n = 1, no vote; its own answer is the label) instead of
     # the unanimous samples' traces; agfv false: every such trace, checked or not.
     corpora: dict[str, dict[str, bool]] = field(default_factory=dict)
+    engine: EngineConfig = field(default_factory=EngineConfig)  # where the chunks run (sightsound/engine.py)
     progress: bool = True
 
 
@@ -102,7 +105,7 @@ def main(cfg: VerifyConfig) -> dict:
     verdicts_path, errors_path = run_dir / "verdicts.jsonl", run_dir / "verify_errors.jsonl"
     corpora = [run_dir / "corpus.jsonl"] + [run_dir / f"corpus-{name}.jsonl" for name in cfg.corpora]
     stage = open_stage(run_dir, "verify", cfg, inputs, [verdicts_path, errors_path, *corpora],
-                       exclude=("out", "progress", "chunk"),  # chunking changes no verdict
+                       exclude=("out", "progress", "chunk", "engine"),  # chunking changes no verdict
                        note=lambda m: f"{m['counts']['accepted']} traces accepted")
     if stage.done:
         return stage.manifest
@@ -113,9 +116,9 @@ def main(cfg: VerifyConfig) -> dict:
     firsts = any(not spec.get("tts", True) for spec in cfg.corpora.values())  # n = 1 corpora need every first trace
     items = [(samples[t.sample_id], t) for t in read_jsonl(paths["traces"], Trace)
              if t.sample_id in kept or (firsts and _first(t))]
-    checker = None  # loaded only if something is left to check
     with JsonlWriter(verdicts_path) as verdicts, JsonlWriter(errors_path) as errors:
         bar = tqdm(total=len(items), desc=f"verify ({cfg.checker})", unit="trace", disable=not cfg.progress)
+        jobs = []
         for start in range(0, len(items), cfg.chunk):
             chunk = items[start:start + cfg.chunk]
             todo = [(s, t) for s, t in chunk if t.id not in verdicts]
@@ -126,17 +129,24 @@ def main(cfg: VerifyConfig) -> dict:
                     audible.append((sample, trace))
                 else:
                     errors.write(_error(trace, f"audio file {sample.audio} not found"))
+                    bar.update(1)
             if audible:
-                checker = checker or CHECKERS[cfg.checker](cfg)
-                for (sample, trace), result in zip(audible, checker(audible), strict=True):
-                    if isinstance(result, Verdict):
-                        verdicts.write(result)
-                    else:
-                        errors.write(_error(trace, result))
-            bar.update(len(todo))
+                jobs.append(audible)
+        for audible, results in map_jobs(cfg.engine, functools.partial(CHECKERS[cfg.checker], cfg), _check, jobs):
+            for (sample, trace), result in zip(audible, results, strict=True):
+                if isinstance(result, Verdict):
+                    verdicts.write(result)
+                else:
+                    errors.write(_error(trace, result))
+            bar.update(len(audible))
         bar.close()
 
     return _finish(stage, cfg, items, {row["id"]: row for row in consensus})
+
+
+def _check(checker, audible: list) -> list:
+    """A chunk's verdicts (or why none), by the checker an engine built where it runs."""
+    return checker(audible)
 
 
 def _first(trace: Trace) -> bool:
