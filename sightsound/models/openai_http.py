@@ -41,8 +41,10 @@ What it does, and the choices made where servers differ:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import base64
 import email.utils
+import functools
 import io
 import logging
 import math
@@ -223,8 +225,8 @@ class OpenAIBackend:
         return f"OpenAIBackend(model={self.cfg.model!r}, base_url={self.cfg.base_url!r})"
 
     def generate(self, requests: list[Request], sampling: Sampling) -> list[Generation]:
-        async def job(client, request):
-            texts, server = await self._sample(client, request, sampling)
+        async def job(clients, request):
+            texts, server = await self._sample(clients, request, sampling)
             return Generation(request.id, texts, server=server)
 
         return _run(self._each(requests, job, lambda request, error: Generation(request.id, error=error)))
@@ -238,25 +240,25 @@ class OpenAIBackend:
                 self.replies_without_logprobs += 1
             return yes_share(data)
 
-        async def job(client, request):
-            messages = await asyncio.to_thread(to_openai_messages, request.messages)
+        async def job(clients, request):
+            messages = await _converted(request.messages)
             body = {"model": self.cfg.model, "messages": messages, "n": 1, "max_tokens": 1,
                     "temperature": 0, "logprobs": True, "top_logprobs": 20}
-            return (await self._post(client, body, parse))[0]
+            return (await self._post(clients, body, parse))[0]
 
         return _run(self._each(requests, job, lambda request, error: None))
 
     # -- plumbing
 
     async def _each(self, requests, job, on_error) -> list:
-        """Run job(client, request) for every request, at most max_concurrency at a time; a failure
+        """Run job(clients, request) for every request, at most max_concurrency at a time; a failure
         becomes on_error(request, message) so that the other requests carry on."""
         semaphore = asyncio.Semaphore(max(1, self.cfg.max_concurrency))
 
-        async def guarded(client, request):
+        async def guarded(clients, request):
             async with semaphore:
                 try:
-                    return await job(client, request)
+                    return await job(clients, request)
                 except Exception as e:  # noqa: BLE001 - anything, even a missing wav, is per request
                     while isinstance(e, ExceptionGroup) and e.exceptions:  # say what went wrong inside
                         e = e.exceptions[0]
@@ -265,15 +267,19 @@ class OpenAIBackend:
                     log.warning("request %s failed: %s", request.id, message)
                     return on_error(request, message)
 
-        async with self._client() as client:
-            return list(await asyncio.gather(*(guarded(client, r) for r in requests)))
+        # One connection pool per server: httpcore scans its pool's connections for every queued
+        # request, so one pool of all servers' connections cost more CPU per request than the
+        # replies (benchmarks/scale_out.py: 4 servers at 100 ms, 32 in flight).
+        async with contextlib.AsyncExitStack() as stack:
+            clients = {url: await stack.enter_async_context(self._client()) for url in self.servers.urls}
+            return list(await asyncio.gather(*(guarded(clients, r) for r in requests)))
 
     def _client(self) -> httpx.AsyncClient:
         key = self._api_key()
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        size = max(1, self.cfg.max_concurrency) * len(self.servers.urls)
+        size = max(1, self.cfg.max_concurrency)
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        return httpx.AsyncClient(headers=headers, timeout=self.cfg.timeout, limits=limits)
+        return httpx.AsyncClient(headers=headers, timeout=self.cfg.timeout, limits=limits, verify=_ssl_context())
 
     def _api_key(self) -> str | None:
         if not self.cfg.api_key_env:
@@ -284,9 +290,9 @@ class OpenAIBackend:
         key = self._api_key()
         return text.replace(key, "***") if key else text
 
-    async def _sample(self, client, request: Request, sampling: Sampling) -> tuple[list[str], str]:
+    async def _sample(self, clients, request: Request, sampling: Sampling) -> tuple[list[str], str]:
         """n texts for the request, and the server that answered (the last one, after top-ups)."""
-        messages = await asyncio.to_thread(to_openai_messages, request.messages)  # JPEG encoding off the loop
+        messages = await _converted(request.messages)
         texts: list[str] = []
         server = ""
         round_ = 0
@@ -297,13 +303,13 @@ class OpenAIBackend:
                     "temperature": sampling.temperature, "top_p": sampling.top_p,
                     "max_tokens": sampling.max_new_tokens, **({} if seed is None else {"seed": seed}),
                     **({} if sampling.top_k is None else {"top_k": sampling.top_k}), **self.cfg.extra_body}
-            answered, server = await self._post(client, body, choice_texts)
+            answered, server = await self._post(clients, body, choice_texts)
             texts += [self._scrub(text) for text in answered]
             if len(texts) < sampling.n:
                 log.debug("request %s: %d of %d texts, asking again", request.id, len(texts), sampling.n)
         return texts[: sampling.n], server
 
-    async def _post(self, client, body: dict, parse) -> tuple:
+    async def _post(self, clients: dict, body: dict, parse) -> tuple:
         """POST with retries, each attempt to the server `Servers.pick` gives; returns (parse(reply
         JSON), the server's base_url) or raises RequestFailed."""
         attempts = 0
@@ -312,7 +318,7 @@ class OpenAIBackend:
             server = self.servers.pick()
             self.servers.in_flight[server] += 1
             try:
-                value = parse(await self._attempt(client, server, body))
+                value = parse(await self._attempt(clients[server], server, body))
                 self.servers.succeeded(server)
                 return value, server
             except _AttemptFailed as e:
@@ -360,6 +366,21 @@ class OpenAIBackend:
     def _backoff(self, attempt: int) -> float:
         # Jitter spreads the retries of many requests that failed together.
         return min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)) * self._rng.uniform(0.5, 1.0)
+
+
+async def _converted(messages: list[dict]) -> list[dict]:
+    """`to_openai_messages`, in a worker thread when there are media to encode (JPEG, base64: off
+    the event loop), else here (the thread hand-off cost more than converting text)."""
+    if all(isinstance(m.get("content"), str) or all(part.get("type") == "text" for part in m["content"])
+           for m in messages):
+        return to_openai_messages(messages)
+    return await asyncio.to_thread(to_openai_messages, messages)
+
+
+@functools.lru_cache(maxsize=1)
+def _ssl_context():
+    """One verifying TLS context for every client (loading the CA bundle took 50 ms a client)."""
+    return httpx.create_ssl_context()
 
 
 def _run(coro):
