@@ -16,6 +16,9 @@ training); the scorer is the benchmark's own unless `scorer` says otherwise (MMA
 string rule). Writes `OUT/predictions.jsonl` (per sample: prompt, response, pred_index, correct, category, ...),
 `OUT/result.json` (accuracy overall, per category, per difficulty / modality where the benchmark
 has them, the paper's columns, counts, and the dataset file's hash) and a manifest. Resumable.
+Questions without a public answer (MMAU test) are answered and counted as `unlabelled`, not scored.
+Chunks of `chunk` questions run on the engine `engine` names (this process, or a Ray cluster's
+actors: sightsound/engine.py); this process alone writes the predictions.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ A record whose metadata or media cannot be used goes to `skipped.jsonl` with its
 goes on. `categories` keeps only the questions of those categories (the others are counted in the
 manifest, not skipped): the demo trains on the question types vision can answer and tests the
 acoustic ones as a benchmark of their own. A rerun resumes where an interrupted one stopped; a finished one is not redone.
+Clips are decoded `chunk` at a time on the engine `engine` names (this process, or a Ray cluster's
+actors: sightsound/engine.py); this process alone writes the records, in metadata order.
 """
 
 from __future__ import annotations
@@ -70,23 +72,30 @@ def main(cfg: PrepareConfig) -> dict:
     with JsonlWriter(samples_path) as samples, JsonlWriter(skipped_path) as skipped:
         bar = tqdm(total=metadata.total, desc="prepare", unit="rec", disable=not cfg.progress)
         todo: list[Entry] = []  # entries whose clips are to be decoded, in metadata order
-        for entry in metadata.entries:
-            bar.update(1)
+
+        def triage(entry) -> bool:
+            """Write what needs no decoding (a bad record, a repeat), count what is not asked for,
+            queue the rest (unless an interrupted earlier run wrote it); whether it was queued."""
             if isinstance(entry, Skip):
                 skipped.write(entry)
-                continue
+                return False
             sample = entry.sample
             if cfg.categories is not None and sample.category not in cfg.categories:
                 left_out[sample.category] += 1
-                continue
-            if sample.id in seen:  # every repeat gets its own line
+            elif sample.id in seen:  # every repeat gets its own line
                 seen[sample.id] += 1
                 skipped.write(Skip(f"{sample.id} (repeat {seen[sample.id]})",
                                    f"{metadata.source}: duplicate id {sample.id!r}", "duplicate"))
-                continue
-            seen[sample.id] = 0
-            if sample.id not in samples and sample.id not in skipped:  # else done by an interrupted earlier run
-                todo.append(entry)
+            else:
+                seen[sample.id] = 0
+                if sample.id not in samples and sample.id not in skipped:
+                    todo.append(entry)
+                    return True
+            return False
+
+        for entry in metadata.entries:
+            if not triage(entry):
+                bar.update(1)  # a queued record is counted when it is decoded
         setup = functools.partial(Decoder, media_root, allowed, cache_dir, cfg)
         while todo and (cfg.limit is None or len(samples.ids) < cfg.limit):
             # with a limit, only as many clips as samples are still wanted (again, if some fail)
@@ -100,6 +109,7 @@ def main(cfg: PrepareConfig) -> dict:
                                            result.kind))
                     else:
                         samples.write(result)
+                bar.update(len(chunk))
         bar.close()
         n_samples, n_skipped = len(samples.ids), len(skipped.ids)
     reasons = Counter(line["kind"] for line in read_jsonl(skipped_path))

@@ -4,12 +4,13 @@
 
 Reads `RUN_DIR/samples.jsonl`; writes `traces.jsonl` (one line per sampled trace: `sample_id`,
 `index`, `text`, `answer`, `pred_index`) and `consensus.jsonl` (one line per sample: the votes,
-`unanimous`, the teacher `label`, and the `server` that answered, with HTTP backends). On the synthetic world the manifest also counts the share of
-traces that claim a sound the clip lacks (`hallucinated_traces`). A sample is kept for distillation exactly when the paper keeps
+`unanimous`, the teacher `label`, and the `server` that answered, with HTTP backends). On the
+synthetic world the manifest also counts the share of traces that claim a sound the clip lacks (`hallucinated_traces`). A sample is kept for distillation exactly when the paper keeps
 it (§3.1): all n extracted answers are the same, |unique(A)| = 1 — and that answer exists (a vote
 with no recognizable answer never makes a label).
 
-Samples go to the backend in fixed chunks of the sample file, each sampled with seed + chunk
+Samples go to the backend in fixed chunks of the sample file (on the engine `engine` names:
+this process, or a Ray cluster's actors, sightsound/engine.py), each sampled with seed + chunk
 number, so a rerun ends with the same records as an uninterrupted run. A server backend seeds
 every request on its own, so a rerun asks again only for the samples still missing (nothing else
 is billed twice); a local model's draws depend on the whole batch, so its rerun samples the whole
@@ -77,9 +78,12 @@ def main(cfg: TeachConfig) -> dict:
     samples = list(read_jsonl(samples_path, Sample))[: cfg.limit]
     with JsonlWriter(traces_path) as traces, JsonlWriter(consensus_path) as consensus, \
             JsonlWriter(run_dir / "teach_errors.jsonl") as errors:
-        chunks = [(number, samples[start:start + cfg.chunk]) for number, start in enumerate(range(0, len(samples), cfg.chunk))]
-        jobs = [(number, chunk, [s.id for s in chunk if s.id not in consensus]) for number, chunk in chunks]
-        jobs = [job for job in jobs if job[2]]
+        jobs = []  # (chunk number, its samples, the ids still to do): the number seeds the chunk's draws
+        for number, start in enumerate(range(0, len(samples), cfg.chunk)):
+            chunk = samples[start:start + cfg.chunk]
+            todo = [s.id for s in chunk if s.id not in consensus]
+            if todo:
+                jobs.append((number, chunk, todo))
         bar = tqdm(total=len(samples), initial=len(samples) - sum(len(todo) for _, _, todo in jobs), desc="teach",
                    unit="clip", disable=not cfg.progress)
         for (number, chunk, todo), (generations, unusable) in map_jobs(

@@ -4,8 +4,8 @@
     sightsound verify --out runs/demo checker=trained verifier=runs/verifier
     sightsound verify --config configs/sightsound-r1.yaml        # GPT-4o-audio, key from OPENAI_API_KEY
 
-Reads `samples.jsonl`, `traces.jsonl` and `consensus.jsonl` of the run directory and checks every
-trace of every unanimous sample (and, when a `corpora` entry asks for n = 1, every sample's first
+Reads `samples.jsonl`, `traces.jsonl` and `consensus.jsonl` of the run directory and checks (in
+chunks, on the engine `engine` names: sightsound/engine.py) every trace of every unanimous sample (and, when a `corpora` entry asks for n = 1, every sample's first
 trace). Writes `verdicts.jsonl` (one line per trace: `sample_id`,
 `index`, `accept`, `score`, `reply`, `checker`) and then the fact-checked corpus D_FC,
 `corpus.jsonl`: one line per accepted trace holding what SFT trains (audio, question) → trace on,
