@@ -132,11 +132,10 @@ RUNTIME_ERROR = 1  # the command was right and the work failed (a missing file, 
 def _export(args):
     from sightsound import exports
 
+    path = exports.export(args.run_dir, args.fmt, args.what, args.out, args.corpus, args.answer, args.metadata)
     if args.fmt == "mmau-submission":
-        path = exports.mmau_submission(args.run_dir, args.out, args.metadata)
         print(f"export: MMAU leaderboard file → {path}")
         return
-    path = exports.export(args.run_dir, args.fmt, args.what, args.out, args.corpus, args.answer)
     lines = sum(1 for _ in path.open())
     print(f"export: {lines} {args.what} rows in {args.fmt}'s format → {path}")
 

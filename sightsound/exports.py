@@ -56,12 +56,12 @@ WHAT = ("sft", "grpo")
 
 
 def export(run_dir: str | Path, fmt: str, what: str = "sft", out: str | Path | None = None,
-           corpus: str = "corpus.jsonl", answer: str = "letter") -> Path:
+           corpus: str = "corpus.jsonl", answer: str = "letter", metadata: str | Path | None = None) -> Path:
     """Write the export and return its path (default `RUN_DIR/export/<format>-<what>.jsonl`)."""
     if fmt not in FORMATS:
         raise ConfigError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if fmt == "mmau-submission":
-        return mmau_submission(run_dir, out)
+        return mmau_submission(run_dir, out, metadata)
     if what not in WHAT:
         raise ConfigError(f"--what {what!r}: expected one of {', '.join(WHAT)}")
     if fmt == "llamafactory" and what == "grpo":
