@@ -14,8 +14,9 @@ against a frozen copy of the starting model; float32, full-parameter, lr 1e-6, g
 
 Ours is `sightsound.stages.grpo.grpo_step` line for line, except that the prompts are text and are
 tokenized with the tokenizer (`grpo_step` encodes each sample's audio through `models.loading.encode`, which a
-text-only model has no use for). It calls the same pieces: `completion_mask`, `placeholder_ids`,
-`student.completion_logps` (old, reference and training log-probs), `rl.group_advantages`,
+text-only model has no use for). It calls the same pieces: `student.sample_groups` (rollouts, each prompt
+prefilled once), `completion_mask`, `placeholder_ids`, `student.completion_logps` (old, reference and
+training log-probs, each prompt computed once for its group), `rl.group_advantages`,
 `rl.grpo_loss`, `rl.grpo_metrics`, `accelerate` for backward / clipping / gathering.
 TRL is `trl.GRPOTrainer(loss_type="grpo", beta=0.04, num_generations=G,
 per_device_train_batch_size=B*G` (TRL counts completions, not prompts), `gradient_accumulation_steps=1,
@@ -181,7 +182,7 @@ def run_ours(args) -> dict:
 
     from sightsound import rl
     from sightsound.stages.grpo import _eos_ids, _mean_over_processes, completion_mask
-    from sightsound.training.student import completion_logps, prepare_for_training
+    from sightsound.training.student import completion_logps, prepare_for_training, sample_groups
 
     torch.manual_seed(args.seed)
     accelerator = Accelerator(cpu=True)
@@ -209,12 +210,12 @@ def run_ours(args) -> dict:
         torch.manual_seed(args.seed * 1_000_003 + step_index * 97 + accelerator.process_index)
         unwrapped.eval()
         with torch.no_grad():
-            output = unwrapped.generate(**prompt_inputs, do_sample=True, temperature=1.0, top_p=1.0, top_k=None,
-                                        num_return_sequences=G, max_new_tokens=args.completion_tokens,
-                                        min_new_tokens=args.completion_tokens,  # same work as TRL: no early EOS
-                                        use_cache=True,
-                                        pad_token_id=tokenizer.pad_token_id,
-                                        suppress_tokens=suppress)
+            output = sample_groups(unwrapped, prompt_inputs, G, do_sample=True, temperature=1.0, top_p=1.0, top_k=None,
+                                   max_new_tokens=args.completion_tokens,
+                                   min_new_tokens=args.completion_tokens,  # same work as TRL: no early EOS
+                                   use_cache=True,
+                                   pad_token_id=tokenizer.pad_token_id,
+                                   suppress_tokens=suppress)
         completion_ids = output[:, prompt_inputs["input_ids"].shape[1]:]
         mask = completion_mask(completion_ids, _eos_ids(unwrapped))
         done = [tokenizer.decode(ids[:n], skip_special_tokens=True) for ids, n in zip(completion_ids, mask.sum(dim=1))]

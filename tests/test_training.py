@@ -193,27 +193,36 @@ def _full_logits_logps(model, prompt, completions, repeats):
     return torch.log_softmax(logits, dim=-1).gather(-1, completions.unsqueeze(-1)).squeeze(-1)
 
 
-def test_chunked_logps_equal_the_full_logits_path_values_and_gradients(tiny_models, tmp_path):
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_chunked_logps_equal_the_full_logits_path_values_and_gradients(tiny_models, tmp_path, checkpointing):
     """With audio, left padding (two prompts of different lengths) and G=2 completions each: the
-    chunked log-probs (3 tokens at a time, recomputed in backward) equal the full-logits path's, and
-    so do the gradients they send to the LM head, the decoder and the audio encoder."""
+    log-probs of one row per prompt (grouped attention, 3 tokens at a time through the LM head,
+    recomputed in backward) equal the plain path's — every completion its own row with its prompt
+    repeated, every position's logits, plain SDPA — and so do the gradients they send to the LM
+    head, the decoder and the audio encoder; also when gradient checkpointing recomputes the layers."""
+    import copy
+
+    from sightsound.training.student import GROUPED, prepare_for_training
+
     model, backend, messages = two_audio_prompts(tiny_models, tmp_path, [(0.8, 300), (1.7, 2500)],
                                                  ["Hear?", "Which sound is it, and how loud is it?"])
-    model.train()
+    model = prepare_for_training(model.train(), gradient_checkpointing=checkpointing)
+    plain = copy.deepcopy(model)  # still on SDPA: completion_logps switches `model` to GROUPED
     prompt = dict(backend.encode(messages))
     assert (prompt["attention_mask"][0] == 0).any()  # the shorter prompt is left-padded
     completions = torch.randint(5, 200, (4, 7), generator=torch.Generator().manual_seed(0))
     weights = torch.randn(4, 7, generator=torch.Generator().manual_seed(1))
-    model.config.use_cache = False
     results = []
-    for path in (lambda: completion_logps(model, prompt, completions, repeats=2, rows=3),
-                 lambda: _full_logits_logps(model, prompt, completions, 2)):
-        model.zero_grad()
+    for net, path in ((model, lambda: completion_logps(model, prompt, completions, repeats=2, rows=3)),
+                      (plain, lambda: _full_logits_logps(plain, prompt, completions, 2))):
+        net.zero_grad()
         torch.manual_seed(0)  # the same dropout masks, if any
         logps = path()
         (logps * weights).sum().backward()
-        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        grads = {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
         results.append((logps.detach(), grads))
+    assert model.get_decoder().config._attn_implementation == GROUPED
+    assert plain.get_decoder().config._attn_implementation == "sdpa"
     (chunked, chunked_grads), (full, full_grads) = results
     assert torch.allclose(chunked, full, atol=1e-5)
     assert chunked_grads.keys() == full_grads.keys() and any("audio" in name for name in full_grads)
@@ -222,33 +231,70 @@ def test_chunked_logps_equal_the_full_logits_path_values_and_gradients(tiny_mode
         assert error < 1e-4, (name, float(error))
 
 
-def test_each_clip_is_encoded_once_per_group_in_scoring_and_in_rollouts(tiny_models, tmp_path):
-    """The audio encoder sees B rows, not B x G: when scoring (whose values and gradients, audio
-    encoder's included, the test above compares with the path that encodes every row) and in the
-    prefill of `generate(num_return_sequences=G)`; rows that are not copies are all encoded."""
-    from sightsound.training.student import audio_encoded_once
+def test_grouped_logps_on_a_text_only_decoder(tiny_models):
+    """A plain Qwen2ForCausalLM (grouped-query attention: 4 heads, 2 key/value heads), prompts of
+    different lengths, G=3: one row per prompt gives the values of one row per completion, and a
+    model loaded with eager attention keeps one row per completion."""
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from sightsound.models import tiny
+    from sightsound.training.student import shares_prompts
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["student"])
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(**tiny._text_config(tokenizer))).eval()
+    tokenizer.padding_side = "left"
+    prompt = dict(tokenizer(["a short one", "a rather longer prompt than that"], padding=True, return_tensors="pt"))
+    completions = torch.randint(5, 200, (6, 5), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = _full_logits_logps(model, prompt, completions, 3)
+        assert shares_prompts(model)
+        assert torch.allclose(completion_logps(model, prompt, completions, repeats=3), expected, atol=1e-5)
+        model.get_decoder().config._attn_implementation = "eager"
+        assert not shares_prompts(model)
+        assert torch.allclose(completion_logps(model, prompt, completions, repeats=3), expected, atol=1e-5)
+
+
+def test_each_prompt_and_clip_runs_once_per_group_in_scoring_and_in_rollouts(tiny_models, tmp_path):
+    """The audio encoder and the decoder see B rows, not B x G: when scoring (whose values and
+    gradients, audio encoder's included, the test above compares with the path that repeats every
+    row) and in the rollouts' prefill, after which `generate` samples what it samples from a prefill
+    of every row — the same sequences, greedy and at temperature 1 with the same seed."""
+    from sightsound.training.student import sample_groups
 
     model, backend, messages = two_audio_prompts(tiny_models, tmp_path, [(0.9, 400), (1.5, 2000)], ["Hear?", "Which?"])
     model.eval()
-    rows = []
+    encoder_rows, decoder_rows = [], []
     tower = next(m for name, m in model.named_modules() if name.endswith("audio_tower"))
-    handle = tower.conv1.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))  # what it runs on
+    hooks = [tower.conv1.register_forward_pre_hook(lambda module, args: encoder_rows.append(args[0].shape[0])),
+             model.get_decoder().register_forward_pre_hook(
+                 lambda module, args, kwargs: decoder_rows.append(kwargs["inputs_embeds"].shape), with_kwargs=True)]
     prompt = dict(backend.encode(messages))
+    assert (prompt["attention_mask"][0] == 0).any()  # left padding
     completions = torch.randint(5, 200, (8, 5), generator=torch.Generator().manual_seed(0))
+    greedy = dict(do_sample=True, top_k=1, max_new_tokens=4)
+    sampled = dict(do_sample=True, top_k=None, temperature=1.0, max_new_tokens=6)
     try:
         with torch.no_grad():
             once = completion_logps(model, prompt, completions, repeats=4)
-            with audio_encoded_once(model, 4):
-                generated = model.generate(**prompt, do_sample=True, top_k=1, num_return_sequences=4, max_new_tokens=3)
-            with audio_encoded_once(model, 2):  # two different clips are not copies of each other
-                completion_logps(model, prompt, completions[:2], repeats=1)
+            generated = sample_groups(model, prompt, 4, **greedy)
+            torch.manual_seed(3)
+            generated_sampled = sample_groups(model, prompt, 4, **sampled)
     finally:
-        handle.remove()
-    assert rows == [2, 2, 2], rows
+        for hook in hooks:
+            hook.remove()
+    assert encoder_rows == [2, 2, 2], encoder_rows
+    prompt_len = prompt["input_ids"].shape[1]
+    assert decoder_rows[0][0] == 2  # scoring: one row per prompt, its 4 completions in it
+    assert decoder_rows[1][:2] == (2, prompt_len - 1)  # the rollouts' prefill: each prompt once
+    assert decoder_rows[2][:2] == (8, 1)  # then generate goes on from the prompts' last token, G rows each
     with torch.no_grad():
         every_row = _full_logits_logps(model, prompt, completions, 4)
-        plain = model.generate(**prompt, do_sample=True, top_k=1, num_return_sequences=4, max_new_tokens=3)
-    assert torch.allclose(once, every_row, atol=1e-5) and torch.equal(generated, plain)
+        plain = model.generate(**prompt, num_return_sequences=4, **greedy)
+        torch.manual_seed(3)
+        plain_sampled = model.generate(**prompt, num_return_sequences=4, **sampled)
+    assert torch.allclose(once, every_row, atol=1e-5)
+    assert torch.equal(generated, plain) and torch.equal(generated_sampled, plain_sampled)
 
 
 def test_completion_mask_runs_through_the_first_eos():

@@ -41,7 +41,7 @@ from sightsound.models.loading import encode, load_model
 from sightsound.records import Sample
 from sightsound.store import JsonlWriter, read_jsonl, sha256_file
 from sightsound.training.loop import TrainingConfig, finish_training, open_training, train
-from sightsound.training.student import LoraConfig, add_lora, audio_encoded_once, completion_logps, prepare_for_training
+from sightsound.training.student import LoraConfig, add_lora, completion_logps, prepare_for_training, sample_groups
 
 
 @dataclass
@@ -142,14 +142,14 @@ def grpo_step(accelerator, policy, reference, processor, optimizer, trainable, b
     prompt_inputs = encode(processor, turns, "left").to(accelerator.device)
     torch.manual_seed(cfg.seed * 1_000_003 + step * 97 + accelerator.process_index)
     unwrapped.eval()
-    with torch.no_grad(), audio_encoded_once(unwrapped, G):
+    with torch.no_grad():
         # A sampled media placeholder (<|AUDIO|>, ...) would make the scoring forward expect media
         # it does not have, so such tokens are never sampled.
-        output = unwrapped.generate(**prompt_inputs, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
-                                    top_k=None, num_return_sequences=G, max_new_tokens=cfg.max_completion_tokens,
-                                    use_cache=True,  # prepare_for_training turned the config's off for training
-                                    pad_token_id=processor.tokenizer.pad_token_id,
-                                    suppress_tokens=placeholder_ids(processor.tokenizer))
+        output = sample_groups(unwrapped, prompt_inputs, G, do_sample=True, temperature=cfg.temperature,
+                               top_p=cfg.top_p, top_k=None, max_new_tokens=cfg.max_completion_tokens,
+                               use_cache=True,  # prepare_for_training turned the config's off for training
+                               pad_token_id=processor.tokenizer.pad_token_id,
+                               suppress_tokens=placeholder_ids(processor.tokenizer))
     completion_ids = output[:, prompt_inputs["input_ids"].shape[1]:]  # [B*G, T]
     mask = completion_mask(completion_ids, _eos_ids(unwrapped))  # [B*G, T]
     texts = [processor.tokenizer.decode(ids[:n], skip_special_tokens=True)

@@ -91,34 +91,40 @@ def build_batch(processor, examples: list[tuple[list[dict], str]]):
 def completion_logps(model, prompt_inputs, completion_ids: torch.Tensor, repeats: int = 1,
                      rows: int = LOGP_ROWS) -> torch.Tensor:
     """Per-token log-probs [B*repeats, T_c] of `completion_ids` [B*repeats, T_c] after left-padded
-    prompts. Every prompt tensor — tokens AND audio features — is repeated with the same
-    `repeat_interleave`, so completion i is scored with its own prompt's audio (R1-AQA tiles the
-    audio with `.repeat` while tokens use `repeat_interleave`, pairing audio with the wrong prompt).
+    prompts, completion i answering prompt i // repeats (as `generate(num_return_sequences=G)` and
+    `repeat_interleave` lay out a group).
+
+    Each prompt is computed once for its group (`one_prompt_per_group`): the forward's row b holds
+    prompt b, its audio and its G completions, each completion attending to the prompt and to itself
+    only. Values and gradients equal those of G separate prompt+completion rows (the prompt's
+    gradient is the sum of what its G completions send back), for the prompt's tokens and its audio
+    encoded once instead of G times. Models that do not take such a mask (see `shares_prompts`)
+    get G rows, with every prompt tensor — tokens AND audio features — repeated by the same
+    `repeat_interleave` (R1-AQA tiles the audio with `.repeat` while tokens use
+    `repeat_interleave`, pairing audio with the wrong prompt).
 
     Only what is needed is computed: the decoder's hidden states at the completion positions go
     through the LM head `rows` tokens at a time, each chunk's float32 log-softmax is reduced to the
     chosen tokens' values at once (and, when gradients are needed, recomputed in the backward pass
     rather than kept), so neither the prompt's logits nor a float32 [N, T, V] block ever exists —
     with Qwen2-Audio's 156k vocabulary that block is gigabytes per scoring pass."""
-    inputs = {k: v.repeat_interleave(repeats, dim=0) if _per_sample(k, v, prompt_inputs) else v
-              for k, v in prompt_inputs.items()}
-    prompt_len = inputs["input_ids"].shape[1]
-    inputs["input_ids"] = torch.cat([inputs["input_ids"], completion_ids], dim=1)
-    inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(completion_ids)], dim=1)
-    if "mm_token_type_ids" in inputs:
-        inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(completion_ids)], dim=1)
     inner = getattr(model, "module", model)  # DDP and DeepSpeed wrap the model; its config is inside
-    if inner.config.model_type == "qwen2_audio":  # positions as generate() counts them: pads take none
-        inputs["position_ids"] = (inputs["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
+    if shares_prompts(inner):
+        inputs, picks = one_prompt_per_group(prompt_inputs, completion_ids, repeats)
+        encoded_once = contextlib.nullcontext()  # the group's audio is in its one row already
+    else:
+        inputs, picks = one_prompt_per_completion(prompt_inputs, completion_ids, repeats, inner.config.model_type)
+        encoded_once = audio_encoded_once(model, repeats)
     head = inner.get_output_embeddings()
     inner.set_output_embeddings(torch.nn.Identity())  # the forward returns hidden states, not logits
     try:
-        with audio_encoded_once(model, repeats):
-            hidden = model(**inputs).logits[:, prompt_len - 1:-1, :]  # [N, T_c, H]: position t predicts t+1
+        with encoded_once:
+            hidden = model(**inputs).logits  # [rows, L, H]
     finally:
         inner.set_output_embeddings(head)
     n, t = completion_ids.shape
-    flat, ids = hidden.reshape(n * t, -1), completion_ids.reshape(n * t)  # [N*T_c, H], [N*T_c]
+    flat = hidden.reshape(-1, hidden.shape[-1])[picks.reshape(-1)]  # [N*T_c, H]: the state before each token
+    ids = completion_ids.reshape(n * t)
     chunks = []
     for start in range(0, n * t, rows):
         part = (head, flat[start:start + rows], ids[start:start + rows])
@@ -127,6 +133,153 @@ def completion_logps(model, prompt_inputs, completion_ids: torch.Tensor, repeats
         else:
             chunks.append(_chosen_logps(*part))
     return torch.cat(chunks).reshape(n, t)
+
+
+# --- one prompt per group: the decoder's attention --------------------------------------------
+#
+# One row holds a prompt and its G completions end to end. Under a plain attention mask every
+# completion token would still be multiplied against every other completion's keys (and masked
+# out): G times the attention work that is needed. So the decoder's attention is registered with
+# transformers' `AttentionInterface` under GROUPED: given a `prompt_groups` layout it attends the
+# prompt causally and each completion to [prompt keys, its own keys], as two SDPA calls; without
+# one it is plain SDPA (generation, SFT, evaluation). The model keeps GROUPED once set, so that
+# gradient checkpointing's recomputation in the backward pass runs the same attention.
+
+GROUPED = "sightsound_grouped_sdpa"
+SHARED_PROMPT_MODELS = ("qwen2", "qwen2_audio")  # Qwen2.5-Omni's thinker computes its own 3-D positions
+
+
+@dataclass
+class PromptGroups:
+    """Where the prompt ends, and the masks of one-prompt-per-group rows (`one_prompt_per_group`)."""
+    prompt_len: int  # P, left padding included
+    repeats: int  # G
+    completion_len: int  # C
+    prompt_mask: torch.Tensor  # [B, 1, P, P]: causal over the prompt's real tokens (a pad sees itself)
+    completion_mask: torch.Tensor  # [B*G, 1, C, P+C]: the prompt's real tokens, then causal
+
+
+def grouped_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                      prompt_groups: PromptGroups | None = None, **kwargs):
+    """transformers' attention signature: query [B, h, L, d], key and value [B, h_kv, L, d] →
+    ([B, L, h, d], None). Plain SDPA unless `prompt_groups` describes the rows."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if prompt_groups is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
+    P, G, C = prompt_groups.prompt_len, prompt_groups.repeats, prompt_groups.completion_len
+    B, gqa = query.shape[0], query.shape[1] != key.shape[1]
+    attend = lambda q, k, v, mask: torch.nn.functional.scaled_dot_product_attention(  # noqa: E731
+        q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling, enable_gqa=gqa)
+    prompt = attend(query[:, :, :P], key[:, :, :P], value[:, :, :P], prompt_groups.prompt_mask)  # [B, h, P, d]
+
+    def per_completion(x):  # [B, h, G*C, d] → [B*G, h, C, d]
+        return x[:, :, P:].unflatten(2, (G, C)).transpose(1, 2).flatten(0, 1)
+
+    def with_prompt(x):  # each completion's keys (values) after its prompt's
+        return torch.cat([x[:, :, :P].repeat_interleave(G, dim=0), per_completion(x)], dim=2)
+
+    completions = attend(per_completion(query), with_prompt(key), with_prompt(value), prompt_groups.completion_mask)
+    completions = completions.unflatten(0, (B, G)).transpose(1, 2).flatten(2, 3)  # [B, h, G*C, d]
+    return torch.cat([prompt, completions], dim=2).transpose(1, 2).contiguous(), None
+
+
+def shares_prompts(model) -> bool:
+    """Whether `completion_logps` computes each prompt once for its group on this model: Qwen2 and
+    Qwen2-Audio with SDPA attention (the default), which this switches to GROUPED. FlashAttention-2
+    or eager attention, and other models, get one row per completion."""
+    if model.config.model_type not in SHARED_PROMPT_MODELS:
+        return False
+    config = model.get_decoder().config  # the config the decoder's attention layers read
+    if config._attn_implementation == "sdpa":
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+        AttentionInterface.register(GROUPED, grouped_attention)
+        AttentionMaskInterface.register(GROUPED, sdpa_mask)  # masks for the plain calls, as SDPA's
+        config._attn_implementation = GROUPED
+    return config._attn_implementation == GROUPED
+
+
+def one_prompt_per_group(prompt_inputs, completion_ids: torch.Tensor, repeats: int):
+    """Forward inputs with one row per prompt — its P (left-padded) tokens, then its G = `repeats`
+    completions of C tokens end to end, with `prompt_groups` for `grouped_attention` — and the flat
+    index, into the forward's [B*L] positions, of the hidden state that predicts each completion
+    token ([B*G, C]). A prompt token sees the prompt's real tokens up to itself; a completion token
+    sees the whole prompt and its own completion up to itself, at positions that continue from the
+    prompt's length: exactly what it saw when it was sampled."""
+    prompt_ids, keep = prompt_inputs["input_ids"], prompt_inputs["attention_mask"].bool()  # [B, P]
+    (B, P), (N, C) = prompt_ids.shape, completion_ids.shape
+    if N != B * repeats:
+        raise ValueError(f"{N} completions for {B} prompts x {repeats}: expected {B * repeats}")
+    device = prompt_ids.device
+    inputs = {k: v for k, v in prompt_inputs.items() if k != "attention_mask"}
+    inputs["input_ids"] = torch.cat([prompt_ids, completion_ids.reshape(B, repeats * C)], dim=1)  # [B, L]
+    offsets = torch.arange(C, device=device).repeat(repeats)  # [G*C]: 0..C-1, G times
+    inputs["position_ids"] = torch.cat([(keep.cumsum(dim=1) - 1).clamp(min=0),
+                                       keep.sum(dim=1, keepdim=True) + offsets], dim=1)  # [B, L]
+    causal = lambda n: torch.ones(n, n, dtype=torch.bool, device=device).tril()  # noqa: E731
+    prompt_mask = (causal(P)[None] & keep[:, None, :]) | torch.eye(P, dtype=torch.bool, device=device)  # [B, P, P]
+    completion_mask = torch.cat([keep.repeat_interleave(repeats, dim=0)[:, None, :].expand(N, C, P),
+                                 causal(C).expand(N, C, C)], dim=2)  # [B*G, C, P+C]
+    inputs["prompt_groups"] = PromptGroups(P, repeats, C, prompt_mask[:, None], completion_mask[:, None])
+
+    # Completion g's token t is predicted at its own position t-1, and its first token at the prompt's last.
+    before = P + torch.arange(repeats * C, device=device) - 1  # [G*C]
+    before[::C] = P - 1
+    picks = (torch.arange(B, device=device)[:, None] * (P + repeats * C) + before[None, :]).reshape(N, C)
+    return inputs, picks
+
+
+def one_prompt_per_completion(prompt_inputs, completion_ids: torch.Tensor, repeats: int, model_type: str):
+    """Forward inputs with one row per completion (its prompt repeated), and the flat index of the
+    hidden state that predicts each completion token ([N, C])."""
+    inputs = {k: v.repeat_interleave(repeats, dim=0) if _per_sample(k, v, prompt_inputs) else v
+              for k, v in prompt_inputs.items()}
+    prompt_len = inputs["input_ids"].shape[1]
+    inputs["input_ids"] = torch.cat([inputs["input_ids"], completion_ids], dim=1)
+    inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(completion_ids)], dim=1)
+    if "mm_token_type_ids" in inputs:
+        inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(completion_ids)], dim=1)
+    if model_type == "qwen2_audio":  # positions as generate() counts them: pads take none
+        inputs["position_ids"] = (inputs["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
+    (N, C), L = completion_ids.shape, inputs["input_ids"].shape[1]
+    picks = torch.arange(N, device=completion_ids.device)[:, None] * L + prompt_len - 1 + torch.arange(C, device=completion_ids.device)
+    return inputs, picks
+
+
+def sample_groups(model, prompt_inputs, repeats: int, **sampling) -> torch.Tensor:
+    """`model.generate(**prompt_inputs, num_return_sequences=repeats, **sampling)` — the prompts
+    (left-padded) followed by their completions, [B*repeats, P+T] — with each prompt prefilled once
+    for its group on the models `completion_logps` groups: all of a prompt but its last token (and
+    its audio) runs on B rows, its key/value cache is repeated G times, and `generate` goes on from
+    there as it does after its own prefill (positions counted from the attention mask, as it counts
+    them). Other models prefill every row (with Qwen2-Audio's encoder still run once per clip)."""
+    inner = getattr(model, "module", model)
+    if repeats == 1 or inner.config.model_type not in SHARED_PROMPT_MODELS:
+        with audio_encoded_once(model, repeats):
+            return model.generate(**prompt_inputs, num_return_sequences=repeats, **sampling)
+    from transformers import DynamicCache
+
+    ids, mask = prompt_inputs["input_ids"], prompt_inputs["attention_mask"]
+    cache = {_cache_argument(): DynamicCache()}
+    prefix = {**prompt_inputs, "input_ids": ids[:, :-1], "attention_mask": mask[:, :-1],
+              "position_ids": (mask[:, :-1].long().cumsum(dim=1) - 1).clamp(min=0)}
+    model(**prefix, **cache, use_cache=True, logits_to_keep=1)  # fills the cache
+    next(iter(cache.values())).batch_repeat_interleave(repeats)
+    return model.generate(input_ids=ids.repeat_interleave(repeats, dim=0),
+                          attention_mask=mask.repeat_interleave(repeats, dim=0), **cache, **sampling)
+
+
+def _cache_argument() -> str:
+    """What `generate` and the forward call the key/value cache: `cache` since transformers renamed
+    `past_key_values` (5.x; the old name still works there, with a deprecation warning)."""
+    import inspect
+
+    from transformers import GenerationMixin
+
+    return "cache" if "cache" in inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters else "past_key_values"
 
 
 @contextlib.contextmanager
