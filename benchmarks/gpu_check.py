@@ -16,8 +16,8 @@ log-probs, each clip encoded once per group; `rl.grpo_loss`):
   GPU) × G=`--group` (8) completions: rollouts with `generate` (exactly `--completion-tokens`
   tokens each), the reference's and the policy's log-probs, eq. 2's loss, backward, AdamW.
 
-Printed per stage: seconds per step, tokens per second (every token of every sequence the step
-trains on), peak GPU memory (`torch.cuda.max_memory_allocated`), and model FLOPs utilisation: model
+Printed per stage: seconds per step, tokens per second (every token the step trains on; for GRPO
+each prompt once and its G completions, as scoring runs them), peak GPU memory (`torch.cuda.max_memory_allocated`), and model FLOPs utilisation: model
 FLOPs per trained token — 2N forward + 2N backward through activations + 2N for weight gradients
 when all weights train (N = parameters), not counting recomputation or attention — over the step
 time and the GPU's dense bf16 peak (`PEAK_TFLOPS`, or `--peak-tflops`). GRPO's rollouts are timed
@@ -128,7 +128,7 @@ def grpo(args) -> dict:
     import copy
 
     from sightsound import rl
-    from sightsound.training.student import audio_encoded_once, completion_logps, prepare_for_training
+    from sightsound.training.student import completion_logps, prepare_for_training, sample_groups
 
     config, policy = build(args)
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
@@ -141,10 +141,10 @@ def grpo(args) -> dict:
         reset(args) if step == 1 else None
         started = time.perf_counter()
         policy.eval()
-        with torch.no_grad(), audio_encoded_once(policy, G):
-            output = policy.generate(**prompt, do_sample=True, temperature=1.0, num_return_sequences=G,
-                                     max_new_tokens=args.completion_tokens, min_new_tokens=args.completion_tokens,
-                                     use_cache=True, pad_token_id=0)
+        with torch.no_grad():
+            output = sample_groups(policy, prompt, G, do_sample=True, temperature=1.0,
+                                   max_new_tokens=args.completion_tokens, min_new_tokens=args.completion_tokens,
+                                   use_cache=True, pad_token_id=0)
         sync(args)
         rolled = time.perf_counter()
         completions = output[:, prompt["input_ids"].shape[1]:]
@@ -161,7 +161,8 @@ def grpo(args) -> dict:
         rollouts.append(rolled - started)
         times.append(time.perf_counter() - rolled)
     seconds = sorted(times[1:])[len(times[1:]) // 2]
-    tokens = args.prompts * G * (prompt["input_ids"].shape[1] + args.completion_tokens)
+    # the tokens the scoring passes run: each prompt once for its group, then its G completions
+    tokens = args.prompts * (prompt["input_ids"].shape[1] + G * args.completion_tokens)
     n = sum(p.numel() for p in policy.parameters())
     return {"seconds": seconds, "rollout_seconds": sorted(rollouts[1:])[len(rollouts[1:]) // 2],
             "tokens_per_s": tokens / seconds, "peak_gib": peak_gib(args), "mfu": mfu(6 * n, tokens, seconds, args),

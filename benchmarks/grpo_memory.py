@@ -13,13 +13,14 @@ different lengths (left padding; `--prompt-tokens` of text each, less 0–2). A 
 scoring and update for `--prompts` × `--group` completions of exactly `--completion-tokens` random tokens: the reference model's log-probs (no
 gradient), the policy's with gradient, eq. 2's loss, backward, AdamW — float32, full-parameter,
 with a frozen reference copy (beta 0.04), as the paper's GRPO. Rollout generation is left out
-(its audio encoding is deduplicated the same way; its key/value cache is in the estimate).
+(`student.sample_groups` prefills each prompt once; its key/value cache is in the estimate).
 
 Both sides run in their own subprocess, one after the other, with the same weights and inputs:
 
-  new   `training.student.completion_logps`: the LM head only at completion positions, 1,024 tokens
-        at a time; each clip's audio encoded once per group (`audio_encoded_once`); gradient
-        checkpointing as `--checkpointing` says (default: on, as the paper config runs it).
+  new   `training.student.completion_logps`: one row per prompt — its tokens and its audio run once
+        for its group, each completion attending to the prompt and to itself; the LM head only at
+        completion positions, 1,024 tokens at a time; gradient checkpointing as `--checkpointing`
+        says (default: on, as the paper config runs it).
   old   the path before: every position's logits, a float32 copy of the completion part, the audio
         features repeated G times (the encoder runs B×G times); no checkpointing.
 
@@ -145,7 +146,7 @@ def estimate(args) -> float:
     setup = memory.Setup(dtype="float32", sequences=args.prompts * args.group, clips=args.prompts,
                          prompt_tokens=prompt_inputs(config, args)[1] - memory.audio_tokens(args.audio_seconds),
                          completion_tokens=args.completion_tokens, audio_seconds=args.audio_seconds, stage="grpo",
-                         reference=True, gradient_checkpointing=args.checkpointing)
+                         reference=True, gradient_checkpointing=args.checkpointing, grouped=True)
     parts = memory.estimate(config, counts, setup)
     return parts["total"] - max(0.0, parts["rollout_cache"] - parts["activations"] - parts["logits"])
 

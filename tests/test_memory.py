@@ -77,6 +77,16 @@ def test_checkpointing_and_encoding_each_clip_once_shrink_activations(paper_stud
     frozen = memory.count_parameters(paper_student, LoraConfig(enabled=False), freeze=["audio_tower"])
     no_encoder = memory.estimate(paper_student, frozen, memory.Setup(clips=4, **base))["activations"]
     assert no_encoder < once  # a frozen encoder keeps nothing for backward
+    grouped = memory.estimate(paper_student, counts, memory.Setup(clips=4, grouped=True, **base))["activations"]
+    assert grouped < 0.65 * once  # each prompt (250 audio + 100 text tokens) through the decoder once, not 8 times
+
+
+def test_the_estimate_groups_grpo_scoring_for_the_models_that_do(paper_student):
+    from sightsound.stages.grpo import GRPOConfig
+
+    result = memory.stage_estimates("grpo", GRPOConfig(model="Qwen/Qwen2-Audio-7B-Instruct"), None, audio_seconds=30,
+                                    prompt_tokens=100, response_tokens=256)
+    assert result["setup"].grouped and "each prompt once for its group" in memory.describe(result)
 
 
 def test_estimate_command_prints_both_stages_for_the_paper_config(capsys):

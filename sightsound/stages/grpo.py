@@ -16,9 +16,10 @@ features. Prompts are never truncated (that could cut the audio placeholders); c
 (resumed from), best/ by validation accuracy, final/ (always a full model: LoRA GRPO adapters are merged on saving, since
 their base is the SFT model merged in memory).
 
-Memory (`sightsound estimate CONFIG` before renting GPUs): each clip's audio is encoded once per
-group, in the rollouts' prefill and in scoring (`training.student.audio_encoded_once`); log-probs
-are computed only at completion positions, in chunks. Under DeepSpeed ZeRO-3 (the paper config's
+Memory and compute (`sightsound estimate CONFIG` before renting GPUs): each prompt — its tokens and
+its audio — runs once per group, in the rollouts' prefill (`training.student.sample_groups`) and in
+scoring (`completion_logps`: one row per prompt, each completion attending to the prompt and to
+itself); log-probs are computed only at completion positions, in chunks. Under DeepSpeed ZeRO-3 (the paper config's
 GRPO launcher) rollouts run on the partitioned policy: DeepSpeed gathers each layer's weights as
 `generate` reaches it, and transformers keeps the ranks stepping together (`synced_gpus`, on under
 ZeRO-3). Gathering the whole model first, as TRL does, is faster but needs the full bf16 weights on

@@ -21,7 +21,9 @@ rest is arithmetic on the configured shapes. The parts, per device:
   `ACTIVATION_WIDTHS` tensors of the hidden width and the MLP width; with gradient checkpointing
   only each layer's input is kept, plus one layer's worth recomputed during backward. The audio
   encoder's frames count the same way when it is trained (each clip once: the scoring pass encodes
-  a group's clip once, `training.student.audio_encoded_once`).
+  a group's clip once). GRPO's scoring runs each prompt once for its group (Qwen2 and Qwen2-Audio,
+  `training.student.shares_prompts`): B prompts and B x G completions pass through the decoder,
+  and each layer keeps the prompt's keys and values once per completion for its attention.
 - logits: SFT's loss goes through every position's logits (the model's own loss, in float32);
   GRPO's scoring computes log-probs `LOGP_ROWS` completion tokens at a time and never holds more.
 - rollout cache: generation's key/value cache for every sampled sequence (GRPO).
@@ -41,7 +43,7 @@ import re
 from dataclasses import dataclass
 
 from sightsound.config import with_packaged_paths
-from sightsound.training.student import LOGP_ROWS
+from sightsound.training.student import LOGP_ROWS, SHARED_PROMPT_MODELS
 
 GIB = 1024 ** 3
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -73,6 +75,7 @@ class Setup:
     audio_window: float = 30.0  # what the encoder runs on: Qwen2-Audio pads every clip to 30 s
     stage: str = "sft"  # sft | grpo
     reference: bool = False  # GRPO with a frozen copy of the model (full-parameter, beta > 0)
+    grouped: bool = False  # GRPO scoring runs each prompt once for its group (`student.shares_prompts`)
 
 
 @dataclass
@@ -143,11 +146,16 @@ def estimate(config, counts: Counts, setup: Setup) -> dict[str, float]:
     kv_width = H * text.num_key_value_heads / text.num_attention_heads
     per_token_layer = b * (ACTIVATION_WIDTHS["hidden"] * H + ACTIVATION_WIDTHS["mlp"] * I - 2 * (H - kv_width))
     a_tokens = audio_tokens(setup.audio_seconds) if audio is not None else 0
-    tokens = setup.sequences * (a_tokens + setup.prompt_tokens + setup.completion_tokens)
+    prompt = a_tokens + setup.prompt_tokens
+    tokens = setup.sequences * (prompt + setup.completion_tokens)  # every row a prompt and a completion
+    # The training pass: grouped, each prompt once and every completion after it, plus the prompt's
+    # keys and values repeated for each completion's attention (kept for its backward).
+    passed = setup.clips * prompt + setup.sequences * setup.completion_tokens if setup.grouped else tokens
+    repeated_kv = setup.sequences * prompt * 2 * kv_width * b if setup.grouped else 0.0
     if setup.gradient_checkpointing:
-        decoder = tokens * (L * H * b + per_token_layer)
+        decoder = passed * (L * H * b + per_token_layer) + repeated_kv
     else:
-        decoder = tokens * L * per_token_layer
+        decoder = passed * L * per_token_layer + L * repeated_kv
     encoder = 0.0
     if audio is not None and counts.audio_trainable:
         frames = math.ceil(setup.audio_window * 50)  # after the stride-2 convolution; pooling comes last
@@ -269,7 +277,8 @@ def stage_estimates(stage: str, cfg, launch: str | None, *, audio_seconds: float
                   clips=cfg.prompts_per_step if grpo else cfg.batch_size, prompt_tokens=prompt_tokens,
                   completion_tokens=cfg.max_completion_tokens if grpo else response_tokens,
                   audio_seconds=audio_seconds, stage=stage,
-                  reference=grpo and not cfg.lora.enabled and cfg.beta > 0)
+                  reference=grpo and not cfg.lora.enabled and cfg.beta > 0,
+                  grouped=grpo and config.model_type in SHARED_PROMPT_MODELS)
     by_checkpointing = {on: estimate(config, counts, dataclasses.replace(setup, gradient_checkpointing=on))
                         for on in (False, True)}
     return {"stage": stage, "model": path, "counts": counts, "setup": setup, "configured": cfg.gradient_checkpointing,
@@ -283,7 +292,8 @@ def describe(result: dict, gpu_gib: float | None = None) -> str:
     lines = [f"{result['stage']}: {result['model']} — {c.total / 1e9:.2f} B parameters, {c.trainable / 1e9:.3f} B trainable "
              f"({c.audio_trainable / 1e6:.0f} M in the audio encoder); {s.dtype}; {launcher}",
              f"  per device: {s.sequences} sequences of {audio_tokens(s.audio_seconds)} audio + {s.prompt_tokens} "
-             f"prompt + {s.completion_tokens} completion tokens, {s.clips} clips encoded",
+             f"prompt + {s.completion_tokens} completion tokens, {s.clips} clips encoded"
+             + ("; scoring runs each prompt once for its group" if s.grouped else ""),
              f"  {'GiB per device':16} {'no checkpointing':>17} {'checkpointing':>14}"]
     for part in PARTS:
         off, on = (result["parts"][flag].get(part) for flag in (False, True))

@@ -5,9 +5,10 @@ response, and per-token log-probs computed *with each sample's own audio*.
     model = add_lora(model, LoraConfig(rank=8, alpha=16))
     batch = build_batch(processor, [(messages, "<think>…</think><answer>B</answer>")])
     loss = model(**batch).loss                               # response tokens only (paper eq. 1)
+    output = sample_groups(model, prompt_inputs, 8, do_sample=True, ...)  # a group's 8 rollouts
     logps = completion_logps(model, prompt_inputs, completion_ids, repeats=8)   # [N, T]
-    with audio_encoded_once(model, 8):                     # a group's 8 rollouts: each clip encoded once
-        model.generate(**prompt_inputs, num_return_sequences=8, ...)
+
+Both run each prompt (its tokens and its audio) once for its group of G completions, not G times.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def completion_logps(model, prompt_inputs, completion_ids: torch.Tensor, repeats
     inner.set_output_embeddings(torch.nn.Identity())  # the forward returns hidden states, not logits
     try:
         with encoded_once:
-            hidden = model(**inputs).logits  # [rows, L, H]
+            hidden = model(**inputs, use_cache=False).logits  # [rows, L, H]; no key/value cache is of use here
     finally:
         inner.set_output_embeddings(head)
     n, t = completion_ids.shape
