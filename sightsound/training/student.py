@@ -295,8 +295,9 @@ def audio_encoded_once(model, repeats: int):
 
     Only Qwen2-Audio's encoder is handled (its input is one row of mel features per clip); for other
     models, or rows that are not `repeats` copies of each other, the encoder runs on every row.
-    The decoder still prefills each of the G rows: sharing one prompt cache across samples is not
-    something `generate` offers."""
+    It serves the paths that repeat each prompt G times: scoring on models `shares_prompts` turns
+    down (e.g. Qwen2-Audio loaded with FlashAttention-2), and `sample_groups` on models it does not
+    prefill once per prompt."""
     inner = getattr(model, "module", model)
     towers = [m for name, m in inner.named_modules() if name.endswith("audio_tower")]
     if repeats == 1 or not towers or inner.config.model_type != "qwen2_audio":
