@@ -17,8 +17,8 @@ log-probs, each clip encoded once per group; `rl.grpo_loss`):
   tokens each), the reference's and the policy's log-probs, eq. 2's loss, backward, AdamW.
 
 Printed per stage: seconds per step, tokens per second (every token the step trains on; for GRPO
-each prompt once and its G completions, as scoring runs them), peak GPU memory (`torch.cuda.max_memory_allocated`), and model FLOPs utilisation: model
-FLOPs per trained token — 2N forward + 2N backward through activations + 2N for weight gradients
+each prompt once and its G completions, as scoring runs them), peak GPU memory
+(`torch.cuda.max_memory_allocated`), and model FLOPs utilisation: model FLOPs per trained token — 2N forward + 2N backward through activations + 2N for weight gradients
 when all weights train (N = parameters), not counting recomputation or attention — over the step
 time and the GPU's dense bf16 peak (`PEAK_TFLOPS`, or `--peak-tflops`). GRPO's rollouts are timed
 apart and not in its MFU. `sightsound estimate`'s figures for the same shapes (one process) are

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sightsound.config import config_hash, save_config
+from sightsound.rundir import RunDir
 from sightsound.store import write_json
 
 
@@ -49,11 +50,19 @@ def model_inputs(*models: str | None) -> dict:
 
 
 def manifest_path(run_dir: str | Path, stage: str) -> Path:
-    return Path(run_dir) / "manifests" / f"{stage}.json"
+    return RunDir(run_dir).manifest(stage)
 
 
-def read_manifest(run_dir: str | Path, stage: str) -> dict | None:
+def read_manifest(run_dir: str | Path, stage: str, strict: bool = True) -> dict | None:
+    """A stage's manifest, or None when there is none. `strict=False` (the report's reading) also
+    gives None for a manifest that cannot be read or is not a JSON object."""
     path = manifest_path(run_dir, stage)
+    if not strict:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -100,7 +109,7 @@ def mark_started(run_dir, stage: str, config_hash: str, inputs: dict) -> None:
 
 
 def _started_path(run_dir, stage: str) -> Path:
-    return Path(run_dir) / "manifests" / f"{stage}.started"
+    return RunDir(run_dir).started(stage)
 
 
 def _digest(inputs: dict) -> str:
@@ -169,7 +178,7 @@ def open_stage(run_dir, stage: str, cfg, inputs: dict, outputs: list[Path], *,
             else:
                 path.unlink(missing_ok=True)
     mark_started(run_dir, stage, digest, inputs)
-    save_config(cfg, run_dir / "config" / f"{stage}.yaml")
+    save_config(cfg, RunDir(run_dir).config(stage))
     return run
 
 

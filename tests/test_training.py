@@ -238,7 +238,7 @@ def test_grouped_logps_on_a_text_only_decoder(tiny_models):
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
     from sightsound.models import tiny
-    from sightsound.training.student import shares_prompts
+    from sightsound.training.student import use_grouped_attention
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_models["student"])
     torch.manual_seed(0)
@@ -248,10 +248,10 @@ def test_grouped_logps_on_a_text_only_decoder(tiny_models):
     completions = torch.randint(5, 200, (6, 5), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = _full_logits_logps(model, prompt, completions, 3)
-        assert shares_prompts(model)
+        assert use_grouped_attention(model)
         assert torch.allclose(completion_logps(model, prompt, completions, repeats=3), expected, atol=1e-5)
         model.get_decoder().config._attn_implementation = "eager"
-        assert not shares_prompts(model)
+        assert not use_grouped_attention(model)
         assert torch.allclose(completion_logps(model, prompt, completions, repeats=3), expected, atol=1e-5)
 
 

@@ -22,7 +22,7 @@ rest is arithmetic on the configured shapes. The parts, per device:
   only each layer's input is kept, plus one layer's worth recomputed during backward. The audio
   encoder's frames count the same way when it is trained (each clip once: the scoring pass encodes
   a group's clip once). GRPO's scoring runs each prompt once for its group (Qwen2 and Qwen2-Audio,
-  `training.student.shares_prompts`): B prompts and B x G completions pass through the decoder,
+  `training.student.use_grouped_attention`): B prompts and B x G completions pass through the decoder,
   and each layer keeps the prompt's keys and values once per completion for its attention.
 - logits: SFT's loss goes through every position's logits (the model's own loss, in float32);
   GRPO's scoring computes log-probs `LOGP_ROWS` completion tokens at a time and never holds more.
@@ -75,7 +75,7 @@ class Setup:
     audio_window: float = 30.0  # what the encoder runs on: Qwen2-Audio pads every clip to 30 s
     stage: str = "sft"  # sft | grpo
     reference: bool = False  # GRPO with a frozen copy of the model (full-parameter, beta > 0)
-    grouped: bool = False  # GRPO scoring runs each prompt once for its group (`student.shares_prompts`)
+    grouped: bool = False  # GRPO scoring runs each prompt once for its group (`student.use_grouped_attention`)
 
 
 @dataclass

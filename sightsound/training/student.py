@@ -14,6 +14,7 @@ Both run each prompt (its tokens and its audio) once for its group of G completi
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from dataclasses import dataclass
 
@@ -99,8 +100,7 @@ def completion_logps(model, prompt_inputs, completion_ids: torch.Tensor, repeats
     prompt b, its audio and its G completions, each completion attending to the prompt and to itself
     only. Values and gradients equal those of G separate prompt+completion rows (the prompt's
     gradient is the sum of what its G completions send back), for the prompt's tokens and its audio
-    encoded once instead of G times. Models that do not take such a mask (see `shares_prompts`)
-    get G rows, with every prompt tensor — tokens AND audio features — repeated by the same
+    encoded once instead of G times. Other models (see `use_grouped_attention`) get G rows, with every prompt tensor — tokens AND audio features — repeated by the same
     `repeat_interleave` (R1-AQA tiles the audio with `.repeat` while tokens use
     `repeat_interleave`, pairing audio with the wrong prompt).
 
@@ -110,7 +110,7 @@ def completion_logps(model, prompt_inputs, completion_ids: torch.Tensor, repeats
     rather than kept), so neither the prompt's logits nor a float32 [N, T, V] block ever exists —
     with Qwen2-Audio's 156k vocabulary that block is gigabytes per scoring pass."""
     inner = getattr(model, "module", model)  # DDP and DeepSpeed wrap the model; its config is inside
-    if shares_prompts(inner):
+    if use_grouped_attention(inner):
         inputs, picks = one_prompt_per_group(prompt_inputs, completion_ids, repeats)
         encoded_once = contextlib.nullcontext()  # the group's audio is in its one row already
     else:
@@ -186,10 +186,10 @@ def grouped_attention(module, query, key, value, attention_mask, scaling=None, d
     return torch.cat([prompt, completions], dim=2).transpose(1, 2).contiguous(), None
 
 
-def shares_prompts(model) -> bool:
-    """Whether `completion_logps` computes each prompt once for its group on this model: Qwen2 and
-    Qwen2-Audio with SDPA attention (the default), which this switches to GROUPED. FlashAttention-2
-    or eager attention, and other models, get one row per completion."""
+def use_grouped_attention(model) -> bool:
+    """Switch the decoder of Qwen2 or Qwen2-Audio under SDPA attention (the default) to GROUPED, and
+    say whether its attention is GROUPED: whether `completion_logps` computes each prompt once for
+    its group. FlashAttention-2 or eager attention, and other models, get one row per completion."""
     if model.config.model_type not in SHARED_PROMPT_MODELS:
         return False
     config = model.get_decoder().config  # the config the decoder's attention layers read
@@ -218,8 +218,7 @@ def one_prompt_per_group(prompt_inputs, completion_ids: torch.Tensor, repeats: i
     inputs = {k: v for k, v in prompt_inputs.items() if k != "attention_mask"}
     inputs["input_ids"] = torch.cat([prompt_ids, completion_ids.reshape(B, repeats * C)], dim=1)  # [B, L]
     offsets = torch.arange(C, device=device).repeat(repeats)  # [G*C]: 0..C-1, G times
-    inputs["position_ids"] = torch.cat([(keep.cumsum(dim=1) - 1).clamp(min=0),
-                                       keep.sum(dim=1, keepdim=True) + offsets], dim=1)  # [B, L]
+    inputs["position_ids"] = torch.cat([positions(keep), keep.sum(dim=1, keepdim=True) + offsets], dim=1)  # [B, L]
     causal = lambda n: torch.ones(n, n, dtype=torch.bool, device=device).tril()  # noqa: E731
     prompt_mask = (causal(P)[None] & keep[:, None, :]) | torch.eye(P, dtype=torch.bool, device=device)  # [B, P, P]
     completion_mask = torch.cat([keep.repeat_interleave(repeats, dim=0)[:, None, :].expand(N, C, P),
@@ -244,7 +243,7 @@ def one_prompt_per_completion(prompt_inputs, completion_ids: torch.Tensor, repea
     if "mm_token_type_ids" in inputs:
         inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(completion_ids)], dim=1)
     if model_type == "qwen2_audio":  # positions as generate() counts them: pads take none
-        inputs["position_ids"] = (inputs["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
+        inputs["position_ids"] = positions(inputs["attention_mask"])
     (N, C), L = completion_ids.shape, inputs["input_ids"].shape[1]
     picks = torch.arange(N, device=completion_ids.device)[:, None] * L + prompt_len - 1 + torch.arange(C, device=completion_ids.device)
     return inputs, picks
@@ -266,13 +265,19 @@ def sample_groups(model, prompt_inputs, repeats: int, **sampling) -> torch.Tenso
     ids, mask = prompt_inputs["input_ids"], prompt_inputs["attention_mask"]
     cache = {_cache_argument(): DynamicCache()}
     prefix = {**prompt_inputs, "input_ids": ids[:, :-1], "attention_mask": mask[:, :-1],
-              "position_ids": (mask[:, :-1].long().cumsum(dim=1) - 1).clamp(min=0)}
+              "position_ids": positions(mask[:, :-1])}
     model(**prefix, **cache, use_cache=True, logits_to_keep=1)  # fills the cache
     next(iter(cache.values())).batch_repeat_interleave(repeats)
     return model.generate(input_ids=ids.repeat_interleave(repeats, dim=0),
                           attention_mask=mask.repeat_interleave(repeats, dim=0), **cache, **sampling)
 
 
+def positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Rotary positions of left-padded rows as `generate` counts them: real tokens from 0, pads 0."""
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+@functools.cache
 def _cache_argument() -> str:
     """What `generate` and the forward call the key/value cache: `cache` since transformers renamed
     `past_key_values` (5.x; the old name still works there, with a deprecation warning)."""
@@ -295,7 +300,7 @@ def audio_encoded_once(model, repeats: int):
 
     Only Qwen2-Audio's encoder is handled (its input is one row of mel features per clip); for other
     models, or rows that are not `repeats` copies of each other, the encoder runs on every row.
-    It serves the paths that repeat each prompt G times: scoring on models `shares_prompts` turns
+    It serves the paths that repeat each prompt G times: scoring on models `use_grouped_attention` turns
     down (e.g. Qwen2-Audio loaded with FlashAttention-2), and `sample_groups` on models it does not
     prefill once per prompt."""
     inner = getattr(model, "module", model)
