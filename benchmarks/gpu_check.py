@@ -154,7 +154,7 @@ def grpo(args) -> dict:
         with torch.no_grad():
             ref = completion_logps(reference, prompt, completions, repeats=G)
         logps = completion_logps(policy, prompt, completions, repeats=G)
-        rl.grpo_loss(logps, logps.detach(), ref, advantages, mask, epsilon=0.2, beta=0.04).backward()
+        rl.grpo_loss(logps, logps.detach(), ref, advantages, mask, epsilon=0.2, beta=0.04)[0].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         sync(args)

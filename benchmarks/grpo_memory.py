@@ -121,7 +121,7 @@ def child(args) -> dict:
         with torch.no_grad():
             ref = score(reference, prompt, completions, G)
         logps = score(policy, prompt, completions, G)
-        loss = rl.grpo_loss(logps, logps.detach(), ref, advantages, mask, epsilon=0.2, beta=0.04)
+        loss, _ = rl.grpo_loss(logps, logps.detach(), ref, advantages, mask, epsilon=0.2, beta=0.04)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

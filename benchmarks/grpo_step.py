@@ -17,7 +17,7 @@ tokenized with the tokenizer (`grpo_step` encodes each sample's audio through `m
 text-only model has no use for). It calls the same pieces: `student.sample_groups` (rollouts, each prompt
 prefilled once), `completion_mask`, `placeholder_ids`, `student.completion_logps` (old, reference and
 training log-probs, each prompt computed once for its group), `rl.group_advantages`,
-`rl.grpo_loss`, `rl.grpo_metrics`, `accelerate` for backward / clipping / gathering.
+`rl.grpo_loss` (with its statistics), `accelerate` for backward / clipping / gathering.
 TRL is `trl.GRPOTrainer(loss_type="grpo", beta=0.04, num_generations=G,
 per_device_train_batch_size=B*G` (TRL counts completions, not prompts), `gradient_accumulation_steps=1,
 num_iterations=1, use_vllm=False, bf16=False, use_cpu=True, shuffle_dataset=False)`. TRL defaults
@@ -230,7 +230,7 @@ def run_ours(args) -> dict:
             t = _lap(phases, "reference log-probs (no grad)", t)
         logps = completion_logps(policy, prompt_inputs, completion_ids, repeats=G)
         old_logps = logps.detach()  # as grpo_step: before the update the policy is the one that sampled
-        loss = rl.grpo_loss(logps, old_logps, ref_logps, advantages, mask, epsilon=0.2, beta=args.beta)
+        loss, stats = rl.grpo_loss(logps, old_logps, ref_logps, advantages, mask, epsilon=0.2, beta=args.beta)
         t = _lap(phases, "policy forward + loss", t)
         accelerator.backward(loss)
         t = _lap(phases, "backward", t)
@@ -238,7 +238,6 @@ def run_ours(args) -> dict:
         optimizer.step()
         optimizer.zero_grad()
         t = _lap(phases, "clip + AdamW", t)
-        stats = rl.grpo_metrics(logps.detach(), old_logps, ref_logps, advantages, mask, epsilon=0.2)
         row = {"loss": loss.item(), "reward": float(rewards.mean()), "kl": stats["kl"],
                "clip_fraction": stats["clip_fraction"], "zero_variance_groups": rl.zero_variance_share(rewards, G),
                "completion_length": float(mask.sum(dim=1).float().mean())}

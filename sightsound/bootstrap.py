@@ -51,6 +51,7 @@ from sightsound.inference import Asking, answer_all
 from sightsound.manifest import read_manifest, write_manifest
 from sightsound.models import ModelConfig, Request, Sampling, load_backend, tiny
 from sightsound.records import Sample
+from sightsound.rundir import RunDir
 from sightsound.rl import format_reward
 from sightsound.scoring import rejection_metrics
 from sightsound.stages import prepare, sft, synth
@@ -92,8 +93,8 @@ class BootstrapConfig:
 def models(cfg: BootstrapConfig) -> dict[str, str]:
     """Where each bootstrapped role is saved: HF folders for the teacher and the student, a verifier
     folder for the checker."""
-    out = Path(cfg.out)
-    return {"teacher": str(out / "teacher" / "final"), "student": str(out / "student" / "final"),
+    out = RunDir(cfg.out)
+    return {"teacher": str(out.training("teacher").final), "student": str(out.training("student").final),
             "checker": str(out / "checker")}  # the checker is a verifier folder, not an HF checkpoint
 
 
@@ -106,7 +107,7 @@ def main(cfg: BootstrapConfig) -> dict:
         return done
     started = time.time()
 
-    world = dataclasses.replace(cfg.world, out=str(out / "world"), progress=cfg.progress)
+    world = dataclasses.replace(cfg.world, out=str(RunDir(out).world), progress=cfg.progress)
     synth.main(world)
     for split in ("train", "val"):
         prepare.main(prepare.PrepareConfig(dataset="synth", root=world.out, split=split, out=str(out / split),
@@ -115,7 +116,8 @@ def main(cfg: BootstrapConfig) -> dict:
     if not (out / "base" / "teacher" / "config.json").exists():
         tiny.build_all(out / "base", seed=cfg.seed)
 
-    train = list(read_jsonl(out / "train" / "samples.jsonl", Sample))
+    train_samples, val_samples = RunDir(out / "train").samples, RunDir(out / "val").samples
+    train = list(read_jsonl(train_samples, Sample))
     visual = [s for s in train if s.category in cfg.teacher_questions]
     rng = random.Random(cfg.seed)
     write_examples(out / "examples" / "teacher.jsonl", [teacher_example(s, rng) for s in visual])
@@ -138,9 +140,9 @@ def main(cfg: BootstrapConfig) -> dict:
         seed=cfg.seed))
     training["checker"] = {"examples": info["calibration"]["train"], "steps": cfg.checker.steps}
 
-    heldout = list(read_jsonl(out / "val" / "samples.jsonl", Sample))
+    heldout = list(read_jsonl(val_samples, Sample))
     counts = {"train_questions": len(train), "training": training, **measure(cfg, heldout)}
-    inputs = {str(out / "train" / "samples.jsonl"): sha256_file(out / "train" / "samples.jsonl")}
+    inputs = {str(train_samples): sha256_file(train_samples)}
     manifest = write_manifest(out, "bootstrap", config_hash=digest, inputs=inputs, counts=counts, started=started,
                               models=models(cfg))
     print("bootstrap: " + json.dumps({k: v for k, v in counts.items() if k != "training"}))
@@ -184,7 +186,7 @@ def one_per_clip(samples: list[Sample]) -> list[Sample]:
 
 
 def student_example(sample: Sample) -> dict:
-    return {"messages": prompts.question_turn("direct", sample.question, sample.options, "text", audio=sample.audio),
+    return {"messages": prompts.student_turn(sample, "direct", "text"),
             "response": prompts.label_text(sample.options, sample.answer, "text")}
 
 

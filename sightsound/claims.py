@@ -1,18 +1,11 @@
-"""The paper's claims, as measured: each claim of SightSound-R1 that a run can test, the paper's
-figure, ours with its interval and test, and a verdict.
+"""The paper's claims, as measured (the run report's section of that name): each claim of
+SightSound-R1 a run can test, the paper's figure, ours with its interval and test, and a verdict.
 
-    sightsound report runs/demo-table2        # the report's section "The paper's claims, as measured"
-
-Which model plays which part comes from the report config's `claims` (model name in the eval
-section → role below); which benchmark is in-domain (the AVQA analogue) and which acoustic (the
-MMAU speech/music analogue) from its `in_domain` and `acoustic`. A claim whose models or
-benchmarks the run lacks is left out.
-
-Verdicts: **holds** when the difference goes the paper's way and is significant (p < 0.05),
-**contradicted** when it is significant the other way, **not shown** otherwise (not significant:
-the run cannot tell). Two models on the same questions are compared by the exact McNemar test
-(`scoring.paired_test`); two different sets of questions or traces (the teacher on two benchmarks;
-accepted against rejected traces) by Fisher's exact test (scipy), since they are independent samples.
+Which model plays which role comes from the report config's `claims`, which benchmark is in-domain
+(AVQA's analogue) and which acoustic (MMAU speech/music's) from `in_domain` and `acoustic`; a claim
+whose models or benchmarks the run lacks is left out. Verdicts: **holds** (significant, p < 0.05, the
+paper's way), **contradicted** (significant, the other way), **not shown** otherwise. Paired models
+are compared by exact McNemar (`scoring.paired_test`), independent samples by Fisher's exact test.
 """
 
 from __future__ import annotations
@@ -81,63 +74,104 @@ def build_claims(marks: dict[tuple[str, str], dict], roles: dict[str, str], in_d
                  acoustic: str | None, verify: dict | None = None) -> list[Claim]:
     """The claims table. `marks[(benchmark, model)]` maps question id → correct; `roles` maps a role
     of ROLES to a model name; `verify` is the verify stage's manifest (for the corpus's precision)."""
+    run = _Measured(marks, roles, in_domain, acoustic, verify)
+    return [claim for claims_of in _CLAIMS for claim in claims_of(run)]
+
+
+@dataclass
+class _Measured:
+    """What the claims are measured on: per-question marks, the roles' models, the two benchmarks."""
+
+    marks: dict[tuple[str, str], dict]
+    roles: dict[str, str]
+    in_domain: str | None
+    acoustic: str | None
+    verify: dict | None
+
+    def paired(self, bench: str | None, first: str, second: str):
+        return _paired(self.marks, self.roles, bench, first, second)
+
+
+def _premise(run: _Measured) -> list[Claim]:
+    test = run.paired(run.in_domain, "direct", "teacher")
+    if not test:
+        return []
+    return [Claim("The teacher watching the silent video beats the student listening (the premise, Table 1)",
+                  "AVQA: student 67.1% → teacher 85.5% (+18.4 pts)", _change(test),
+                  verdict(test["difference"], test["p_value"]))]
+
+
+def _corpus_precision(run: _Measured) -> list[Claim]:
+    quality = (run.verify or {}).get("quality") or {}
+    if not (quality.get("accepted_traces") and quality.get("rejected_traces")):
+        return []
+    accepted = (quality["accepted_correct"], quality["accepted_traces"])
+    rejected = (quality["rejected_correct"], quality["rejected_traces"])
+    difference, p = fisher(rejected, accepted)
+    return [Claim("AGFV raises the label precision of the training corpus",
+                  "not quantified (§3.2: the checker filters hallucinated traces)",
+                  f"traces with the right label: rejected {share(*rejected)}, accepted {share(*accepted)}, "
+                  f"{p_is(p)} (Fisher)", verdict(difference, p))]
+
+
+def _agfv(run: _Measured) -> list[Claim]:
     claims = []
-
-    test = _paired(marks, roles, in_domain, "direct", "teacher")
-    if test:
-        claims.append(Claim("The teacher watching the silent video beats the student listening (the premise, Table 1)",
-                            "AVQA: student 67.1% → teacher 85.5% (+18.4 pts)", _change(test),
-                            verdict(test["difference"], test["p_value"])))
-
-    quality = (verify or {}).get("quality") or {}
-    if quality.get("accepted_traces") and quality.get("rejected_traces"):
-        accepted = (quality["accepted_correct"], quality["accepted_traces"])
-        rejected = (quality["rejected_correct"], quality["rejected_traces"])
-        difference, p = fisher(rejected, accepted)
-        claims.append(Claim("AGFV raises the label precision of the training corpus",
-                            "not quantified (§3.2: the checker filters hallucinated traces)",
-                            f"traces with the right label: rejected {share(*rejected)}, accepted {share(*accepted)}, "
-                            f"{p_is(p)} (Fisher)", verdict(difference, p)))
-
-    for bench, paper in ((in_domain, "MUSIC-AVQA 55.1% → 56.5%"), (acoustic, "MMAU 52.3% → 54.1%")):
-        test = _paired(marks, roles, bench, "sft_cot", "agfv_sft")
+    for bench, paper in ((run.in_domain, "MUSIC-AVQA 55.1% → 56.5%"), (run.acoustic, "MMAU 52.3% → 54.1%")):
+        test = run.paired(bench, "sft_cot", "agfv_sft")
         if test:
             claims.append(Claim(f"AGFV + SFT beats SFT on unchecked traces ({bench})", paper, _change(test),
                                 verdict(test["difference"], test["p_value"])))
+    return claims
 
-    for bench, paper in ((in_domain, "MUSIC-AVQA 58.2% → 59.5%"), (acoustic, "MMAU 53.5% → 56.2%")):
-        test = _paired(marks, roles, bench, "tts_agfv_sft", "grpo")
+
+def _grpo(run: _Measured) -> list[Claim]:
+    claims = []
+    for bench, paper in ((run.in_domain, "MUSIC-AVQA 58.2% → 59.5%"), (run.acoustic, "MMAU 53.5% → 56.2%")):
+        test = run.paired(bench, "tts_agfv_sft", "grpo")
         if test:
             claims.append(Claim(f"GRPO improves on its SFT start ({bench})", paper, _change(test),
                                 verdict(test["difference"], test["p_value"])))
-
-    gain = _paired(marks, roles, in_domain, "direct", "tts_agfv_sft")
-    loss = _paired(marks, roles, acoustic, "direct", "tts_agfv_sft")
-    if gain and loss:
-        parts = [verdict(gain["difference"], gain["p_value"]), verdict(loss["difference"], loss["p_value"], -1)]
-        overall = ("contradicted" if "contradicted" in parts else "holds" if parts == ["holds", "holds"]
-                   else "not shown (not significant)" if parts[0] == parts[1] else "partly shown: " +
-                   ("the in-domain gain" if parts[0] == "holds" else "the acoustic loss"))
-        claims.append(Claim("Distilled-CoT training gains in-domain and loses on what vision cannot answer",
-                            "MUSIC-AVQA 55.6% → 58.2%; MMAU speech 52.6% → 48.3%, music 61.7% → 50.6%",
-                            f"{in_domain}: {_change(gain)}; {acoustic}: {_change(loss)}", overall))
-
-    tts = [t for t in (_paired(marks, roles, b, "agfv_sft", "tts_agfv_sft") for b in (in_domain, acoustic)) if t]
-    if len(tts) == 2:
-        significant = [t for t in tts if t["p_value"] < SIGNIFICANCE]
-        signs = {t["difference"] > 0 for t in tts if t["difference"]}
-        mixed = ("holds" if len(signs) == 2 and significant else
-                 "contradicted" if len(significant) == 2 and len(signs) == 1 else "not shown (not significant)")
-        claims.append(Claim("Test-time scaling has mixed effects (helps one benchmark, hurts the other)",
-                            "MMAU 54.1% → 53.5%; MUSIC-AVQA 56.5% → 58.2%",
-                            f"{in_domain}: {_change(tts[0])}; {acoustic}: {_change(tts[1])}", mixed))
-
-    seen, heard = marks.get((in_domain, roles.get("teacher"))), marks.get((acoustic, roles.get("teacher")))
-    if seen and heard:
-        first, second = (sum(seen.values()), len(seen)), (sum(heard.values()), len(heard))
-        difference, p = fisher(first, second)
-        claims.append(Claim("The teacher's errors concentrate where vision has no evidence",
-                            "§4.2: LVLMs miss tempo, pitch, timbre and speech, which lack visual correlates",
-                            f"teacher accuracy {in_domain} {share(*first)}, {acoustic} {share(*second)}, "
-                            f"{p_is(p)} (Fisher)", verdict(difference, p, -1)))
     return claims
+
+
+def _distillation(run: _Measured) -> list[Claim]:
+    gain = run.paired(run.in_domain, "direct", "tts_agfv_sft")
+    loss = run.paired(run.acoustic, "direct", "tts_agfv_sft")
+    if not (gain and loss):
+        return []
+    parts = [verdict(gain["difference"], gain["p_value"]), verdict(loss["difference"], loss["p_value"], -1)]
+    overall = ("contradicted" if "contradicted" in parts else "holds" if parts == ["holds", "holds"]
+               else "not shown (not significant)" if parts[0] == parts[1] else "partly shown: " +
+               ("the in-domain gain" if parts[0] == "holds" else "the acoustic loss"))
+    return [Claim("Distilled-CoT training gains in-domain and loses on what vision cannot answer",
+                  "MUSIC-AVQA 55.6% → 58.2%; MMAU speech 52.6% → 48.3%, music 61.7% → 50.6%",
+                  f"{run.in_domain}: {_change(gain)}; {run.acoustic}: {_change(loss)}", overall)]
+
+
+def _test_time_scaling(run: _Measured) -> list[Claim]:
+    tts = [t for t in (run.paired(b, "agfv_sft", "tts_agfv_sft") for b in (run.in_domain, run.acoustic)) if t]
+    if len(tts) != 2:
+        return []
+    significant = [t for t in tts if t["p_value"] < SIGNIFICANCE]
+    signs = {t["difference"] > 0 for t in tts if t["difference"]}
+    mixed = ("holds" if len(signs) == 2 and significant else
+             "contradicted" if len(significant) == 2 and len(signs) == 1 else "not shown (not significant)")
+    return [Claim("Test-time scaling has mixed effects (helps one benchmark, hurts the other)",
+                  "MMAU 54.1% → 53.5%; MUSIC-AVQA 56.5% → 58.2%",
+                  f"{run.in_domain}: {_change(tts[0])}; {run.acoustic}: {_change(tts[1])}", mixed)]
+
+
+def _teacher_errors(run: _Measured) -> list[Claim]:
+    teacher = run.roles.get("teacher")
+    seen, heard = run.marks.get((run.in_domain, teacher)), run.marks.get((run.acoustic, teacher))
+    if not (seen and heard):
+        return []
+    first, second = (sum(seen.values()), len(seen)), (sum(heard.values()), len(heard))
+    difference, p = fisher(first, second)
+    return [Claim("The teacher's errors concentrate where vision has no evidence",
+                  "§4.2: LVLMs miss tempo, pitch, timbre and speech, which lack visual correlates",
+                  f"teacher accuracy {run.in_domain} {share(*first)}, {run.acoustic} {share(*second)}, "
+                  f"{p_is(p)} (Fisher)", verdict(difference, p, -1))]
+
+
+_CLAIMS = [_premise, _corpus_precision, _agfv, _grpo, _distillation, _test_time_scaling, _teacher_errors]  # table order

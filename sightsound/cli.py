@@ -33,7 +33,7 @@ import os
 import subprocess
 import sys
 
-from sightsound import __version__, formats, pipeline
+from sightsound import __version__, formats, pipeline, rundir
 from sightsound.config import ConfigError, field_comments, load_config
 from sightsound.pipeline import StageIncomplete
 from sightsound.registry import STAGES, Stage
@@ -158,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sightsound {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    _add_run(sub)
+    for stage in STAGES.values():
+        _add_stage(sub, stage)
+
+    _add_tools(sub)
+    _add_export(sub)
+    _add_listing(sub)
+    return parser
+
+
+def _add_run(sub) -> None:
     p = sub.add_parser("run", help=f"the whole pipeline from one config: {' → '.join(pipeline.order())} "
                                    "(finished stages are skipped)")
     p.add_argument("config", nargs="?", help="pipeline config: a path, or a packaged config's name "
@@ -169,9 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. sft.steps=10")
     p.set_defaults(func=_run)
 
-    for stage in STAGES.values():
-        _add_stage(sub, stage)
 
+def _add_tools(sub) -> None:
+    """verifier train, tiny-models, report, estimate."""
     p = sub.add_parser("verifier", help="the lightweight audio-text verifier (checker=trained)")
     verifier_sub = p.add_subparsers(dest="verifier_command", metavar="COMMAND", required=True)
     p = verifier_sub.add_parser("train", help="train it on a calibration set; reports rejection precision/recall")
@@ -202,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. grpo.group_size=4")
     p.set_defaults(func=_estimate)
 
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="a run's SFT corpus or GRPO prompts for ms-swift, LLaMA-Factory or TRL; "
                                       "an MMAU test evaluation for the leaderboard")
     p.add_argument("run_dir", help="a run directory (after verify for sft, after teach for grpo); for "
@@ -212,11 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="the file written (default: RUN_DIR/export/FORMAT-WHAT.jsonl; "
                                  "EVAL_DIR/mmau-submission.json)")
     p.add_argument("--metadata", help="mmau-submission: the benchmark file (default: the one prepare read)")
-    p.add_argument("--corpus", default="corpus.jsonl", help="which corpus file of the run (sft)")
+    p.add_argument("--corpus", default=rundir.CORPUS, help="which corpus file of the run (sft)")
     p.add_argument("--answer", default="letter", choices=["letter", "text"],
                    help="how the prompt asks for a multiple-choice answer (and how the grpo solution is written)")
     p.set_defaults(func=_export)
 
+
+def _add_listing(sub) -> None:
+    """configs, score."""
     p = sub.add_parser("configs", help="list the pipeline configs shipped with the package")
     p.set_defaults(func=_configs)
 
@@ -225,7 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="RESULT.json")
     p.add_argument("--scorer", choices=["default", "mmau", "mmau-pro"], default="default")
     p.set_defaults(func=_score)
-    return parser
 
 
 def _add_stage(sub, stage: Stage) -> None:

@@ -43,20 +43,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sightsound import prompts
+from sightsound import prompts, rundir
 from sightsound.answers import extract_answer
 from sightsound.config import ConfigError
 from sightsound.datasets.reading import load_json_list
 from sightsound.manifest import read_manifest
-from sightsound.records import Sample
+from sightsound.records import Consensus, CorpusRow, Sample
+from sightsound.rundir import RunDir
 from sightsound.store import read_jsonl, sha256_file, write_json
 
 FORMATS = ("swift", "llamafactory", "trl", "mmau-submission")
+MMAU_SUBMISSION = "mmau-submission.json"  # written into the evaluation's folder
+LLAMAFACTORY_INFO = "dataset_info.json"  # LLaMA-Factory's dataset registry, beside the export
 WHAT = ("sft", "grpo")
 
 
 def export(run_dir: str | Path, fmt: str, what: str = "sft", out: str | Path | None = None,
-           corpus: str = "corpus.jsonl", answer: str = "letter", metadata: str | Path | None = None) -> Path:
+           corpus: str = rundir.CORPUS, answer: str = "letter", metadata: str | Path | None = None) -> Path:
     """Write the export and return its path (default `RUN_DIR/export/<format>-<what>.jsonl`)."""
     if fmt not in FORMATS:
         raise ConfigError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
@@ -66,16 +69,15 @@ def export(run_dir: str | Path, fmt: str, what: str = "sft", out: str | Path | N
         raise ConfigError(f"--what {what!r}: expected one of {', '.join(WHAT)}")
     if fmt == "llamafactory" and what == "grpo":
         raise ConfigError("LLaMA-Factory has no GRPO trainer; export --what sft for it, or grpo for swift or trl")
-    run_dir = Path(run_dir)
-    samples = {s.id: s for s in read_jsonl(_needed(run_dir / "samples.jsonl", "prepare"), Sample)}
-    if what == "sft":
-        pairs = [(samples[row["sample_id"]], row["text"].strip())
-                 for row in read_jsonl(_needed(run_dir / corpus, "verify"))]
+    run = RunDir(run_dir)
+    if what == "sft":  # the corpus stands alone: its rows hold their question, options and audio
+        pairs = [(row, row.text.strip()) for row in read_jsonl(_needed(run / corpus, "verify"), CorpusRow)]
     else:
-        pairs = [(samples[row["id"]], prompts.label_text(samples[row["id"]].options, row["label"], answer))
-                 for row in read_jsonl(_needed(run_dir / "consensus.jsonl", "teach")) if row["unanimous"]]
-    rows = [_row(fmt, what, sample, value, answer) for sample, value in pairs]
-    path = Path(out) if out else run_dir / "export" / f"{fmt}-{what}.jsonl"
+        samples = {s.id: s for s in read_jsonl(_needed(run.samples, "prepare"), Sample)}
+        pairs = [(samples[row.id], prompts.label_text(samples[row.id].options, row.label, answer))
+                 for row in read_jsonl(_needed(run.consensus, "teach"), Consensus) if row.unanimous]
+    rows = [_row(fmt, what, record, value, answer) for record, value in pairs]
+    path = Path(out) if out else run.export(fmt, what)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     if fmt == "llamafactory":
@@ -89,32 +91,34 @@ def _needed(path: Path, stage: str) -> Path:
     return path
 
 
-def prompt_text(sample: Sample, answer: str) -> str:
+def prompt_text(record: Sample | CorpusRow, answer: str) -> str:
     """The student's chain-of-thought prompt for this question, as `sightsound sft` and `grpo` ask it."""
-    turn = prompts.question_turn("zero_shot_cot", sample.question, sample.options, answer, audio=sample.audio)
+    turn = prompts.student_turn(record, "zero_shot_cot", answer)
     return next(part["text"] for part in turn[0]["content"] if part["type"] == "text")
 
 
-def _row(fmt: str, what: str, sample: Sample, value: str, answer: str) -> dict:
-    """One line: `value` is the trace (sft) or the label as its solution (grpo)."""
+def _row(fmt: str, what: str, sample: Sample | CorpusRow, value: str, answer: str) -> dict:
+    """One line: `value` is the trace (sft) or the label as its solution (grpo); the record's `id`
+    is its sample's."""
     text = prompt_text(sample, answer)
     audio = str(Path(sample.audio).resolve())
+    sample_id = getattr(sample, "sample_id", sample.id)
     if fmt == "trl":
         row = {"prompt": [{"role": "user", "content": text}]}
         row.update({"completion": [{"role": "assistant", "content": value}]} if what == "sft" else {"solution": value})
-        return {**row, "audio": audio, "id": sample.id}
+        return {**row, "audio": audio, "id": sample_id}
     messages = [{"role": "user", "content": "<audio>" + text}]
     if what == "sft":
         messages.append({"role": "assistant", "content": value})
     row = {"messages": messages, "audios": [audio]}
     if what == "grpo":
         row.update(solution=value, options=sample.options)
-    return {**row, "id": sample.id}
+    return {**row, "id": sample_id}
 
 
 def _register(path: Path) -> None:
     """LLaMA-Factory's dataset_info.json beside the file, with this dataset's entry added."""
-    info_path = path.parent / "dataset_info.json"
+    info_path = path.parent / LLAMAFACTORY_INFO
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     info[path.stem] = {"file_name": path.name, "formatting": "sharegpt",
                        "columns": {"messages": "messages", "audios": "audios"},
@@ -127,7 +131,7 @@ def mmau_submission(eval_dir: str | Path, out: str | Path | None = None, metadat
     """The leaderboard file for an evaluation on MMAU (default `EVAL_DIR/mmau-submission.json`):
     the benchmark file prepare read (or `metadata`), each record with its `model_prediction`."""
     eval_dir = Path(eval_dir)
-    rows = {row["id"]: row for row in read_jsonl(_needed(eval_dir / "predictions.jsonl", "eval"))}
+    rows = {row["id"]: row for row in read_jsonl(_needed(RunDir(eval_dir).predictions, "eval"))}
     datasets_seen = {row["meta"].get("dataset") for row in rows.values()}
     if datasets_seen - {"mmau"}:
         raise ConfigError(f"{eval_dir}: these predictions are on {', '.join(sorted(map(str, datasets_seen)))}, "
@@ -141,7 +145,7 @@ def mmau_submission(eval_dir: str | Path, out: str | Path | None = None, metadat
         row = rows.get(str(record["id"]))
         missing += row is None
         record["model_prediction"] = "" if row is None else _prediction_text(row)
-    path = Path(out) if out else eval_dir / "mmau-submission.json"
+    path = Path(out) if out else eval_dir / MMAU_SUBMISSION
     write_json(path, records)
     if missing:
         print(f"export: WARNING: {missing} of {len(records)} questions have no prediction (skipped by prepare or "
@@ -162,7 +166,7 @@ def _benchmark_file(eval_dir: Path) -> Path:
     manifest = read_manifest(eval_dir, "eval")
     if manifest is None:
         raise FileNotFoundError(f"{eval_dir}: no eval manifest; run `sightsound eval` to the end first")
-    samples = next((Path(p) for p in manifest["inputs"] if Path(p).name == "samples.jsonl"), None)
+    samples = next((Path(p) for p in manifest["inputs"] if Path(p).name == rundir.SAMPLES), None)
     prepared = read_manifest(samples.parent, "prepare") if samples else None
     if prepared is None:
         raise FileNotFoundError(f"{eval_dir}: the prepare manifest of its samples is not found; "

@@ -72,19 +72,17 @@ def inputs_of(ask: Asking) -> str:
 def turn(sample: Sample, ask: Asking, traces: dict[str, str]) -> list[dict]:
     """The one user turn a method asks: media parts, then the prompt text."""
     inputs = inputs_of(ask)
-    frames = audio = trace = None
+    frames = trace = None
     if inputs in ("video", "both"):
         if not sample.video:
             raise media.MediaError(f"sample {sample.id}: no video", "media-missing")
         frames = media.decode(sample.video, num_frames=ask.num_frames, frame_size=ask.frame_size, audio=False).frames
-    if inputs in ("audio", "both"):
-        audio = sample.audio
     if ask.method == "test_time_cot_distill":
         trace = traces.get(sample.id)
         if trace is None:
             raise ValueError(f"sample {sample.id}: no teacher trace")
-    return prompts.question_turn(ask.method, sample.question, sample.options, ask.answer,
-                                 audio=audio, frames=frames, trace=trace)
+    return prompts.student_turn(sample, ask.method, ask.answer, hears=inputs in ("audio", "both"), frames=frames,
+                                trace=trace)
 
 
 def predict(sample: Sample, prompt: str, response: str, ask: Asking) -> Prediction:

@@ -38,11 +38,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sightsound import report
+from sightsound import report, rundir
 from sightsound.config import (PACKAGED, ConfigError, apply_overrides, find_config, from_dict, read_yaml, save_config,
                                with_packaged_paths)
 from sightsound.engine import EngineConfig
 from sightsound.registry import STAGES, Context, Stage
+from sightsound.rundir import RunDir
 from sightsound.store import write_json
 
 DEFAULT_CONFIG = PACKAGED / "demo.yaml"
@@ -177,25 +178,25 @@ def selected(plan: Plan, start: str | None, until: str | None) -> list[str]:
 def run(plan: Plan, start: str | None = None, until: str | None = None) -> Path:
     """Run the selected stages in order; returns the run directory."""
     stages = selected(plan, start, until)  # stage names checked before anything is created
-    run_dir = Path(plan.run.out)
+    run_dir, run = Path(plan.run.out), RunDir(plan.run.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     timings = []
     for name in stages:
         began = time.time()
         if name == "report":
-            changed = save_config(plan.report, run_dir / "config" / "report.yaml")
-            ran = changed or any(t["status"] == "ran" for t in timings) or not (run_dir / "report.md").exists()
+            changed = save_config(plan.report, run.config("report"))
+            ran = changed or any(t["status"] == "ran" for t in timings) or not run.report(".md").exists()
             if ran:
-                write_json(run_dir / "manifests" / "run.json", {"stages": timings})
+                write_json(run.manifest(rundir.RUN_MANIFEST), {"stages": timings})
                 report.write_run_report(run_dir)
-                print(f"report: {run_dir / 'report.md'}, {run_dir / 'report.html'}")
+                print(f"report: {run.report('.md')}, {run.report('.html')}")
         else:
             ran = _run_stage(plan, STAGES[name])
         timings.append({"stage": name, "status": "ran" if ran else "skipped",
                         "seconds": round(time.time() - began, 2)})
         print(f"run: {name} {'done' if ran else 'already done'} ({timings[-1]['seconds']:.1f} s)")
     total = sum(t["seconds"] for t in timings)
-    print(f"run: finished in {total:.1f} s → {run_dir}" + (f" ({run_dir / 'report.md'})" if "report" in
+    print(f"run: finished in {total:.1f} s → {run_dir}" + (f" ({run.report('.md')})" if "report" in
                                                           plan.stages else ""))
     return run_dir
 
@@ -205,14 +206,14 @@ def _run_stage(plan: Plan, stage: Stage) -> bool:
     ran, i.e. wrote its manifest anew. Each run's resolved config is saved as
     `config/<stage>[-<label>].yaml`; a stage that writes outside the run directory (`folder`) gets
     a copy of its manifest in `manifests/`, for the report."""
-    run_dir = Path(plan.run.out)
+    run = RunDir(plan.run.out)
     runs = plan.stages[stage.name]
     before = [_mtime(stage.manifest_file(cfg)) for _, cfg in runs]
     for label, cfg in runs:
         name = stage.name if label is None else f"{stage.name}-{label.replace('/', '-')}"
-        save_config(cfg, run_dir / "config" / f"{name}.yaml")
+        save_config(cfg, run.config(name))
         if stage.name in plan.run.launch:
-            path = run_dir / "config" / f"{name}.launch.yaml"
+            path = run.config(name, launch=True)
             save_config(cfg, path)
             command = shlex.split(with_packaged_paths(plan.run.launch[stage.name])) + [
                 "-m", "sightsound", stage.name, "--config", str(path)]
@@ -221,7 +222,7 @@ def _run_stage(plan: Plan, stage: Stage) -> bool:
         else:
             stage.main(cfg)
         if stage.folder != "" and label is None:
-            _copy_manifest(stage.manifest_file(cfg), run_dir / "manifests" / f"{stage.name}.json")
+            _copy_manifest(stage.manifest_file(cfg), run.manifest(stage.name))
     after = [_mtime(stage.manifest_file(cfg)) for _, cfg in runs]
     if None in after:  # e.g. teach with requests that failed: retried by the next run
         raise StageIncomplete(f"stage {stage.name} did not finish (no manifest; its messages above say why); "
@@ -248,7 +249,8 @@ def describe(plan: Plan, stages: list[str] | None = None) -> str:
         if stages is not None and name not in stages:
             continue
         if name == "report":
-            lines.append("  report: report.md, report.html, report.csv, plots/")
+            lines.append(f"  report: {', '.join(RunDir('').report(s).name for s in ('.md', '.html', '.csv'))}, "
+                         f"{rundir.PLOTS}/")
             continue
         stage = STAGES[name]
         for label, cfg in runs:

@@ -1,7 +1,8 @@
 """Every prompt, and every chat turn built from one: the teacher's, the checker's, and the one
 each inference method asks the student (for SFT, GRPO, evaluation and the demo's bootstrap).
 
-    turn = question_turn("zero_shot_cot", question, options, "letter", audio="clip.wav")
+    turn = student_turn(sample, "zero_shot_cot", "letter")      # any record with question, options, audio
+    turn = question_turn("direct", question, options, "letter", audio="clip.wav")
     turn = teacher_turn(frames, question, options)         # frames: uint8 [N, H, W, 3] or a .frames.npy path
     turn = checker_turn("clip.wav", reasoning)
 
@@ -126,6 +127,15 @@ def question_turn(method: str, question: str, options: list[str], answer: str = 
         question = audio_variant(question)
     extra = {} if trace is None else {"trace": trace}
     return user_turn(fill(METHOD_PROMPTS[method], question, options, answer, **extra), audio=audio, frames=frames)
+
+
+def student_turn(record, method: str = "zero_shot_cot", answer: str = "letter", *, hears: bool = True,
+                 frames=None, trace: str | None = None) -> list[dict]:
+    """The student's turn for a record with `question`, `options` and `audio` (a sample, a corpus
+    row): asked the same way in SFT, GRPO, exports, evaluation and the demo's bootstrap. It hears
+    the clip unless `hears` is false (a model evaluated on the video alone)."""
+    return question_turn(method, record.question, record.options, answer, audio=record.audio if hears else None,
+                         frames=frames, trace=trace)
 
 
 def teacher_turn(frames, question: str, options: list[str], answer: str = "letter",

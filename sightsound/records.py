@@ -1,9 +1,6 @@
-"""The records stages hand to each other (one JSON object a line in the run directory's files).
-
-`Sample` is the canonical form every stage reads (`samples.jsonl`): `id`, `dataset`, `split`,
-`question`, `options` ([] when open-ended), `answer` (0-based index, or None when open-ended),
-`answer_text`, `category` (the benchmark's reporting group), `audio` (a 16 kHz mono wav), `video`
-(or None) and `meta` (the source record's other fields).
+"""The records stages hand to each other, one JSON object a line in the run directory's files
+(`sightsound.rundir` names the files): every row read outside the stage that writes it has its
+type here, and is written and read through `sightsound.store` with that type.
 """
 
 from __future__ import annotations
@@ -42,6 +39,41 @@ class Trace:
     @property
     def id(self) -> str:
         return f"{self.sample_id}#{self.index}"
+
+
+@dataclass
+class Consensus:
+    """teach's self-consistency vote on one sample (`consensus.jsonl`): kept for distillation
+    exactly when `unanimous` (all n answers the same, recognizable one: `label`)."""
+
+    id: str  # the sample's
+    votes: list  # each trace's answer: an option index, or the open-ended word (None: unrecognized)
+    unanimous: bool
+    label: int | str | None  # the teacher's unanimous answer
+    label_text: str | None  # the label as the option's words
+    label_correct: bool | None  # the label against the ground truth (None: no answer to compare)
+    category: str
+    error: str | None = None  # why the sample could not be asked (its clip is unusable)
+    server: str | None = None  # which server answered (HTTP backends)
+
+
+@dataclass
+class CorpusRow:
+    """One accepted trace in a fact-checked corpus (`corpus.jsonl`): all SFT needs to train
+    (audio, question) → trace, so the corpus joins no other file."""
+
+    id: str  # the trace's: sample_id#index
+    sample_id: str
+    index: int
+    dataset: str
+    split: str
+    category: str
+    audio: str | None
+    question: str
+    options: list[str]
+    text: str  # the whole trace
+    label: int | str | None  # the teacher's answer (unanimous, or the trace's own for n = 1 corpora)
+    label_text: str | None
 
 
 # Starts the `reply` of a verdict whose text was neither yes nor no (an api checker's; it is a rejection).

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from sightsound import bootstrap
+from sightsound import bootstrap, rundir
 from sightsound.config import ConfigError, check_name, from_dict
 from sightsound.datasets.synth.world import SynthConfig
 from sightsound.manifest import manifest_path
+from sightsound.rundir import RunDir
 from sightsound.stages import evaluate, grpo, prepare, sft, synth, teach, verify
 
 
@@ -109,7 +110,7 @@ def benchmarks(context: Context) -> dict[str, tuple[prepare.PrepareConfig, dict]
         _check_name(f"benchmarks.{name}", name, source)
         if "out" in settings:
             raise ConfigError(f"{source}: 'out' is fixed by the runner (eval/{name}/)")
-        settings["out"] = str(Path(context.run_dir) / "eval" / name)
+        settings["out"] = str(RunDir(context.run_dir).benchmark(name).root)
         out[name] = (from_dict(prepare.PrepareConfig, settings, source), overrides)
     return out
 
@@ -149,8 +150,8 @@ def eval_runs(stage: Stage, section: dict, context: Context) -> list:
                 merged["model"] = {**merged.get("model", {}), "model": model}
             elif isinstance(model, dict):
                 merged["model"] = {**merged.get("model", {}), **model}
-            folder = Path(bench_cfg.out)
-            merged.update(samples=str(folder / "samples.jsonl"), out=str(folder / model_name), benchmark=bench)
+            merged.update(samples=str(RunDir(bench_cfg.out).samples), benchmark=bench,
+                          out=str(RunDir(context.run_dir).eval(bench, model_name).root))
             runs.append((f"{bench}/{model_name}", from_dict(stage.config, merged, f"{source} models[{i}]")))
     return runs
 
@@ -171,29 +172,30 @@ def _subdir_manifest(cfg) -> Path:
 STAGES: dict[str, Stage] = {stage.name: stage for stage in [
     Stage("bootstrap", bootstrap.BootstrapConfig, bootstrap.main,
           "train the demo's tiny models into the paper's roles (teacher, checker, student); cached",
-          writes=("world/", "teacher/final/", "checker/", "student/final/"),
+          writes=(f"{rundir.WORLD}/", f"teacher/{rundir.FINAL}/", "checker/", f"student/{rundir.FINAL}/"),
           folder=None, placeholder="{models}", summary=bootstrap.summary),
     Stage("synth", SynthConfig, synth.main, "generate the synthetic audio-visual world (clips, questions, facts)",
-          writes=("videos/", "train_qa.json", "val_qa.json", "facts.jsonl"), flags=("out", "clips", "seed"),
-          folder="world", summary=synth.summary),
+          writes=(f"{rundir.VIDEOS}/", rundir.TRAIN_QA, rundir.VAL_QA, rundir.FACTS), flags=("out", "clips", "seed"),
+          folder=rundir.WORLD, summary=synth.summary),
     Stage("prepare", prepare.PrepareConfig, prepare.main, "benchmark metadata + media → samples.jsonl / skipped.jsonl",
-          writes=("samples.jsonl", "skipped.jsonl", "media/"), flags=("dataset", "root", "split", "media", "out"),
+          writes=(rundir.SAMPLES, rundir.SKIPPED, f"{rundir.MEDIA}/"), flags=("dataset", "root", "split", "media", "out"),
           summary=prepare.summary, runs=prepare_runs),
     Stage("teach", teach.TeachConfig, teach.main,
           "teacher CoT on silent video, n samples each → traces.jsonl, consensus.jsonl",
-          reads=("samples.jsonl",), writes=("traces.jsonl", "consensus.jsonl"), summary=teach.summary),
+          reads=(rundir.SAMPLES,), writes=(rundir.TRACES, rundir.CONSENSUS), summary=teach.summary),
     Stage("verify", verify.VerifyConfig, verify.main,
           "a checker that hears says yes/no to each trace → verdicts.jsonl, corpus.jsonl",
-          reads=("samples.jsonl", "traces.jsonl", "consensus.jsonl"), writes=("verdicts.jsonl", "corpus.jsonl"),
+          reads=(rundir.SAMPLES, rundir.TRACES, rundir.CONSENSUS), writes=(rundir.VERDICTS, rundir.CORPUS),
           flags=("out", "checker"), summary=verify.summary),
     Stage("sft", sft.SFTConfig, sft.main, "LoRA SFT of the student on verified traces (or labels) → sft/",
-          reads=("samples.jsonl", "corpus.jsonl"), writes=("sft/",), summary=sft.summary, manifest=_subdir_manifest,
+          reads=(rundir.CORPUS,), writes=("sft/",), summary=sft.summary, manifest=_subdir_manifest,
           runs=variant_runs),
     Stage("grpo", grpo.GRPOConfig, grpo.main, "GRPO from the SFT student against the teacher's labels → grpo/",
-          reads=("samples.jsonl", "consensus.jsonl"), writes=("grpo/",), summary=grpo.summary,
+          reads=(rundir.SAMPLES, rundir.CONSENSUS), writes=("grpo/",), summary=grpo.summary,
           manifest=_subdir_manifest, runs=variant_runs),
     Stage("eval", evaluate.EvalConfig, evaluate.main, "a model on a prepared benchmark with one of the paper's methods",
-          reads=("eval/<benchmark>/samples.jsonl",), writes=("eval/<benchmark>/<model>/result.json",),
+          reads=(f"{rundir.EVAL}/<benchmark>/{rundir.SAMPLES}",),
+          writes=(f"{rundir.EVAL}/<benchmark>/<model>/{rundir.PREDICTIONS}", f"{rundir.EVAL}/<benchmark>/<model>/{rundir.RESULT}"),
           flags=("samples", "out", "method"), runs=eval_runs),
 ]}
 

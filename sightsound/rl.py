@@ -2,7 +2,7 @@
 
     rewards = torch.tensor([weights[k] * REWARDS[k](text, label, options) for ...])   # [B*G]
     advantages = group_advantages(rewards, group_size=8)                               # [B*G]
-    loss = grpo_loss(logps, old_logps, ref_logps, advantages, mask, epsilon=0.2, beta=0.04)
+    loss, stats = grpo_loss(logps, old_logps, ref_logps, advantages, mask, epsilon=0.2, beta=0.04)  # stats: kl, clip share
 
 Shapes: `logps`, `old_logps`, `ref_logps` and `mask` are [B*G, T] over completion tokens (the
 mask runs through the first EOS); `advantages` is [B*G]. A reward is a plain function
@@ -40,41 +40,35 @@ def zero_variance_share(rewards: torch.Tensor, group_size: int) -> float:
 
 def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor,
               advantages: torch.Tensor, mask: torch.Tensor, epsilon: float = 0.2,
-              beta: float = 0.04) -> torch.Tensor:
+              beta: float = 0.04) -> tuple[torch.Tensor, dict[str, float]]:
     """Eq. 2 as a loss to minimize: per token -min(ratio*A, clip(ratio, 1-eps, 1+eps)*A)
     + beta * (exp(ref - logp) - (ref - logp) - 1), averaged over each sequence's completion
-    tokens, then over sequences."""
-    per_token = _per_token_loss(logps, old_logps, ref_logps, advantages, epsilon, beta)  # [B*G, T]
-    mask = mask.to(per_token.dtype)
-    per_sequence = (per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)  # [B*G]
-    return per_sequence.mean()
-
-
-def _per_token_loss(logps, old_logps, ref_logps, advantages, epsilon, beta):
-    ratio = torch.exp(logps - old_logps)
+    tokens, then over sequences. Returned with its statistics over completion tokens, computed
+    from the same ratio and KL (as torchtune's GRPO loss does): `kl` to the reference,
+    `clip_fraction` (the tokens whose ratio the clip held back) and the mean `ratio`."""
+    ratio = torch.exp(logps - old_logps)  # [B*G, T]
     adv = advantages.unsqueeze(1)  # [B*G, 1]
-    surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * adv)
-    loss = -surrogate
+    kl = k3_kl(logps, ref_logps)
+    per_token = -torch.min(ratio * adv, torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * adv)
     if beta:
-        loss = loss + beta * k3_kl(logps, ref_logps)
-    return loss
+        per_token = per_token + beta * kl
+    weights = mask.to(per_token.dtype)
+    per_sequence = (per_token * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)  # [B*G]
+    return per_sequence.mean(), _statistics(ratio.detach(), kl.detach(), adv.expand_as(ratio), mask.bool(), epsilon)
+
+
+def _statistics(ratio, kl, adv, mask, epsilon) -> dict[str, float]:
+    if not mask.any():
+        return {"kl": 0.0, "clip_fraction": 0.0, "ratio": 1.0}
+    clipped = ((ratio < 1 - epsilon) & (adv < 0)) | ((ratio > 1 + epsilon) & (adv > 0))
+    return {"kl": float(kl[mask].mean()), "clip_fraction": float(clipped[mask].float().mean()),
+            "ratio": float(ratio[mask].mean())}
 
 
 def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
     """The per-token estimator of KL(pi || ref): exp(ref - logp) - (ref - logp) - 1 (>= 0)."""
     delta = ref_logps - logps
     return torch.exp(delta) - delta - 1
-
-
-def grpo_metrics(logps, old_logps, ref_logps, advantages, mask, epsilon=0.2) -> dict[str, float]:
-    """KL to the reference and the share of tokens the clip acted on, over completion tokens."""
-    with torch.no_grad():
-        mask = mask.bool()
-        ratio = torch.exp(logps - old_logps)
-        adv = advantages.unsqueeze(1).expand_as(ratio)
-        clipped = ((ratio < 1 - epsilon) & (adv < 0)) | ((ratio > 1 + epsilon) & (adv > 0))
-        return {"kl": float(k3_kl(logps, ref_logps)[mask].mean()) if mask.any() else 0.0,
-                "clip_fraction": float(clipped[mask].float().mean()) if mask.any() else 0.0}
 
 
 # --- rewards ----------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
     sightsound score runs/mmau/eval/predictions.jsonl --out runs/mmau/eval/RESULT.json --scorer mmau
 
     from sightsound.scoring import score_file
-    result = score_file("predictions.jsonl", "RESULT.json", scorer="default")
+    result = score_file(run.eval("mmau", "sft").predictions, "RESULT.json", scorer="default")   # run: a RunDir
     print(result["accuracy"], result["per_category"]["sound"]["accuracy"])
 
 Each input line is one JSON object:

@@ -1,6 +1,6 @@
 """The JSONL store stages hand records over in, and atomic JSON files.
 
-    with JsonlWriter(run_dir / "samples.jsonl") as out:   # resumes: ids already on disk are kept
+    with JsonlWriter(RunDir(run_dir).samples) as out:     # resumes: ids already on disk are kept
         for sample in samples:
             if sample.id not in out:
                 out.write(sample)

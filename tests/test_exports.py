@@ -7,7 +7,7 @@ import pytest
 from sightsound import exports, prompts
 from sightsound.cli import main as cli
 from sightsound.config import ConfigError
-from sightsound.records import Sample
+from sightsound.records import Consensus, CorpusRow, Sample
 from sightsound.store import read_jsonl, to_json
 
 
@@ -22,10 +22,14 @@ def run_dir(tmp_path):
         wav.write_bytes(b"RIFF")
         samples.append(Sample(str(i), "synth", "train", "Which object is making a sound in the video?",
                               ["flute", "drum", "bell"], i, ["flute", "drum", "bell"][i], "Which", audio=str(wav)))
-    corpus = [{"id": f"0#{k}", "sample_id": "0", "index": k, "text": f"<think>I hear a flute ({k}).</think><answer>A</answer>"}
+    first = samples[0]
+    corpus = [CorpusRow(f"0#{k}", "0", k, first.dataset, first.split, first.category, first.audio, first.question,
+                        first.options, f"<think>I hear a flute ({k}).</think><answer>A</answer>", 0, "flute")
               for k in range(2)]
-    consensus = [{"id": "0", "unanimous": True, "label": 0}, {"id": "1", "unanimous": False, "label": None}]
-    for name, rows in (("samples", [to_json(s) for s in samples]), ("corpus", corpus), ("consensus", consensus)):
+    consensus = [Consensus("0", [0, 0], True, 0, "flute", True, "Which"),
+                 Consensus("1", [0, 1], False, None, None, None, "Which")]
+    for name, rows in (("samples", samples), ("corpus", corpus), ("consensus", consensus)):
+        rows = [to_json(r) for r in rows]
         (run / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return run
 

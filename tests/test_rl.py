@@ -41,7 +41,7 @@ def random_case(seed, b=6, t=7):
 def test_loss_and_gradient_equal_the_float64_restatement(seed, eps, beta):
     logps, old, ref, adv, mask = random_case(seed)
     logps.requires_grad_(True)
-    ours = rl.grpo_loss(logps, old, ref, adv, mask, epsilon=eps, beta=beta)
+    ours, _ = rl.grpo_loss(logps, old, ref, adv, mask, epsilon=eps, beta=beta)
     expected = reference_loss(logps.tolist(), old.tolist(), ref.tolist(), adv.tolist(), mask.tolist(), eps, beta)
     assert abs(float(ours.detach()) - expected) < 1e-6
     (grad,) = torch.autograd.grad(ours, logps)
@@ -59,9 +59,10 @@ def test_loss_and_gradient_equal_the_float64_restatement(seed, eps, beta):
 
 def test_on_policy_loss_is_minus_mean_advantage_and_kl_vanishes_at_ref():
     logps, _, _, adv, mask = random_case(0)
-    loss = rl.grpo_loss(logps, logps.clone(), logps.clone(), adv, mask)
+    loss, stats = rl.grpo_loss(logps, logps.clone(), logps.clone(), adv, mask)
     assert float(loss) == pytest.approx(-float(adv.mean()), abs=1e-12)
     assert float(rl.k3_kl(logps, logps).abs().max()) == 0.0
+    assert stats == {"kl": 0.0, "clip_fraction": 0.0, "ratio": 1.0}
 
 
 def test_group_advantages_unbiased_std_and_zero_groups():
@@ -76,11 +77,11 @@ def test_group_advantages_unbiased_std_and_zero_groups():
         rl.group_advantages(rewards, 3)
 
 
-def test_metrics_count_clipped_tokens():
+def test_statistics_count_clipped_tokens():
     logps = torch.log(torch.tensor([[1.5, 1.0], [0.5, 1.0]]))
     old = torch.zeros(2, 2)
-    metrics = rl.grpo_metrics(logps, old, logps, torch.tensor([1.0, -1.0]), torch.ones(2, 2), epsilon=0.2)
-    assert metrics["clip_fraction"] == 0.5 and metrics["kl"] == 0.0
+    _, metrics = rl.grpo_loss(logps, old, logps, torch.tensor([1.0, -1.0]), torch.ones(2, 2), epsilon=0.2)
+    assert metrics["clip_fraction"] == 0.5 and metrics["kl"] == 0.0 and metrics["ratio"] == 1.0
 
 
 @pytest.mark.parametrize("text, reward", [

@@ -42,9 +42,9 @@ def sample(options=("flute", "drum", "bell"), answer=1):
 def test_unanimity_is_the_papers_rule(preds, unanimous, label):
     traces = [Trace("s", i, "", p) for i, p in enumerate(preds)]
     row = teach.vote(sample(), traces)
-    assert (row["unanimous"], row["label"]) == (unanimous, label)
-    assert row["votes"] == preds
-    assert row["label_correct"] == (None if label is None else label == 1)
+    assert (row.unanimous, row.label) == (unanimous, label)
+    assert row.votes == preds
+    assert row.label_correct == (None if label is None else label == 1)
 
 
 def test_open_ended_votes_compare_normalized_answers():
@@ -53,7 +53,7 @@ def test_open_ended_votes_compare_normalized_answers():
     traces = [teach.make_trace(s, i, text) for i, text in
               enumerate(["<think>x</think><answer>2</answer>", "<answer>Two</answer>", "<answer>two.</answer>"])]
     row = teach.vote(s, traces)
-    assert row["unanimous"] and row["label_correct"] is True
+    assert row.unanimous and row.label_correct is True
 
 
 def test_make_trace_extracts_from_answer_tag():
@@ -227,8 +227,8 @@ def test_identical_traces_are_measured_and_warned_about(prepared, tmp_path, caps
     assert "teach: WARNING" in capsys.readouterr().out
     text = report.write_run_report(run_dir)
     assert "all traces identical for 100.0% of samples" in text and "Warning: for 100% of samples" in text
-    assert teach.identical_share([{"sample_id": "a", "text": "x"}, {"sample_id": "a", "text": "y"},
-                                  {"sample_id": "b", "text": "z"}, {"sample_id": "b", "text": "z"}]) == 0.5
+    assert teach.identical_share([Trace("a", 0, "x", None), Trace("a", 1, "y", None), Trace("b", 0, "z", None),
+                                  Trace("b", 1, "z", None)]) == 0.5
 
 
 def _fast_retries(init):

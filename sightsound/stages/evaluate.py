@@ -37,6 +37,7 @@ from sightsound.manifest import model_inputs, open_stage, read_manifest
 from sightsound.models import ModelConfig, load_backend
 from sightsound.prompts import METHODS
 from sightsound.records import Sample
+from sightsound.rundir import RunDir
 from sightsound.store import JsonlWriter, read_jsonl, sha256_file, write_json
 
 
@@ -56,20 +57,19 @@ class EvalConfig(Asking):
 
 def main(cfg: EvalConfig) -> dict:
     _check(cfg)
-    out = Path(cfg.out)
+    out = RunDir(cfg.out)
     samples_path = Path(cfg.samples)
     inputs = {str(samples_path): sha256_file(samples_path), **model_inputs(cfg.model.model)}
     if cfg.teacher_traces:
         inputs[cfg.teacher_traces] = sha256_file(cfg.teacher_traces)
-    predictions_path = out / "predictions.jsonl"
-    stage = open_stage(out, "eval", cfg, inputs, [predictions_path])
+    stage = open_stage(out.root, "eval", cfg, inputs, [out.predictions])
     if stage.done:
         return stage.manifest
 
     samples = list(read_jsonl(samples_path, Sample))[: cfg.limit]
     traces = _first_traces(cfg.teacher_traces) if cfg.method == "test_time_cot_distill" else {}
     failures, unusable = 0, {}
-    with JsonlWriter(predictions_path) as predictions:
+    with JsonlWriter(out.predictions) as predictions:
         todo = [s for s in samples if s.id not in predictions]
         bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"eval {cfg.method}", unit="q",
                    disable=not cfg.progress)
@@ -84,16 +84,16 @@ def main(cfg: EvalConfig) -> dict:
             bar.update(len(chunk))
         bar.close()
 
-    result = summarize(predictions_path, samples, cfg, inputs)
+    result = summarize(out.predictions, samples, cfg, inputs)
     result["unusable"] = unusable
-    write_json(out / "result.json", result)
+    write_json(out.result, result)
     if failures:
         stage.incomplete({"questions": result["count"]}, f"{failures} questions failed in the backend")
         return result
     stage.finish({"questions": result["count"], "accuracy": result["accuracy"]})
     hidden = f"; {result['unlabelled']} without a public answer, answered, not scored" if result["unlabelled"] else ""
     print(f"eval: {cfg.label or cfg.model.model} / {cfg.method}: accuracy {formats.num(result['accuracy'])} "
-          f"over {result['count']} questions{hidden} → {out / 'result.json'}")
+          f"over {result['count']} questions{hidden} → {out.result}")
     return result
 
 

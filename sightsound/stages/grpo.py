@@ -39,7 +39,8 @@ import torch
 from sightsound import formats, prompts, rl
 from sightsound.manifest import model_inputs
 from sightsound.models.loading import encode, load_model
-from sightsound.records import Sample
+from sightsound.records import Consensus, Sample
+from sightsound.rundir import RunDir
 from sightsound.store import JsonlWriter, read_jsonl, sha256_file
 from sightsound.training.loop import TrainingConfig, finish_training, open_training, train
 from sightsound.training.student import LoraConfig, add_lora, completion_logps, prepare_for_training, sample_groups
@@ -47,7 +48,7 @@ from sightsound.training.student import LoraConfig, add_lora, completion_logps, 
 
 @dataclass
 class GRPOConfig(TrainingConfig):
-    out: str = "runs/demo"  # the run directory (samples.jsonl, consensus.jsonl)
+    out: str = "runs/demo"  # the run directory (its samples and consensus)
     model: str = "runs/demo/sft/final"  # the SFT student: an adapter or a full folder
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(enabled=False))  # paper: full-parameter
     rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0, "format": 1.0})
@@ -85,7 +86,7 @@ def main(cfg: GRPOConfig) -> dict:
         reference.to(accelerator.device)
 
     every = cfg.log_completions_every
-    completions = (JsonlWriter(run_dir / cfg.subdir / "completions.jsonl", id_of=lambda r: r["id"])
+    completions = (JsonlWriter(RunDir(run_dir).training(cfg.subdir).completions, id_of=lambda r: r["id"])
                    if every and accelerator.is_main_process else None)
 
     def step(next_batch, number: int) -> dict:
@@ -110,14 +111,14 @@ def main(cfg: GRPOConfig) -> dict:
 
 def load_prompts(run_dir: Path) -> tuple[list[tuple[Sample, object]], dict]:
     """(sample, teacher label) for every unanimous sample, and the hashes of the files read."""
-    samples_path, consensus_path = run_dir / "samples.jsonl", run_dir / "consensus.jsonl"
-    if not consensus_path.exists():
-        raise FileNotFoundError(f"{consensus_path}: not found; run `sightsound teach` first")
-    samples = {s.id: s for s in read_jsonl(samples_path, Sample)}
-    items = [(samples[r["id"]], r["label"]) for r in read_jsonl(consensus_path) if r["unanimous"]]
+    run = RunDir(run_dir)
+    if not run.consensus.exists():
+        raise FileNotFoundError(f"{run.consensus}: not found; run `sightsound teach` first")
+    samples = {s.id: s for s in read_jsonl(run.samples, Sample)}
+    items = [(samples[r.id], r.label) for r in read_jsonl(run.consensus, Consensus) if r.unanimous]
     if not items:
-        raise ValueError(f"{consensus_path}: no unanimous samples to train on")
-    return items, {str(samples_path): sha256_file(samples_path), str(consensus_path): sha256_file(consensus_path)}
+        raise ValueError(f"{run.consensus}: no unanimous samples to train on")
+    return items, {str(path): sha256_file(path) for path in (run.samples, run.consensus)}
 
 
 def load_policy_and_reference(cfg: GRPOConfig):
@@ -138,23 +139,7 @@ def grpo_step(accelerator, policy, reference, processor, optimizer, trainable, b
     """Sample G completions per prompt, reward them, and take `updates_per_batch` optimizer steps;
     `completions_log` (a JsonlWriter) gets this process's completions with their rewards and advantages."""
     G = cfg.group_size
-    unwrapped = accelerator.unwrap_model(policy)
-    turns = [prompts.question_turn("zero_shot_cot", s.question, s.options, cfg.answer, audio=s.audio) for s, _ in batch]
-    prompt_inputs = encode(processor, turns, "left").to(accelerator.device)
-    torch.manual_seed(cfg.seed * 1_000_003 + step * 97 + accelerator.process_index)
-    unwrapped.eval()
-    with torch.no_grad():
-        # A sampled media placeholder (<|AUDIO|>, ...) would make the scoring forward expect media
-        # it does not have, so such tokens are never sampled.
-        output = sample_groups(unwrapped, prompt_inputs, G, do_sample=True, temperature=cfg.temperature,
-                               top_p=cfg.top_p, top_k=None, max_new_tokens=cfg.max_completion_tokens,
-                               use_cache=True,  # prepare_for_training turned the config's off for training
-                               pad_token_id=processor.tokenizer.pad_token_id,
-                               suppress_tokens=placeholder_ids(processor.tokenizer))
-    completion_ids = output[:, prompt_inputs["input_ids"].shape[1]:]  # [B*G, T]
-    mask = completion_mask(completion_ids, _eos_ids(unwrapped))  # [B*G, T]
-    texts = [processor.tokenizer.decode(ids[:n], skip_special_tokens=True)
-             for ids, n in zip(completion_ids, mask.sum(dim=1))]
+    prompt_inputs, completion_ids, mask, texts = rollout(accelerator, policy, processor, batch, cfg, step)
     labels = [label for _, label in batch for _ in range(G)]  # completion i answers prompt i // G
     options = [sample.options for sample, _ in batch for _ in range(G)]
     functions = {name: rl.reward_function(name) for name in cfg.rewards}
@@ -169,25 +154,8 @@ def grpo_step(accelerator, policy, reference, processor, optimizer, trainable, b
                                    "label": labels[i], "completion": text,
                                    "rewards": {name: float(values[i]) for name, values in components.items()},
                                    "reward": float(rewards[i]), "advantage": float(advantages[i])})
-
-    policy.train()
-    with torch.no_grad():
-        ref_logps = None if cfg.beta == 0 else _reference_logps(policy, unwrapped, reference, prompt_inputs,
-                                                                completion_ids, G)
-    old_logps, losses = None, []
-    for _ in range(cfg.updates_per_batch):
-        logps = completion_logps(policy, prompt_inputs, completion_ids, repeats=G)  # [B*G, T], with grad
-        if old_logps is None:  # before the first update the policy is the one that sampled: no extra pass
-            old_logps = logps.detach()
-            ref_logps = old_logps if ref_logps is None else ref_logps  # beta = 0: the KL term is off anyway
-        loss = rl.grpo_loss(logps, old_logps, ref_logps, advantages, mask, epsilon=cfg.epsilon, beta=cfg.beta)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
-
-    stats = rl.grpo_metrics(logps.detach(), old_logps, ref_logps, advantages, mask, epsilon=cfg.epsilon)
+    losses, stats = update(accelerator, policy, reference, optimizer, trainable, cfg,
+                           prompt_inputs, completion_ids, advantages, mask)
     row = {"loss": sum(losses) / len(losses), "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
            **{f"reward_{name}": float(values.mean()) for name, values in components.items()},
            "kl": stats["kl"], "clip_fraction": stats["clip_fraction"],
@@ -196,6 +164,52 @@ def grpo_step(accelerator, policy, reference, processor, optimizer, trainable, b
     if "accuracy" not in components:  # agreement with the teacher is logged even when not rewarded
         row["reward_accuracy"] = sum(map(rl.accuracy_reward, texts, labels, options)) / len(texts)
     return _mean_over_processes(accelerator, row)
+
+
+def rollout(accelerator, policy, processor, batch, cfg: GRPOConfig, step: int):
+    """G sampled completions per prompt, each with its prompt's audio: (the prompts' inputs, the
+    completions' ids [B*G, T], their mask through the first EOS [B*G, T], their texts)."""
+    unwrapped = accelerator.unwrap_model(policy)
+    turns = [prompts.student_turn(sample, "zero_shot_cot", cfg.answer) for sample, _ in batch]
+    prompt_inputs = encode(processor, turns, "left").to(accelerator.device)
+    torch.manual_seed(cfg.seed * 1_000_003 + step * 97 + accelerator.process_index)
+    unwrapped.eval()
+    with torch.no_grad():
+        # A sampled media placeholder (<|AUDIO|>, ...) would make the scoring forward expect media
+        # it does not have, so such tokens are never sampled.
+        output = sample_groups(unwrapped, prompt_inputs, cfg.group_size, do_sample=True, temperature=cfg.temperature,
+                               top_p=cfg.top_p, top_k=None, max_new_tokens=cfg.max_completion_tokens,
+                               use_cache=True,  # prepare_for_training turned the config's off for training
+                               pad_token_id=processor.tokenizer.pad_token_id,
+                               suppress_tokens=placeholder_ids(processor.tokenizer))
+    completion_ids = output[:, prompt_inputs["input_ids"].shape[1]:]  # [B*G, T]
+    mask = completion_mask(completion_ids, _eos_ids(unwrapped))  # [B*G, T]
+    texts = [processor.tokenizer.decode(ids[:n], skip_special_tokens=True)
+             for ids, n in zip(completion_ids, mask.sum(dim=1))]
+    return prompt_inputs, completion_ids, mask, texts
+
+
+def update(accelerator, policy, reference, optimizer, trainable, cfg: GRPOConfig, prompt_inputs, completion_ids,
+           advantages, mask) -> tuple[list[float], dict]:
+    """`updates_per_batch` optimizer steps on eq. 2; the losses, and the last step's statistics."""
+    G = cfg.group_size
+    policy.train()
+    with torch.no_grad():
+        ref_logps = None if cfg.beta == 0 else _reference_logps(policy, accelerator.unwrap_model(policy), reference,
+                                                                prompt_inputs, completion_ids, G)
+    old_logps, losses = None, []
+    for _ in range(cfg.updates_per_batch):
+        logps = completion_logps(policy, prompt_inputs, completion_ids, repeats=G)  # [B*G, T], with grad
+        if old_logps is None:  # before the first update the policy is the one that sampled: no extra pass
+            old_logps = logps.detach()
+            ref_logps = old_logps if ref_logps is None else ref_logps  # beta = 0: the KL term is off anyway
+        loss, stats = rl.grpo_loss(logps, old_logps, ref_logps, advantages, mask, epsilon=cfg.epsilon, beta=cfg.beta)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses, stats
 
 
 def completion_mask(completion_ids: torch.Tensor, eos_ids: list[int]) -> torch.Tensor:

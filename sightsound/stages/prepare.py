@@ -30,6 +30,7 @@ from sightsound.datasets.reading import Entry, Skip
 from sightsound.engine import EngineConfig, map_jobs
 from sightsound.manifest import open_stage
 from sightsound.records import Sample
+from sightsound.rundir import RunDir
 from sightsound.store import JsonlWriter, read_jsonl, sha256_file
 
 
@@ -53,11 +54,10 @@ class PrepareConfig:
 
 
 def main(cfg: PrepareConfig) -> dict:
-    run_dir = Path(cfg.out)
+    run = RunDir(cfg.out)
     metadata = datasets.read(cfg.dataset, cfg.root, cfg.split, cfg.columns)
     inputs = {str(f): sha256_file(f) for f in metadata.files}
-    samples_path, skipped_path = run_dir / "samples.jsonl", run_dir / "skipped.jsonl"
-    stage = open_stage(run_dir, "prepare", cfg, inputs, [samples_path, skipped_path],
+    stage = open_stage(run.root, "prepare", cfg, inputs, [run.samples, run.skipped],
                        note=lambda m: f"{m['counts']['samples']} samples")
     if stage.done:
         return stage.manifest
@@ -66,37 +66,11 @@ def main(cfg: PrepareConfig) -> dict:
     root = Path(cfg.root)  # media named by path must lie under the media's folder or the metadata's
     allowed = None if cfg.allow_outside_media else [
         media_root.resolve(), (root if root.is_dir() else root.parent).resolve()]
-    cache_dir = run_dir / "media"
-    seen: dict[str, int] = {}  # id → how many repeats of it so far
     left_out: Counter = Counter()  # categories not asked for → questions
-    with JsonlWriter(samples_path) as samples, JsonlWriter(skipped_path) as skipped:
+    with JsonlWriter(run.samples) as samples, JsonlWriter(run.skipped) as skipped:
         bar = tqdm(total=metadata.total, desc="prepare", unit="rec", disable=not cfg.progress)
-        todo: list[Entry] = []  # entries whose clips are to be decoded, in metadata order
-
-        def triage(entry) -> bool:
-            """Write what needs no decoding (a bad record, a repeat), count what is not asked for,
-            queue the rest (unless an interrupted earlier run wrote it); whether it was queued."""
-            if isinstance(entry, Skip):
-                skipped.write(entry)
-                return False
-            sample = entry.sample
-            if cfg.categories is not None and sample.category not in cfg.categories:
-                left_out[sample.category] += 1
-            elif sample.id in seen:  # every repeat gets its own line
-                seen[sample.id] += 1
-                skipped.write(Skip(f"{sample.id} (repeat {seen[sample.id]})",
-                                   f"{metadata.source}: duplicate id {sample.id!r}", "duplicate"))
-            else:
-                seen[sample.id] = 0
-                if sample.id not in samples and sample.id not in skipped:
-                    todo.append(entry)
-                    return True
-            return False
-
-        for entry in metadata.entries:
-            if not triage(entry):
-                bar.update(1)  # a queued record is counted when it is decoded
-        setup = functools.partial(Decoder, media_root, allowed, cache_dir, cfg)
+        todo = queue(metadata, cfg, samples, skipped, left_out, bar)
+        setup = functools.partial(Decoder, media_root, allowed, run.media, cfg)
         while todo and (cfg.limit is None or len(samples.ids) < cfg.limit):
             # with a limit, only as many clips as samples are still wanted (again, if some fail)
             wanted, todo = (todo, []) if cfg.limit is None else (todo[:cfg.limit - len(samples.ids)],
@@ -111,9 +85,40 @@ def main(cfg: PrepareConfig) -> dict:
                         samples.write(result)
                 bar.update(len(chunk))
         bar.close()
-        n_samples, n_skipped = len(samples.ids), len(skipped.ids)
-    reasons = Counter(line["kind"] for line in read_jsonl(skipped_path))
-    cut = sum("audio_cut_at_seconds" in row["meta"] for row in read_jsonl(samples_path))
+    return count_and_finish(stage, cfg, run, left_out)
+
+
+def queue(metadata, cfg: PrepareConfig, samples: JsonlWriter, skipped: JsonlWriter, left_out: Counter,
+          bar) -> list[Entry]:
+    """Write what needs no decoding (a bad record, a repeat), count what is not asked for, and
+    return the entries whose clips are to be decoded, in metadata order (less those an interrupted
+    earlier run wrote already)."""
+    seen: dict[str, int] = {}  # id → how many repeats of it so far
+    todo: list[Entry] = []
+    for entry in metadata.entries:
+        if isinstance(entry, Skip):
+            skipped.write(entry)
+        elif cfg.categories is not None and entry.sample.category not in cfg.categories:
+            left_out[entry.sample.category] += 1
+        elif entry.sample.id in seen:  # every repeat gets its own line
+            seen[entry.sample.id] += 1
+            skipped.write(Skip(f"{entry.sample.id} (repeat {seen[entry.sample.id]})",
+                               f"{metadata.source}: duplicate id {entry.sample.id!r}", "duplicate"))
+        else:
+            seen[entry.sample.id] = 0
+            if entry.sample.id not in samples and entry.sample.id not in skipped:
+                todo.append(entry)
+                continue  # a queued record is counted when it is decoded
+        bar.update(1)
+    return todo
+
+
+def count_and_finish(stage, cfg: PrepareConfig, run: RunDir, left_out: Counter) -> dict:
+    """Count the samples and the skipped records (by reason), warn about cut audio, write the manifest."""
+    skips = list(read_jsonl(run.skipped))
+    n_samples, n_skipped = len({row["id"] for row in read_jsonl(run.samples)}), len({row["id"] for row in skips})
+    reasons = Counter(line["kind"] for line in skips)
+    cut = sum("audio_cut_at_seconds" in row["meta"] for row in read_jsonl(run.samples))
     if cut:
         print(f"prepare: WARNING: the audio of {cut} samples was longer than {cfg.max_audio_seconds:g} s and was cut "
               "there (max_audio_seconds; see meta.audio_cut_at_seconds)")
@@ -122,7 +127,7 @@ def main(cfg: PrepareConfig) -> dict:
                             dataset=cfg.dataset, split=cfg.split or datasets.BENCHMARKS[cfg.dataset].split)
     summary = ", ".join(f"{n} {kind}" for kind, n in reasons.most_common())
     print(f"prepare: {n_samples} samples, {n_skipped} skipped" + (f" ({summary})" if summary else "")
-          + f" → {samples_path}")
+          + f" → {run.samples}")
     return manifest
 
 

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import torch
 
-from sightsound import formats, prompts
+from sightsound import formats, prompts, rundir
 from sightsound.config import ConfigError
 from sightsound.manifest import model_inputs
 from sightsound.models.loading import load_model, video_frames
-from sightsound.records import Sample
+from sightsound.records import Consensus, CorpusRow, Sample
+from sightsound.rundir import RunDir
 from sightsound.store import read_jsonl, sha256_file
 from sightsound.training.loop import TrainingConfig, finish_training, open_training, save_model, train
 from sightsound.training.student import LoraConfig, add_lora, build_batch, prepare_for_training
@@ -38,7 +39,7 @@ class SFTConfig(TrainingConfig):
     model: str = "runs/tiny/student"  # the student checkpoint to start from
     target: str = "cot"  # cot | teacher_label | gt_label | examples
     examples: str | None = None  # target examples: the JSONL file of (messages, response) pairs
-    corpus: str = "corpus.jsonl"  # target cot: the fact-checked corpus in the run directory (verify's corpora: corpus-<name>.jsonl)
+    corpus: str = rundir.CORPUS  # target cot: the fact-checked corpus in the run directory (verify's corpora: corpus-<name>.jsonl)
     lora: LoraConfig = field(default_factory=LoraConfig)  # enabled: false trains every parameter
     lr: float = 5e-5  # paper
     steps: int = 2000  # paper: optimizer steps
@@ -94,7 +95,7 @@ def main(cfg: SFTConfig) -> dict:
                   batch_size=cfg.batch_size, batches_per_step=cfg.grad_accum,
                   val_method="zero_shot_cot" if cfg.target == "cot" else "direct", show={"loss": ".4f"})
     if cfg.merge:
-        save_model(accelerator, model, processor, run_dir / cfg.subdir / "merged", merge=True)
+        save_model(accelerator, model, processor, RunDir(run_dir).training(cfg.subdir).merged, merge=True)
     if not accelerator.is_main_process:
         return {}
     manifest = finish_training(stage, cfg, state, "loss", {"examples": len(examples)}, target=cfg.target)
@@ -109,34 +110,36 @@ def main(cfg: SFTConfig) -> dict:
 
 def load_examples(run_dir: Path, cfg: SFTConfig) -> tuple[list[tuple[list[dict], str]], dict]:
     """(messages, response) pairs for the target, and the hashes of the files they came from."""
-    target, answer = cfg.target, cfg.answer
+    target, answer, run = cfg.target, cfg.answer, RunDir(run_dir)
     if target == "examples":
         return _read_examples(cfg.examples)
-    samples_path = run_dir / "samples.jsonl"
-    samples = {s.id: s for s in read_jsonl(samples_path, Sample)}
-    if target == "cot":
+    if target == "cot":  # the corpus stands alone: each row holds its question, options and audio
         if Path(cfg.corpus).name != cfg.corpus:
             raise ValueError(f"corpus must be a file name in the run directory, not {cfg.corpus!r}")
-        source = run_dir / cfg.corpus
-        if not source.exists():
-            raise FileNotFoundError(f"{source}: not found; run `sightsound verify` first (the fact-checked corpus)")
-        pairs = [(samples[row["sample_id"]], row["text"]) for row in read_jsonl(source)]
-        examples = [(student_turn(s, "zero_shot_cot", answer), text.strip()) for s, text in pairs]
+        sources = [run / cfg.corpus]
+        _needed(sources[0], "verify` first (the fact-checked corpus)")
+        examples = [(prompts.student_turn(row, "zero_shot_cot", answer), row.text.strip())
+                    for row in read_jsonl(sources[0], CorpusRow)]
     elif target == "teacher_label":
-        source = run_dir / "consensus.jsonl"
-        if not source.exists():
-            raise FileNotFoundError(f"{source}: not found; run `sightsound teach` first")
-        rows = [r for r in read_jsonl(source) if r["unanimous"]]
-        examples = [(student_turn(samples[r["id"]], "direct", answer),
-                     prompts.label_text(samples[r["id"]].options, r["label"], answer)) for r in rows]
+        sources = [run.samples, _needed(run.consensus, "teach` first")]
+        samples = {s.id: s for s in read_jsonl(run.samples, Sample)}
+        examples = [(prompts.student_turn(samples[r.id], "direct", answer),
+                     prompts.label_text(samples[r.id].options, r.label, answer))
+                    for r in read_jsonl(run.consensus, Consensus) if r.unanimous]
     else:
-        source = samples_path
-        examples = [(student_turn(s, "direct", answer),
+        sources = [run.samples]
+        examples = [(prompts.student_turn(s, "direct", answer),
                      prompts.label_text(s.options, s.answer if s.options else s.answer_text, answer))
-                    for s in samples.values()]
+                    for s in read_jsonl(run.samples, Sample)]
     if not examples:
-        raise ValueError(f"{source}: no training examples for target {target!r}")
-    return examples, {str(samples_path): sha256_file(samples_path), str(source): sha256_file(source)}
+        raise ValueError(f"{sources[-1]}: no training examples for target {target!r}")
+    return examples, {str(path): sha256_file(path) for path in sources}
+
+
+def _needed(path: Path, then: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found; run `sightsound {then}")
+    return path
 
 
 def _read_examples(path: str | None) -> tuple[list[tuple[list[dict], str]], dict]:
@@ -158,11 +161,6 @@ def _read_examples(path: str | None) -> tuple[list[tuple[list[dict], str]], dict
 def _frames_loaded(part: dict) -> dict:
     """A video part naming a frames file holds the frames themselves (read once, not at every batch)."""
     return {"type": "video", "frames": video_frames(part)} if part["type"] == "video" else part
-
-
-def student_turn(sample: Sample, method: str, answer: str) -> list[dict]:
-    """The student hears the clip and is asked the question as `method` asks it."""
-    return prompts.question_turn(method, sample.question, sample.options, answer, audio=sample.audio)
 
 
 def summary(manifest: dict) -> str:

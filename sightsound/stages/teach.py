@@ -20,6 +20,7 @@ unfinished chunk again (free, and the only way to the same draws). A request the
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,8 @@ from sightsound.datasets.synth import oracle
 from sightsound.engine import EngineConfig, map_jobs
 from sightsound.manifest import StageRun, model_inputs, open_stage
 from sightsound.models import Generation, ModelConfig, Request, Sampling, load_backend
-from sightsound.records import Sample, Trace
+from sightsound.records import Consensus, Sample, Trace
+from sightsound.rundir import RunDir
 from sightsound.store import JsonlWriter, keep_only, read_jsonl, sha256_file
 
 
@@ -62,22 +64,20 @@ class TeachConfig:
 
 
 def main(cfg: TeachConfig) -> dict:
-    run_dir = Path(cfg.out)
-    samples_path = run_dir / "samples.jsonl"
-    if not samples_path.exists():
-        raise FileNotFoundError(f"{samples_path}: not found; run `sightsound prepare` first")
+    run = RunDir(cfg.out)
+    if not run.samples.exists():
+        raise FileNotFoundError(f"{run.samples}: not found; run `sightsound prepare` first")
     if cfg.prompt not in prompts.TEACHER_PROMPTS:
         raise ConfigError(f"unknown teacher prompt {cfg.prompt!r} (known: {', '.join(prompts.TEACHER_PROMPTS)})")
-    inputs = {str(samples_path): sha256_file(samples_path), **model_inputs(cfg.model.model)}
-    traces_path, consensus_path = run_dir / "traces.jsonl", run_dir / "consensus.jsonl"
-    stage = open_stage(run_dir, "teach", cfg, inputs, [traces_path, consensus_path, run_dir / "teach_errors.jsonl"],
+    inputs = {str(run.samples): sha256_file(run.samples), **model_inputs(cfg.model.model)}
+    stage = open_stage(run.root, "teach", cfg, inputs, [run.traces, run.consensus, run.teach_errors],
                        note=lambda m: f"{m['counts']['unanimous']} unanimous samples")
     if stage.done:
         return stage.manifest
 
-    samples = list(read_jsonl(samples_path, Sample))[: cfg.limit]
-    with JsonlWriter(traces_path) as traces, JsonlWriter(consensus_path) as consensus, \
-            JsonlWriter(run_dir / "teach_errors.jsonl") as errors:
+    samples = list(read_jsonl(run.samples, Sample))[: cfg.limit]
+    with JsonlWriter(run.traces) as traces, JsonlWriter(run.consensus) as consensus, \
+            JsonlWriter(run.teach_errors) as errors:
         jobs = []  # (chunk number, its samples, the ids still to do): the number seeds the chunk's draws
         for number, start in enumerate(range(0, len(samples), cfg.chunk)):
             chunk = samples[start:start + cfg.chunk]
@@ -100,11 +100,11 @@ def main(cfg: TeachConfig) -> dict:
                 sample_traces = [make_trace(sample, i, text) for i, text in enumerate(generation.texts)]
                 for trace in sample_traces:
                     traces.write(trace)
-                consensus.write({**vote(sample, sample_traces), "server": generation.server})
+                consensus.write(dataclasses.replace(vote(sample, sample_traces), server=generation.server))
             bar.update(len(todo))
         bar.close()
 
-    return _finish(stage, cfg, samples)
+    return count_and_finish(stage, cfg, samples)
 
 
 def sample_chunk(cfg: TeachConfig, backend, job) -> tuple[dict[str, Generation], dict[str, str]]:
@@ -147,7 +147,7 @@ def make_trace(sample: Sample, index: int, text: str) -> Trace:
     return Trace(sample.id, index, text, None, answer=answers.normalize_open(answer) or None)
 
 
-def vote(sample: Sample, traces: list[Trace], error: str | None = None) -> dict:
+def vote(sample: Sample, traces: list[Trace], error: str | None = None) -> Consensus:
     """Self-consistency: unanimous when every trace gives the same, recognizable answer."""
     votes = [t.pred_index if sample.options else t.answer for t in traces]
     unanimous = bool(votes) and len(set(votes)) == 1 and votes[0] is not None
@@ -156,29 +156,30 @@ def vote(sample: Sample, traces: list[Trace], error: str | None = None) -> dict:
         correct = None if sample.answer is None or label is None else label == sample.answer
     else:
         correct = None if label is None else answers.match_open(label, sample.answer_text)
-    return {"id": sample.id, "votes": votes, "unanimous": unanimous, "label": label,
-            "label_text": sample.options[label] if (sample.options and label is not None) else label,
-            "label_correct": correct, "category": sample.category, "error": error}
+    return Consensus(sample.id, votes, unanimous, label,
+                     sample.options[label] if (sample.options and label is not None) else label,
+                     correct, sample.category, error)
 
 
-def _finish(stage: StageRun, cfg: TeachConfig, samples) -> dict:
-    run_dir = stage.run_dir
+def count_and_finish(stage: StageRun, cfg: TeachConfig, samples) -> dict:
+    """Count what is on disk for these samples, and write the manifest unless some are pending."""
+    run = RunDir(stage.run_dir)
     ids = {s.id for s in samples}
-    rows = [r for r in read_jsonl(run_dir / "consensus.jsonl") if r["id"] in ids]
-    traces = [t for t in read_jsonl(run_dir / "traces.jsonl") if t["sample_id"] in ids]
+    rows = [r for r in read_jsonl(run.consensus, Consensus) if r.id in ids]
+    traces = [t for t in read_jsonl(run.traces, Trace) if t.sample_id in ids]
     by_id = {s.id: s for s in samples}
-    kept = [r for r in rows if r["unanimous"]]
-    judged = [t for t in traces if by_id[t["sample_id"]].options and by_id[t["sample_id"]].answer is not None]
+    kept = [r for r in rows if r.unanimous]
+    judged = [t for t in traces if by_id[t.sample_id].options and by_id[t.sample_id].answer is not None]
     counts = {
         "samples": len(rows),
         "pending": len(samples) - len(rows),
         "traces": len(traces),
         "unanimous": len(kept),
         "unanimity_rate": round(len(kept) / len(rows), 4) if rows else 0.0,
-        "trace_accuracy": round(sum(t["pred_index"] == by_id[t["sample_id"]].answer for t in judged) / len(judged), 4)
+        "trace_accuracy": round(sum(t.pred_index == by_id[t.sample_id].answer for t in judged) / len(judged), 4)
         if judged else None,
-        "label_accuracy": round(sum(bool(r["label_correct"]) for r in kept) / len(kept), 4) if kept else None,
-        "unusable": sum(1 for r in rows if r["error"]),
+        "label_accuracy": round(sum(bool(r.label_correct) for r in kept) / len(kept), 4) if kept else None,
+        "unusable": sum(1 for r in rows if r.error),
         "identical_traces": identical_share(traces),
         "hallucinated_traces": hallucinated_share(traces, by_id),
     }
@@ -189,29 +190,29 @@ def _finish(stage: StageRun, cfg: TeachConfig, samples) -> dict:
                         "generation config, e.g. top_k 1), so a unanimous vote says little; check temperature, "
                         "set top_k, or pass model.extra_body (vLLM: {top_k: -1})")
         print(f"teach: WARNING: {warnings[-1]}")
-    answered = {r["id"] for r in rows}
-    keep_only(run_dir / "teach_errors.jsonl", lambda e: e["sample_id"] not in answered)  # only what is pending
+    answered = {r.id for r in rows}
+    keep_only(run.teach_errors, lambda e: e["sample_id"] not in answered)  # only what is pending
     if counts["pending"]:
-        return stage.incomplete(counts, f"{counts['pending']} samples failed", run_dir / "teach_errors.jsonl")
+        return stage.incomplete(counts, f"{counts['pending']} samples failed", run.teach_errors)
     manifest = stage.finish(counts, model=cfg.model.model, backend=cfg.model.backend, warnings=warnings)
     print(f"teach: {counts['samples']} samples, {counts['traces']} traces, {counts['unanimous']} unanimous "
           f"({counts['unanimity_rate']:.0%}); label accuracy {counts['label_accuracy']}")
     return manifest
 
 
-def hallucinated_share(traces: list[dict], samples: dict[str, Sample]) -> float | None:
+def hallucinated_share(traces: list[Trace], samples: dict[str, Sample]) -> float | None:
     """Where samples carry the synthetic world's ground truth: the share of all traces that claim a
     sound their clip does not contain (what AGFV exists to catch); None otherwise."""
-    facts = [(t["text"], samples[t["sample_id"]].meta.get("facts")) for t in traces]
+    facts = [(t.text, samples[t.sample_id].meta.get("facts")) for t in traces]
     facts = [(text, f) for text, f in facts if f]
     return round(sum(oracle.hallucinated(text, f) for text, f in facts) / len(facts), 4) if facts else None
 
 
-def identical_share(traces: list[dict]) -> float | None:
+def identical_share(traces: list[Trace]) -> float | None:
     """The share of samples with several traces whose traces are all the same text."""
     texts: dict[str, list[str]] = {}
     for trace in traces:
-        texts.setdefault(trace["sample_id"], []).append(trace["text"])
+        texts.setdefault(trace.sample_id, []).append(trace.text)
     several = [t for t in texts.values() if len(t) > 1]
     return round(sum(len(set(t)) == 1 for t in several) / len(several), 4) if several else None
 

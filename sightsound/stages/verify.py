@@ -65,7 +65,8 @@ from sightsound.datasets.synth import oracle
 from sightsound.engine import EngineConfig, map_jobs
 from sightsound.manifest import StageRun, model_inputs, open_stage
 from sightsound.models import ModelConfig
-from sightsound.records import UNPARSEABLE, Sample, Trace, Verdict
+from sightsound.records import UNPARSEABLE, Consensus, CorpusRow, Sample, Trace, Verdict
+from sightsound.rundir import RunDir
 from sightsound.scoring import rejection_metrics
 from sightsound.store import JsonlWriter, keep_only, read_jsonl, sha256_file, write_jsonl
 
@@ -93,30 +94,29 @@ class VerifyConfig:
 def main(cfg: VerifyConfig) -> dict:
     if cfg.checker not in CHECKERS:  # the config first, then the files
         raise ConfigError(f"unknown checker {cfg.checker!r} (known: {', '.join(CHECKERS)})")
-    run_dir = Path(cfg.out)
-    paths = {name: run_dir / f"{name}.jsonl" for name in ("samples", "traces", "consensus")}
-    for name, path in paths.items():
+    run = RunDir(cfg.out)
+    for path, stage_name in ((run.samples, "prepare"), (run.traces, "teach"), (run.consensus, "teach")):
         if not path.exists():
-            raise FileNotFoundError(f"{path}: not found; run `sightsound {'prepare' if name == 'samples' else 'teach'}` first")
-    inputs = {**{str(p): sha256_file(p) for p in paths.values()}, **model_inputs(cfg.model.model)}
+            raise FileNotFoundError(f"{path}: not found; run `sightsound {stage_name}` first")
+    inputs = {**{str(p): sha256_file(p) for p in (run.samples, run.traces, run.consensus)},
+              **model_inputs(cfg.model.model)}
     if cfg.checker == "trained":  # verdicts depend on the verifier's weights too
         inputs |= {str(p): sha256_file(p) for p in sorted(Path(cfg.verifier).glob("*")) if p.is_file()}
     _check_corpora(cfg.corpora)
-    verdicts_path, errors_path = run_dir / "verdicts.jsonl", run_dir / "verify_errors.jsonl"
-    corpora = [run_dir / "corpus.jsonl"] + [run_dir / f"corpus-{name}.jsonl" for name in cfg.corpora]
-    stage = open_stage(run_dir, "verify", cfg, inputs, [verdicts_path, errors_path, *corpora],
+    corpora = [run.corpus()] + [run.corpus(name) for name in cfg.corpora]
+    stage = open_stage(run.root, "verify", cfg, inputs, [run.verdicts, run.verify_errors, *corpora],
                        exclude=("out", "progress", "chunk", "engine"),  # chunking changes no verdict
                        note=lambda m: f"{m['counts']['accepted']} traces accepted")
     if stage.done:
         return stage.manifest
 
-    samples = {s.id: s for s in read_jsonl(paths["samples"], Sample)}
-    consensus = [row for row in read_jsonl(paths["consensus"]) if row["unanimous"]][: cfg.limit]
-    kept = {row["id"] for row in consensus}
+    samples = {s.id: s for s in read_jsonl(run.samples, Sample)}
+    consensus = [row for row in read_jsonl(run.consensus, Consensus) if row.unanimous][: cfg.limit]
+    kept = {row.id for row in consensus}
     firsts = any(not spec.get("tts", True) for spec in cfg.corpora.values())  # n = 1 corpora need every first trace
-    items = [(samples[t.sample_id], t) for t in read_jsonl(paths["traces"], Trace)
+    items = [(samples[t.sample_id], t) for t in read_jsonl(run.traces, Trace)
              if t.sample_id in kept or (firsts and _first(t))]
-    with JsonlWriter(verdicts_path) as verdicts, JsonlWriter(errors_path) as errors:
+    with JsonlWriter(run.verdicts) as verdicts, JsonlWriter(run.verify_errors) as errors:
         bar = tqdm(total=len(items), desc=f"verify ({cfg.checker})", unit="trace", disable=not cfg.progress)
         jobs = []
         for start in range(0, len(items), cfg.chunk):
@@ -141,7 +141,7 @@ def main(cfg: VerifyConfig) -> dict:
             bar.update(len(audible))
         bar.close()
 
-    return _finish(stage, cfg, items, {row["id"]: row for row in consensus})
+    return write_outputs(stage, cfg, items, {row.id: row for row in consensus})
 
 
 def _check(checker, audible: list) -> list:
@@ -169,10 +169,12 @@ def _error(trace: Trace, reason: str) -> dict:
 # --- the summary and the corpus ----------------------------------------------------------------
 
 
-def _finish(stage: StageRun, cfg: VerifyConfig, items, consensus: dict) -> dict:
-    run_dir = stage.run_dir
+def write_outputs(stage: StageRun, cfg: VerifyConfig, items, consensus: dict[str, Consensus]) -> dict:
+    """Once every trace has its verdict: the corpora, then the manifest (acceptance overall and per
+    category, and the checker's quality where the world's ground truth is known)."""
+    run = RunDir(stage.run_dir)
     wanted = {t.id for _, t in items}
-    found = {v.id: v for v in read_jsonl(run_dir / "verdicts.jsonl", Verdict) if v.id in wanted}
+    found = {v.id: v for v in read_jsonl(run.verdicts, Verdict) if v.id in wanted}
     judged = [(s, t, found[t.id]) for s, t in items if t.id in found]
     accepted = [(s, t) for s, t, v in judged if v.accept]
     counts = {
@@ -184,39 +186,49 @@ def _finish(stage: StageRun, cfg: VerifyConfig, items, consensus: dict) -> dict:
         "acceptance_rate": _rate(len(accepted), len(judged)),
         "unparseable": sum(v.reply.startswith(UNPARSEABLE) for _, _, v in judged),
     }
-    keep_only(run_dir / "verify_errors.jsonl", lambda e: f"{e['sample_id']}#{e['index']}" not in found)
+    keep_only(run.verify_errors, lambda e: f"{e['sample_id']}#{e['index']}" not in found)
     if counts["pending"]:  # no corpus either: it is written whole or not at all
-        return stage.incomplete(counts, f"{counts['pending']} traces got no verdict", run_dir / "verify_errors.jsonl")
+        return stage.incomplete(counts, f"{counts['pending']} traces got no verdict", run.verify_errors)
 
     per_category = {}
     totals, taken = Counter(s.category for s, _, _ in judged), Counter(s.category for s, _ in accepted)
     for category in sorted(totals):
         per_category[category] = {"traces": totals[category], "accepted": taken[category],
                                   "acceptance_rate": _rate(taken[category], totals[category])}
-    with_facts = [(s, t, v) for s, t, v in judged if s.meta.get("facts")]
-    quality = None
-    if with_facts:  # ground truth: a trace claiming a sound the clip does not contain should be rejected
-        hallucinated = [oracle.hallucinated(t.text, s.meta["facts"]) for s, t, _ in with_facts]
-        right = [t.pred_index == s.answer for s, t, _ in with_facts]  # the trace's label is the true answer
-        kept = [v.accept for _, _, v in with_facts]
-        quality = {"traces": len(with_facts), "hallucinated": sum(hallucinated),
-                   **rejection_metrics(hallucinated, [not k for k in kept]),
-                   "accepted_traces": sum(kept), "accepted_correct": sum(r and k for r, k in zip(right, kept)),
-                   "rejected_traces": len(kept) - sum(kept),
-                   "rejected_correct": sum(r and not k for r, k in zip(right, kept))}
-
-    corpus = [(s, t, consensus[s.id]["label"]) for s, t in accepted if s.id in consensus]  # unanimous: TTS
-    _write_corpus(run_dir / "corpus.jsonl", corpus)
+    quality = _quality(judged)
+    corpus = [(s, t, consensus[s.id].label) for s, t in accepted if s.id in consensus]  # unanimous: TTS
+    _write_corpus(run.corpus(), corpus)
     sizes = {}
     for name, spec in cfg.corpora.items():
-        chosen = [(s, t, consensus[s.id]["label"] if spec.get("tts", True) else _own_label(s, t))
+        chosen = [(s, t, consensus[s.id].label if spec.get("tts", True) else _own_label(s, t))
                   for s, t, v in judged
                   if (s.id in consensus if spec.get("tts", True) else _first(t)) and (v.accept or not spec.get("agfv", True))]
-        _write_corpus(run_dir / f"corpus-{name}.jsonl", chosen)
+        _write_corpus(run.corpus(name), chosen)
         sizes[name] = len(chosen)
     manifest = stage.finish(counts, checker=cfg.checker, model=cfg.model.model if cfg.checker != "trained" else None,
                             verifier=cfg.verifier if cfg.checker == "trained" else None,
                             per_category=per_category, quality=quality, corpora={"corpus": len(corpus), **sizes})
+    _print_summary(cfg, counts, per_category, quality)
+    return manifest
+
+
+def _quality(judged) -> dict | None:
+    """Where samples carry the world's ground truth: how well the verdicts reject the traces that
+    claim a sound the clip does not contain, and how many accepted/rejected traces are right."""
+    with_facts = [(s, t, v) for s, t, v in judged if s.meta.get("facts")]
+    if not with_facts:
+        return None
+    hallucinated = [oracle.hallucinated(t.text, s.meta["facts"]) for s, t, _ in with_facts]
+    right = [t.pred_index == s.answer for s, t, _ in with_facts]  # the trace's label is the true answer
+    kept = [v.accept for _, _, v in with_facts]
+    return {"traces": len(with_facts), "hallucinated": sum(hallucinated),
+            **rejection_metrics(hallucinated, [not k for k in kept]),
+            "accepted_traces": sum(kept), "accepted_correct": sum(r and k for r, k in zip(right, kept)),
+            "rejected_traces": len(kept) - sum(kept),
+            "rejected_correct": sum(r and not k for r, k in zip(right, kept))}
+
+
+def _print_summary(cfg: VerifyConfig, counts: dict, per_category: dict, quality: dict | None) -> None:
     print(f"verify ({cfg.checker}): {counts['accepted']} of {counts['traces']} traces accepted "
           f"({counts['acceptance_rate']:.0%}) from {counts['samples']} unanimous samples"
           + (f"; {counts['unparseable']} replies unparseable" if counts["unparseable"] else ""))
@@ -225,7 +237,6 @@ def _finish(stage: StageRun, cfg: VerifyConfig, items, consensus: dict) -> dict:
     if quality:
         print(f"  against ground truth, rejecting hallucinated traces: precision {quality['precision']} "
               f"recall {quality['recall']} (TP {quality['tp']} FP {quality['fp']} FN {quality['fn']} TN {quality['tn']})")
-    return manifest
 
 
 def _rate(part: int, whole: int) -> float:
@@ -238,14 +249,12 @@ def _own_label(sample: Sample, trace: Trace):
 
 def _write_corpus(path: Path, chosen) -> None:
     """The chosen (sample, trace, label) at once, atomically: the corpus is whole or absent."""
-    lines = []
+    rows = []
     for sample, trace, label in chosen:
         label_text = sample.options[label] if (sample.options and label is not None) else label
-        lines.append({"id": trace.id, "sample_id": sample.id, "index": trace.index, "dataset": sample.dataset,
-                      "split": sample.split, "category": sample.category, "audio": sample.audio,
-                      "question": sample.question, "options": sample.options, "text": trace.text,
-                      "label": label, "label_text": label_text})
-    write_jsonl(path, lines)
+        rows.append(CorpusRow(trace.id, sample.id, trace.index, sample.dataset, sample.split, sample.category,
+                              sample.audio, sample.question, sample.options, trace.text, label, label_text))
+    write_jsonl(path, rows)
 
 
 def summary(manifest: dict) -> str:

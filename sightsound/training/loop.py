@@ -35,6 +35,7 @@ from sightsound.inference import Asking, answer_all
 from sightsound.manifest import StageRun, open_stage
 from sightsound.models.hf import HFBackend
 from sightsound.records import Sample
+from sightsound.rundir import RunDir, TrainingDir
 from sightsound.store import JsonlWriter, read_jsonl, write_json
 
 
@@ -83,7 +84,8 @@ def train(accelerator, stage: StageRun, cfg, model, processor, step, *, name: st
     (step, best_accuracy, best_step). `batch_size` examples per process make a batch, and a step
     takes `batches_per_step` of them; `merge` saves best/ and final/ with LoRA folded in; `show`
     names the metrics on the progress bar, with their formats."""
-    out = stage.run_dir / cfg.subdir
+    folder = RunDir(stage.run_dir).training(cfg.subdir)
+    out = folder.root
     state = {"step": 0, "best_accuracy": None, "best_step": None}
     last = latest_checkpoint(out)
     if last is not None:  # resume: weights, optimizer, scheduler, data order and step
@@ -96,7 +98,7 @@ def train(accelerator, stage: StageRun, cfg, model, processor, step, *, name: st
         return order.next()[accelerator.process_index::accelerator.num_processes]
 
     main = accelerator.is_main_process
-    metrics = JsonlWriter(out / "metrics.jsonl", id_of=lambda r: str(r["step"])) if main else None
+    metrics = JsonlWriter(folder.metrics, id_of=lambda r: str(r["step"])) if main else None
     start_trackers(accelerator, stage, cfg)
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=name, unit="step", disable=not (cfg.progress and main))
     model.train()
@@ -109,7 +111,7 @@ def train(accelerator, stage: StageRun, cfg, model, processor, step, *, name: st
             row["val_accuracy"] = validate(accelerator, model, processor, cfg, val_method)
             if state["best_accuracy"] is None or row["val_accuracy"] > state["best_accuracy"]:
                 state.update(best_accuracy=row["val_accuracy"], best_step=state["step"])
-                save_model(accelerator, model, processor, out / "best", merge=merge)
+                save_model(accelerator, model, processor, folder.best, merge=merge)
             model.train()
         if main and (state["step"] % cfg.log_every == 0 or "val_accuracy" in row or last_step):
             metrics.write(row)
@@ -118,7 +120,7 @@ def train(accelerator, stage: StageRun, cfg, model, processor, step, *, name: st
         if state["step"] % cfg.save_every == 0 or last_step:
             save_checkpoint(accelerator, out, state, cfg.keep_checkpoints)
     bar.close()
-    save_model(accelerator, model, processor, out / "final", merge=merge)
+    save_model(accelerator, model, processor, folder.final, merge=merge)
     if main:
         metrics.close()
     accelerator.end_training()  # closes the trackers
@@ -128,7 +130,7 @@ def train(accelerator, stage: StageRun, cfg, model, processor, step, *, name: st
 def finish_training(stage: StageRun, cfg, state: dict, curve: str, counts: dict, **extra) -> dict:
     """The manifest of an SFT or GRPO run (main process, after the final model is saved): `counts`
     plus steps, the first and last logged value of `curve` (loss, reward) and the best validation."""
-    rows = list(read_jsonl(stage.run_dir / cfg.subdir / "metrics.jsonl"))
+    rows = list(read_jsonl(RunDir(stage.run_dir).training(cfg.subdir).metrics))
     counts = {**counts, "steps": state["step"], f"first_{curve}": rows[0][curve], f"last_{curve}": rows[-1][curve],
               "best_val_accuracy": state["best_accuracy"], "best_step": state["best_step"]}
     return stage.finish(counts, model=cfg.model, **extra)
@@ -186,26 +188,26 @@ def save_model(accelerator, model, processor, path: Path, merge: bool = False) -
 
 def save_checkpoint(accelerator, out: Path, state: dict, keep: int) -> None:
     """Everything accelerate prepared (weights, optimizer, scheduler, RNG), then the trainer state."""
-    path = out / f"checkpoint-{state['step']}"
+    path = TrainingDir(out).checkpoint(state["step"])
     accelerator.save_state(str(path / "state"))
     if accelerator.is_main_process:
-        write_json(path / "trainer_state.json", state)  # written last: a checkpoint without it is partial
+        write_json(TrainingDir.trainer_state(path), state)  # written last: a checkpoint without it is partial
         for old in sorted(_checkpoints(out), key=_step)[:-keep]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
 
 
 def latest_checkpoint(out: Path) -> Path | None:
-    done = [p for p in _checkpoints(out) if (p / "trainer_state.json").exists()]
+    done = [p for p in _checkpoints(out) if TrainingDir.trainer_state(p).exists()]
     return max(done, key=_step) if done else None
 
 
 def read_state(path: Path) -> dict:
-    return json.loads((path / "trainer_state.json").read_text())
+    return json.loads(TrainingDir.trainer_state(path).read_text())
 
 
 def _checkpoints(out: Path) -> list[Path]:
-    return [p for p in out.glob("checkpoint-*") if p.is_dir()] if out.exists() else []
+    return TrainingDir(out).checkpoints()
 
 
 def _step(path: Path) -> int:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sightsound import rundir
 from sightsound.datasets import avqa
 from sightsound.datasets.reading import Benchmark, Entry, Metadata
 
 
 def read(root: Path, split: str) -> Metadata:
     """The AVQA reader over the synthetic question files, with each clip's facts in `meta`."""
-    facts_file = Path(root) / "facts.jsonl"
+    facts_file = Path(root) / rundir.FACTS
     facts = {}
     if facts_file.exists():
         for line in facts_file.read_text().splitlines():

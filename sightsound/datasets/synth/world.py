@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sightsound import rundir
 from sightsound.config import ConfigError
 
 # name, glyph shape, RGB colour; the sound of each is made by `_voice`.
@@ -295,7 +296,7 @@ def write_world(cfg: SynthConfig) -> dict:
         clip_rng = random.Random(rng.randrange(2**32))
         name = f"syn{cfg.seed:03d}c{i:05d}_{(i * 10) % 300:06d}"  # AVQA style: <id>_<start second>
         sources = make_scene(clip_rng, cfg)
-        write_mp4(out / "videos" / f"{name}.mp4", render_frames(sources, cfg, clip_rng),
+        write_mp4(out / rundir.VIDEOS / f"{name}.mp4", render_frames(sources, cfg, clip_rng),
                   render_audio(sources, cfg, clip_rng), cfg.fps, cfg.sample_rate, lossless=True)
         split = "val" if i >= cfg.clips - n_val else "train"
         for q in questions(sources, clip_rng):
@@ -310,5 +311,5 @@ def write_world(cfg: SynthConfig) -> dict:
                       "sources": [asdict(s) for s in sources]})
     for split, records in splits.items():
         (out / f"{split}_qa.json").write_text(json.dumps(records, indent=1))
-    (out / "facts.jsonl").write_text("".join(json.dumps(f) + "\n" for f in facts))
+    (out / rundir.FACTS).write_text("".join(json.dumps(f) + "\n" for f in facts))
     return {"clips": cfg.clips, **{f"{k}_questions": len(v) for k, v in splits.items()}}

@@ -1,0 +1,71 @@
+"""What the run report reads from a run directory, leniently: a file that is missing, unreadable
+or not what it should be is left out (a line that does not parse, say half written, is skipped).
+Every path comes from `RunDir`; manifests are read by `sightsound.manifest.read_manifest`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sightsound.manifest import read_manifest
+from sightsound.rundir import RunDir
+
+
+def read_results(run_dir: Path, rows: list[str], benchmarks: list[str] = ()) -> dict[tuple[str, str], tuple[dict, dict]]:
+    """(benchmark, model) → (its result, {question id: correct}) for every evaluation in the run,
+    the models in `rows` order first (then the others by name), and within a model the benchmarks
+    in `benchmarks` order first (then the others by name)."""
+    found = {}
+    for evaluation in RunDir(run_dir).evaluations():
+        result = read_json(evaluation.result)
+        if result is None:
+            continue
+        bench, model = evaluation.root.parent.name, evaluation.root.name
+        result.setdefault("benchmark", bench)
+        correct = {r["id"]: bool(r["correct"]) for r in read_jsonl(evaluation.predictions)
+                   if "id" in r and r.get("correct") is not None}  # unlabelled questions are not judged
+        found[(bench, model)] = (result, correct)
+    rank = {name: i for i, name in enumerate(rows)}
+    place = {name: i for i, name in enumerate(benchmarks)}
+    return dict(sorted(found.items(), key=lambda item: (rank.get(item[0][1], len(rank)), item[0][1],
+                                                        place.get(item[0][0], len(place)), item[0][0])))
+
+
+def eval_manifests(run_dir: Path) -> list[tuple[str, str, dict]]:
+    """(benchmark, model, manifest) for every evaluation of the run with a readable eval manifest,
+    sorted by path; an evaluation without a result counts too (`RunDir.evaluations()` lists only
+    those with one, so the manifests are globbed by the pattern a relative `RunDir` spells)."""
+    found = []
+    for path in sorted(Path(run_dir).glob(str(RunDir("").eval("*", "*").manifest("eval")))):
+        evaluation = RunDir(path.parents[1])
+        manifest = read_manifest(evaluation.root, "eval", strict=False)
+        if manifest is not None:
+            found.append((evaluation.root.parent.name, evaluation.root.name, manifest))
+    return found
+
+
+def read_json(path: Path) -> dict | None:
+    """The JSON object in `path`, or None when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The JSON objects in `path`, one a line; a line that does not parse (say, half written) is skipped."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows

@@ -1,0 +1,62 @@
+"""A run directory's report: `sightsound report RUN_DIR`, also written by `sightsound run` at its end.
+
+Writes the Markdown and HTML reports, the results table as CSV and the plots into the run
+directory (every path from `RunDir`), from what it holds: the stage manifests, the training
+metrics and the evaluations. Sections are built by `sections`, rendered by `render`; what to compare
+and which model plays which role come from the run's report settings (`settings.ReportConfig`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sightsound.manifest import read_manifest
+from sightsound.registry import STAGES
+from sightsound.report import sections as build
+from sightsound.report.reading import read_results
+from sightsound.report.render import render_html, render_markdown
+from sightsound.report.settings import ReportConfig, read_settings
+from sightsound.report.tables import build_table, write_csv
+from sightsound.rundir import RunDir
+
+
+def write_run_report(run_dir: str | Path, settings: ReportConfig | None = None) -> str:
+    """Write the report (Markdown, HTML, CSV) and the plots into `run_dir`; return the Markdown.
+
+    `settings` default to the run's saved report settings (by `sightsound run`), else to none.
+    Each section is made from what the run directory holds; a missing or unreadable file leaves its
+    section (or line) out. Sections are (title, blocks), a block being ("text", str),
+    ("table", headers, rows) or ("image", relative path, caption); both documents are rendered from them.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = RunDir(run_dir)
+    settings = settings or read_settings(run_dir)
+    manifests = {stage: read_manifest(run_dir, stage, strict=False) for stage in STAGES}
+    manifests = {stage: m for stage, m in manifests.items() if m is not None}
+    evaluated = read_results(run_dir, settings.rows, [b for b in (settings.in_domain, settings.acoustic) if b])
+    results = [r for r, _ in evaluated.values()]
+    marks = {key: correct for key, (_, correct) in evaluated.items()}
+
+    sections = [
+        ("Pipeline", build.pipeline_blocks(manifests, run_dir)),
+        ("Bootstrapped roles", build.bootstrap_blocks(manifests.get("bootstrap"))
+         + build.premise_blocks(manifests, marks, settings)),
+        ("Teacher and checker", build.teacher_checker_blocks(manifests.get("teach"), manifests.get("verify"))),
+        ("Training curves", build.curve_blocks(run_dir)),
+        ("Evaluation", build.evaluation_blocks(results) + build.accuracy_plot_blocks(evaluated, run_dir)
+         + build.paired_blocks(evaluated, settings)),
+        ("The paper's claims, as measured", build.claims_blocks(marks, settings, manifests.get("verify"))),
+        ("Timings", build.timing_blocks(run_dir, manifests)),
+    ]
+    sections = [(title, blocks) for title, blocks in sections if blocks]
+    title = f"SightSound-R1 run: {run_dir.resolve().name}"
+    intro = ("Every number below is read from this run directory's files, as measured; shares are shown as "
+             "percentages, accuracies with their 95% Wilson interval in brackets.")
+
+    text = render_markdown(title, intro, sections)
+    run.report(".md").write_text(text)
+    run.report(".html").write_text(render_html(title, intro, sections, run_dir))
+    if results:
+        write_csv(run.report(".csv"), *build_table(results))
+    return text
