@@ -3,34 +3,12 @@
     sightsound run configs/demo.yaml          # the `bootstrap` section runs first (and is cached)
 
 A freshly built tiny model knows nothing, so nothing would flow through the pipeline. This stage
-generates a separate synthetic world, builds the tiny Qwen models, fine-tunes two of them with
-`sightsound sft` (target `examples`) and calibrates an audio–text verifier, into the roles below.
-It is a recipe made of other stages (synth, prepare, sft), so it sits above them: the one module
-that may run stages.
-
-
-- the **teacher** (Qwen2.5-VL): sees only the frames of the questions vision can answer
-  (`teacher_questions`: which source sounds, how many) and writes what a watcher can tell —
-  `synth.oracle.visual_reasoning` (a pulsing glyph is taken to sound, a still one to be silent) inside
-  <think>, then the watcher's answer. It is right about what is seen and sounding and, like the
-  paper's LVLM, hallucinates about mimes (moving but silent) and misses off-screen sounds.
-- the **student** (Qwen2-Audio): like Qwen2-Audio-7B-Instruct, it hears but has never been trained
-  on the benchmark's question types or the <think>/<answer> format. It learns perception only
-  (`student_questions`: which sound starts first, is one louder than another, is a note high or
-  low — the last two are also the demo's acoustic benchmark, its MMAU analogue) and answers
-  directly; the pipeline is what teaches it the in-domain questions and to reason.
-- the **checker**: the small audio–text verifier of `sightsound.checking.verifier` (the paper's
-  "cheaper" checker, §3.2), calibrated on reasoning texts like the teacher's with the world's truth
-  as labels (`synth.oracle.hallucinated`), on the student's audio encoder: it checks each sentence
-  of a trace against the clip and accepts the trace when all pass. A tiny audio LM asked yes/no did
-  not learn the job in the time the demo has: trained 250 steps from the student, its rejection F1
-  on the pipeline's traces was 0.44 (0.60 when it also learned the in-domain questions; and 0 — it
-  accepted everything — on another run), its AUC 0.73–0.86.
-
-Then each role is measured on held-out clips of that world, and the numbers go into the
-manifest (and the run's report). Everything lives under `out` and is skipped when done, so later
-runs reuse the models. Answers are option words, not letters (`answer: text` in the demo config):
-the tiny models learn the former in minutes and the latter not at all.
+generates a separate synthetic world, builds the tiny Qwen models, fine-tunes the **teacher**
+(Qwen2.5-VL: a watcher's reasoning from the frames) and the **student** (Qwen2-Audio: perception
+only, direct answers) with `sightsound sft` (target `examples`), and calibrates the **checker**, an
+audio–text verifier. Each role is measured on held-out clips, into the manifest; everything lives
+under `out` and is reused when done. It runs other stages (synth, prepare, sft), so it sits above them.
+Details: docs/reference.md, "sightsound/bootstrap.py".
 """
 
 from __future__ import annotations

@@ -1,27 +1,14 @@
 """The `sightsound` command: one subcommand per stage (from `sightsound.registry.STAGES`), and `run`,
 `report`, `score`, `estimate`, `export`, `configs`, `verifier train` and `tiny-models`.
 
-    sightsound synth --out runs/world --clips 48
     sightsound run configs/demo.yaml --out runs/demo     # the whole pipeline (see sightsound/pipeline.py)
-    sightsound prepare --dataset synth --root runs/world --split train --out runs/demo
-    sightsound tiny-models --out runs/tiny
     sightsound teach --out runs/demo model.model=runs/tiny/teacher n=4
-    sightsound verify --out runs/demo --checker local model.model=runs/tiny/student
-    sightsound verifier train --calibration calibration.jsonl --out runs/verifier audio_encoder=runs/tiny/student
-    sightsound eval --samples runs/mmau/samples.jsonl --out runs/eval/mmau-direct method=direct
-    sightsound report runs/eval/*/result.json --out runs/report.md    # or: sightsound report RUN_DIR
-    sightsound score predictions.jsonl --out result.json --scorer mmau
-    sightsound estimate sightsound-r1 --gpu-gib 48       # GPU memory per device of SFT and GRPO
-    sightsound export runs/demo --format swift           # the corpus for ms-swift (or llamafactory, trl)
-    sightsound export runs/mmau/eval/direct --format mmau-submission   # MMAU test, for the leaderboard
     sightsound configs                                   # the configs shipped with the package
 
-Exit codes: 0 done; 2 a usage error (argparse's, a stage name, a config key or value); 1 the work
-failed (a missing input, a stage that did not finish). Either way one line on stderr says what.
-
-Every stage subcommand takes `--config FILE` (a YAML file holding the stage's keys, or a section
-named after the stage), its flags, and trailing `key=value` overrides, applied in that order; its
-`--help` lists every config key with its default and what it means.
+Every stage subcommand takes `--config FILE`, its flags and trailing `key=value` overrides, applied
+in that order; its `--help` lists every config key with its default. Exit codes: 0 done; 2 a usage
+error; 1 the work failed; either way one line on stderr says what.
+Details: docs/reference.md, "sightsound/cli.py".
 """
 
 from __future__ import annotations

@@ -4,25 +4,12 @@
     for job, result in map_jobs(cfg.engine, partial(load_backend, cfg.model), work, jobs):
         ...write result...                                # the driver alone writes, in job order
 
-prepare, teach, verify and eval cut their pending work into jobs (the same jobs whatever the
-engine: teach's chunk numbers seed its draws); `work(state, job)` computes a job's results from
-the state `setup()` built — a loaded model, an HTTP client, a checker — and returns them; the
-stage writes them through its resumable writer. So a run's files, ids, manifests and resume are
-the local engine's, whichever engine computed them.
-
-With `ray`, `workers` actors each call `setup()` once (each holding its own model, with
-`num_gpus`/`num_cpus` from the config) and take jobs as they free up; results come back in job
-order. A worker that dies (a lost node, a killed process, out of memory) is restarted and its job
-run again, up to `max_retries` times (Ray's actor restarts and task retries); an exception inside
-`work` is the stage's own error and is raised as such. A killed driver takes its actors with it,
-and a rerun resumes from what was written, as with the local engine.
-
-Ray core (actors and `ActorPool`) rather than Ray Data: the stages need their results in order on
-the driver (one writer, resumable), one model per worker loaded once, and teach's chunks kept
-whole; Ray Data would bring its own sinks and Arrow schemas for records that are nested dicts.
-`ray.init(address=...)` joins a running cluster; without an address a local one is started with
-`workers × num_cpus` CPUs. Needs `pip install 'sightsound[ray]'`; every node needs sightsound
-installed and the run directory (and media) on storage they all see, since records hold paths.
+prepare, teach, verify and eval cut their pending work into jobs, the same whatever the engine;
+`work(state, job)` computes a job's results from the state `setup()` built (a loaded model, an HTTP
+client, a checker) and the stage alone writes them, so a run's files, ids, manifests and resume
+are the same on either engine. With `ray`, each of `workers` actors calls `setup()` once; one that
+dies is restarted and its job run again (`max_retries`). Needs `pip install 'sightsound[ray]'`.
+Details: docs/reference.md, "sightsound/engine.py".
 """
 
 from __future__ import annotations

@@ -4,38 +4,12 @@
     sightsound export runs/demo --format trl --what grpo         # → runs/demo/export/trl-grpo.jsonl
     sightsound export runs/demo --format llamafactory --out data/avqa_cot.jsonl
 
-What is exported (`--what`):
-
-- `sft`: the fact-checked CoT corpus (`corpus.jsonl`, or `--corpus corpus-<name>.jsonl`): each
-  accepted trace as the assistant's reply to the student's chain-of-thought prompt for its
-  question, with the clip's audio — exactly the pairs `sightsound sft` trains on.
-- `grpo`: the unanimous prompts (`consensus.jsonl`) with the teacher's label as `solution` (and the
-  options), the prompts `sightsound grpo` samples from.
-
-Formats, one JSON object a line (JSONL, which each of them reads), audio by absolute path:
-
-- `swift` (ms-swift, the paper's trainer; "messages" with `<audio>` tags):
-  `{"messages": [{"role": "user", "content": "<audio>PROMPT"}, {"role": "assistant", "content": TRACE}],
-  "audios": [WAV]}`; GRPO rows hold the user turn only, and `solution`, which ms-swift passes to
-  reward functions as a keyword argument.
-- `llamafactory` (LLaMA-Factory's sharegpt format with `audios`): the same lines, and a
-  `dataset_info.json` beside the file that registers it (`formatting: sharegpt`, the columns and the
-  role tags), so `dataset: <name>` with `dataset_dir:` that folder finds it. LLaMA-Factory has no
-  GRPO trainer, so `--what grpo` is refused for it.
-- `trl` (TRL's conversational prompt–completion format): `{"prompt": [{"role": "user", "content":
-  PROMPT}], "completion": [{"role": "assistant", "content": TRACE}], "audio": WAV}`; GRPO rows hold
-  `prompt`, `solution` and `audio` (extra columns reach TRL's reward functions as keyword arguments).
-
-`--answer letter|text` says how the prompt asks for a multiple-choice answer and how `solution` is
-written (default `letter`, the benchmarks' way).
-
-`mmau-submission` exports an *evaluation* instead (`sightsound export runs/mmau-test/eval/direct
---format mmau-submission`): MMAU's test set keeps its answers for the leaderboard, which takes the
-benchmark file itself (`mmau-test.json`, as prepare read it: same records, same order — the scorer
-pairs predictions with questions by position) with a `model_prediction` added to each record. The
-prediction is the option the model chose, as text (the official rule matches the answer's words and
-never a bare letter), else the model's extracted answer; a question that was skipped or not
-evaluated gets "" (scored wrong) and is counted in the message.
+`--what sft` exports the fact-checked corpus (`corpus.jsonl`, read alone: each `records.CorpusRow`
+holds its question, options and audio) as the pairs `sightsound sft` trains on; `--what grpo` the
+unanimous prompts of `consensus.jsonl` with the teacher's label as `solution`. Formats: `swift`
+(ms-swift), `llamafactory` (sharegpt; sft only) and `trl`, the prompt built by `prompts.student_turn`.
+`--format mmau-submission` turns an MMAU test evaluation into the leaderboard's file instead.
+Details: docs/reference.md, "sightsound/exports.py".
 """
 
 from __future__ import annotations

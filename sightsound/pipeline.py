@@ -4,28 +4,12 @@
     sightsound run configs/sightsound-r1.yaml --out runs/r1
     sightsound run configs/demo.yaml --from sft --until grpo sft.steps=50
 
-Stages, in order (`sightsound.registry.STAGES`, then the report): bootstrap → synth → prepare →
-teach → verify → sft → grpo → eval → report. A stage takes part when the config has its section (`bootstrap` and `synth` are the demo's: its
-tiny models and its synthetic world; an ablation without `grpo` skips GRPO); `--from` / `--until`
-narrow the range. Every stage skips itself when its manifest shows it finished with the same
-config and inputs, runs again when either changed, and resumes when it was interrupted — so a
-rerun of a finished run redoes nothing, and a killed one picks up where it stopped.
-
-Fixed names in the run directory (`run.out`, or `--out`): `samples.jsonl`, `skipped.jsonl`,
-`traces.jsonl`, `consensus.jsonl`, `verdicts.jsonl`, `corpus.jsonl`, `sft/`, `grpo/`,
-`eval/<benchmark>/samples.jsonl` and `eval/<benchmark>/<model>/result.json`, `manifests/`,
-`config/<stage>.yaml` (the resolved config of every stage), `report.md` / `report.html` / `plots/`.
-So the stage sections hold no `out`; in any string value, `{run}` stands for the run directory
-and `{models}` for the folder of the demo's bootstrapped models (`bootstrap.out`).
-A config may start from another (`extends: sightsound-r1.yaml`): the ablations in configs/ablations/.
-
-`benchmarks` maps a name to prepare settings (and, under `eval:`, EvalConfig keys for it alone,
-e.g. `scorer: mmau`); each is prepared into `eval/<name>/` by the prepare stage, so training can
-validate on one. The `eval` section holds what every evaluation shares (EvalConfig keys) and
-`models`, a list of {name, model, method, label, ...}: each is evaluated on every benchmark. `run.launch` maps a stage to the
-command that starts it in its own processes — `{sft: "accelerate launch --config_file
-configs/accelerate/ddp.yaml"}` runs `accelerate launch ... -m sightsound sft --config
-RUN/config/sft.launch.yaml` (multi-GPU training); stages not named there run in this process.
+Stages run in the registry's order (`sightsound.registry.STAGES`), then the report; a stage takes
+part when the config has its section, `--from` / `--until` narrow the range, and a stage whose
+manifest shows the same config and inputs is skipped (an interrupted one resumes). Stage sections
+hold no `out`: the run directory's file names are fixed, defined once in `sightsound/rundir.py`
+(`RunDir`). `run.launch` starts a stage in its own processes (multi-GPU training).
+Details: docs/reference.md, "sightsound/pipeline.py".
 """
 
 from __future__ import annotations

@@ -48,6 +48,11 @@ PLOTS = "plots"
 EXPORT = "export"
 
 
+def _at(*names: str) -> tuple[property, ...]:
+    """One property per name: the path of that file (or folder) inside the directory."""
+    return tuple(property(lambda self, name=name: self.root / name) for name in names)
+
+
 class RunDir:
     """A run directory (or a folder inside one that a stage writes to: eval/<benchmark>/<model>)."""
 
@@ -60,19 +65,11 @@ class RunDir:
     def __truediv__(self, name: str) -> Path:
         return self.root / name
 
-    samples = property(lambda self: self.root / SAMPLES)
-    skipped = property(lambda self: self.root / SKIPPED)
-    media = property(lambda self: self.root / MEDIA)
-    traces = property(lambda self: self.root / TRACES)
-    consensus = property(lambda self: self.root / CONSENSUS)
-    teach_errors = property(lambda self: self.root / TEACH_ERRORS)
-    verdicts = property(lambda self: self.root / VERDICTS)
-    verify_errors = property(lambda self: self.root / VERIFY_ERRORS)
-    predictions = property(lambda self: self.root / PREDICTIONS)
-    result = property(lambda self: self.root / RESULT)
-    world = property(lambda self: self.root / WORLD)
-    plots = property(lambda self: self.root / PLOTS)
-    manifests = property(lambda self: self.root / MANIFESTS)
+    samples, skipped, media = _at(SAMPLES, SKIPPED, MEDIA)  # prepare
+    traces, consensus, teach_errors = _at(TRACES, CONSENSUS, TEACH_ERRORS)  # teach
+    verdicts, verify_errors = _at(VERDICTS, VERIFY_ERRORS)  # verify
+    predictions, result = _at(PREDICTIONS, RESULT)  # eval/<benchmark>/<model>/
+    world, plots, manifests = _at(WORLD, PLOTS, MANIFESTS)
 
     def corpus(self, name: str | None = None) -> Path:
         """The fact-checked corpus, or an ablation's (`corpus-<name>.jsonl`)."""
@@ -125,11 +122,7 @@ class TrainingDir:
     def __repr__(self) -> str:
         return f"TrainingDir({str(self.root)!r})"
 
-    metrics = property(lambda self: self.root / METRICS)
-    completions = property(lambda self: self.root / COMPLETIONS)
-    final = property(lambda self: self.root / FINAL)
-    best = property(lambda self: self.root / BEST)
-    merged = property(lambda self: self.root / MERGED)
+    metrics, completions, final, best, merged = _at(METRICS, COMPLETIONS, FINAL, BEST, MERGED)
 
     def checkpoint(self, step: int) -> Path:
         return self.root / f"{CHECKPOINT}{step}"

@@ -1,54 +1,15 @@
 """Score a predictions file: accuracy overall, per category and per record.
 
-    sightsound score runs/mmau/eval/predictions.jsonl --out runs/mmau/eval/RESULT.json --scorer mmau
-
-    from sightsound.scoring import score_file
+    sightsound score runs/demo/eval/mmau/sft/predictions.jsonl --out RESULT.json --scorer mmau
     result = score_file(run.eval("mmau", "sft").predictions, "RESULT.json", scorer="default")   # run: a RunDir
-    print(result["accuracy"], result["per_category"]["sound"]["accuracy"])
 
-Each input line is one JSON object:
-
-    {"id": "q1", "response": "<think>…</think><answer>B</answer>", "options": ["Man", "Woman"],
-     "answer": 1, "category": "sound"}
-
-`options` is [] for open-ended questions; `answer` is a 0-based index or the answer's text, or
-null (or "") for a question whose answer is not public (MMAU's test set): such a line is
-`unlabelled` — its `pred_index` is still read, for a leaderboard submission, but it is left out of
-every accuracy. `id` (default: the line number) and `category` are optional. Scorers:
-
-- `default`: `sightsound.answers.is_correct` (the same matching the GRPO reward uses).
-- `mmau`: MMAU's official `evaluation.py` token rule on the extracted answer (the last
-  `<answer>` block, else the whole response) decides `correct`; `pred_index` still comes from
-  `match_option`, for information. It needs options. The official rule never accepts a bare
-  option letter, while our prompts list the options with letters (and the paper config asks for
-  the letter): an answer that is a bare letter and nothing else ("B", "(B)", "Answer: B") is read
-  as its option's text before the rule. Any answer in words is judged by the rule as it is.
-- `mmau-pro`: MMAU-Pro's closed-form rule (`evaluate_mmau_pro_comprehensive.py`): the answer (a
-  bare letter read as its option's text, as above) goes to the choice most similar to it by
-  sentence embedding — whatever the similarity — and is right when that choice is the answer,
-  compared exactly. The official script embeds with NV-Embed-v2 (7B, remote code); here it is
-  all-MiniLM-L6-v2, the embedder the rest of the package uses, so a borderline paraphrase can
-  land on another choice than the leaderboard's. An empty answer is wrong (the official script
-  embeds "" and takes whichever choice is nearest). Open-ended questions are judged by an LLM
-  (Qwen2.5-7B-Instruct, sampled) in the official script; here by the default open-ended rule.
-
-RESULT.json: `scorer`, `predictions` (the input path), `accuracy` (0..1; null when nothing is
-labelled), `count`, `correct` (of the labelled lines), `unlabelled`,
-`unmatched` (option questions where no option was matched), `per_category` ({name: {accuracy,
-count, correct}}, records without a category left out) and `records` ([{id, pred_index, correct}],
-`pred_index` null when nothing matched or the question is open-ended; `correct` null when
-unlabelled). A malformed line stops
-the scoring with an error naming the file, the line and the field.
-
-`rejection_metrics` scores a checker: precision, recall and F1 of rejecting the traces that should
-be rejected.
-
-Uncertainty: every accuracy `tally` gives carries its 95% Wilson score interval (`ci95`), and
-`paired_test` compares two models on the same questions by the exact McNemar test (a two-sided
-binomial test on the questions exactly one of them got right). Both come from scipy
-(`scipy.stats.binomtest`), checked against statsmodels in the tests. Wilson rather than the normal
-approximation because demo and per-category counts are small and accuracies reach 0 or 100%;
-exact McNemar because the discordant counts are often below 25.
+Each input line holds `response`, `options` ([] when open-ended) and `answer` (an index or the
+text; null or "" when not public: `unlabelled`, read but left out of every accuracy), optionally
+`id` and `category`. Scorers: `default` (`sightsound.answers.is_correct`, as the GRPO reward),
+`mmau` and `mmau-pro` (the benchmarks' official rules). RESULT.json holds each accuracy with its
+95% Wilson interval (`ci95`) and one row per record; `paired_test` compares two models (exact
+McNemar) and `rejection_metrics` scores a checker.
+Details: docs/reference.md, "sightsound/scoring.py".
 """
 
 from __future__ import annotations
@@ -75,7 +36,7 @@ def score_file(predictions_path: str | Path, out_path: str | Path, scorer: str =
 def score_predictions(path: str | Path, scorer: str = "default", *,
                       similarity_threshold: float | None = SIMILARITY_THRESHOLD,
                       embedder: Embedder | None = None) -> dict:
-    """The result dict described in the module doc (nothing is written)."""
+    """The result dict described in docs/reference.md ("sightsound/scoring.py") (nothing is written)."""
     if scorer not in SCORERS:
         raise ConfigError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
     match_kwargs = {"similarity_threshold": similarity_threshold, "embedder": embedder}

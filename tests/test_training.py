@@ -6,11 +6,11 @@ import shutil
 import pytest
 import torch
 
-from sightsound import rl
+from sightsound import prompts, rl
 from sightsound.models import ModelConfig, load_backend
 from sightsound.models.hf import HFBackend
-from sightsound.records import Sample
-from sightsound.store import read_jsonl
+from sightsound.records import Consensus, CorpusRow, Sample
+from sightsound.store import read_jsonl, to_json
 from sightsound.manifest import read_manifest
 from sightsound.stages import evaluate, grpo, sft
 from sightsound.models.loading import load_model
@@ -24,11 +24,12 @@ def toy_run(prepared, tmp_path_factory):
     run = tmp_path_factory.mktemp("toy")
     samples = list(read_jsonl(prepared / "samples.jsonl", Sample))[:16]
     (run / "samples.jsonl").write_text("".join(json.dumps(s.__dict__) + "\n" for s in samples))
-    (run / "corpus.jsonl").write_text("".join(
-        json.dumps({"sample_id": s.id, "index": 0, "text": f"<think>I hear it.</think><answer>{'ABCD'[s.answer]}</answer>"})
-        + "\n" for s in samples))
-    (run / "consensus.jsonl").write_text("".join(
-        json.dumps({"id": s.id, "unanimous": True, "label": s.answer}) + "\n" for s in samples))
+    corpus = [CorpusRow(f"{s.id}#0", s.id, 0, s.dataset, s.split, s.category, s.audio, s.question, s.options,
+                        f"<think>I hear it.</think><answer>{'ABCD'[s.answer]}</answer>", s.answer, s.answer_text)
+              for s in samples]
+    consensus = [Consensus(s.id, [s.answer], True, s.answer, s.answer_text, True, s.category) for s in samples]
+    for path, rows in ((run / "corpus.jsonl", corpus), (run / "consensus.jsonl", consensus)):
+        path.write_text("".join(json.dumps(to_json(row)) + "\n" for row in rows))
     return run
 
 
@@ -330,7 +331,7 @@ def format_rate(model_dir, samples) -> float:
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     backend = HFBackend.from_loaded(model.eval(), processor)
-    requests = [Request(s.id, sft.student_turn(s, "zero_shot_cot", "letter")) for s in samples[:8]]
+    requests = [Request(s.id, prompts.student_turn(s, "zero_shot_cot", "letter")) for s in samples[:8]]
     texts = [t for g in backend.generate(requests, Sampling(n=8, temperature=1.0, max_new_tokens=24, seed=123))
              for t in g.texts]
     return sum(map(rl.format_reward, texts)) / len(texts)

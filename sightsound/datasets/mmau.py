@@ -1,20 +1,13 @@
 """MMAU (Sakshi et al., 2024): `mmau-{split}.json`, one JSON list — test-mini (1,000 records, with
 answers) or test (9,000, answers withheld for the leaderboard).
 
-    {"id": "3fe6...", "audio_id": "./test-mini-audios/3fe6....wav", "question": "...",
-     "choices": ["Man", "Woman", ...], "answer": "Man", "dataset": "AudioSet", "task": "sound",
-     "split": "test-mini", "category": "Reasoning", "sub-category": "...", "difficulty": "medium"}
+    sightsound prepare --dataset mmau --root data/mmau --split test-mini --out runs/mmau
 
-The answer is option text: its index is the first choice equal to it (some items repeat a choice,
-and then both letters are right — the scorer knows; here the first is kept). Matching falls back
-to ignoring case and surrounding spaces, since some texts carry a leading space. `category` of
-the sample is `task` (sound / speech / music, the paper's columns); the source `category` is
-sometimes a list (`["Reasoning"]`) and is kept in `meta` as a plain string. The file changed
-after its v05.15.25 release, so the prepare manifest records its sha256.
-
-The test set's `answer` is "" (elsewhere an empty answer is an error): its samples are unlabelled (`answer` None, `answer_text` ""),
-`eval` answers them without scoring them, and `sightsound export EVAL_DIR --format
-mmau-submission` writes the file the leaderboard scores (sightsound/exports.py).
+The answer is option text, mapped to the first equal choice; the sample's `category` is `task`
+(sound / speech / music, the paper's columns). The test set's samples are unlabelled: `eval`
+answers them without scoring them, and `sightsound export EVAL_DIR --format mmau-submission`
+writes the file the leaderboard scores (sightsound/exports.py).
+Details: docs/reference.md, "sightsound/datasets/mmau.py".
 """
 
 from __future__ import annotations

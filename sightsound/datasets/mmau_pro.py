@@ -1,25 +1,13 @@
 """MMAU-Pro (Kumar et al., 2025): `test.parquet`, 5,305 questions, with the clips under `data/` (the
-dataset's `data.zip`, unpacked). One row per question:
+dataset's `data.zip`, unpacked).
 
-    {"id": "...", "audio_path": ["data/....wav"], "question": "...", "choices": ["...", ...] or None,
-     "answer": "...", "category": "sound", "perceptual_skills": [...], "reasoning_skills": [...],
-     "length_type": "medium", "transcription": "...", "task_identifier": ..., "kwargs": ...}
+    sightsound prepare --dataset mmau-pro --root data/mmau-pro --split test --out runs/mmau-pro
 
-Traps, and what is done with them:
-
-- `audio_path` is a list even for one clip. Questions over several clips (category `multi`, 430)
-  are skipped with their reason: a sample here is one question about one clip.
-- `category` `open` (625) has no choices: an open-ended sample (`options` [], the answer as text).
-  `instruction following` (87) is judged by rule checks (`task_identifier`, `kwargs`) that are not
-  reproduced here: skipped, with the reason.
-- A closed question needs at least two choices (the official script drops the others; so do we).
-  The answer is option text; one that is none of the choices could never be scored right by the
-  official exact comparison, and is skipped with the reason rather than guessed at.
-
-The sample's `category` is the dataset's `category` (sound, music, speech, spatial_audio,
-voice_chat, their mixes, open); everything else stays in `meta`. The `mmau-pro` scorer
-(sightsound/scoring.py) follows the official closed-form rule: the answer is mapped to the most
-similar choice by sentence embedding, then compared with the answer exactly.
+Each row becomes one sample about one clip: questions over several clips (`multi`) and
+`instruction following` ones are skipped with their reason, `open` ones become open-ended samples,
+and a closed answer must be one of at least two choices. The sample's `category` is the dataset's;
+the rest stays in `meta`. Scored by the `mmau-pro` scorer (sightsound/scoring.py).
+Details: docs/reference.md, "sightsound/datasets/mmau_pro.py".
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
     model, processor = load_model("runs/demo/sft/final", dtype="float32")   # full model or LoRA adapter
     inputs = encode(processor, batch, padding_side="left")   # chat template rendered, then tokens + audio/image features
 
-The model class is chosen from the checkpoint's `model_type` (MODEL_CLASSES). A folder holding a
+The model class is chosen from the checkpoint's `model_type` (`families.FAMILIES`). A folder holding a
 LoRA adapter (`adapter_config.json`) loads its base and then the adapter; its processor is the
 base's. Where transformers cannot build a checkpoint's processor — Qwen2.5-VL's and Qwen2.5-Omni's
 include a video processor, which needs torchvision — `ProcessorShim` does what they do for images
@@ -21,13 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sightsound import media
-
-MODEL_CLASSES = {
-    "qwen2_audio": "Qwen2AudioForConditionalGeneration",
-    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
-    "qwen2_5_omni_thinker": "Qwen2_5OmniThinkerForConditionalGeneration",
-    "qwen2_5_omni": "Qwen2_5OmniForConditionalGeneration",  # released Omni checkpoints: we use its thinker
-}
+from sightsound.models.families import FAMILIES
 
 
 def load_model(path: str | Path, dtype: str = "float32", device_map: str | None = None,
@@ -44,14 +38,16 @@ def load_model(path: str | Path, dtype: str = "float32", device_map: str | None 
     adapter = (path / "adapter_config.json").exists()
     base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"] if adapter else str(path)
     config = AutoConfig.from_pretrained(base, trust_remote_code=trust_remote_code)
-    if config.model_type not in MODEL_CLASSES:
+    family = FAMILIES.get(config.model_type)
+    if family is None or family.architecture is None:
+        loadable = [f.model_type for f in FAMILIES.values() if f.architecture]
         raise ValueError(f"{base}: model_type {config.model_type!r} is not supported "
-                         f"(supported: {', '.join(MODEL_CLASSES)})")
-    model_class = getattr(transformers, MODEL_CLASSES[config.model_type])
+                         f"(supported: {', '.join(loadable)})")
+    model_class = getattr(transformers, family.architecture)
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     model = model_class.from_pretrained(base, dtype=torch_dtype, device_map=device_map,
                                         trust_remote_code=trust_remote_code)
-    if config.model_type == "qwen2_5_omni":  # the thinker writes the text; the talker only speaks it
+    if family.thinker:  # the thinker writes the text; the talker only speaks it
         model = model.thinker
     if adapter:
         from peft import PeftModel
@@ -172,22 +168,16 @@ def load_processor(path: str, trust_remote_code: bool):
     try:
         return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (ImportError, AttributeError, ValueError, OSError):
-        if config.model_type not in SHIM_TOKENS:
+        family = FAMILIES.get(config.model_type)
+        if family is None or family.shim is None:
             raise
+    shim = family.shim
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     images = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     features = None
-    if config.model_type.startswith("qwen2_5_omni"):
+    if shim.audio_token is not None:
         features = AutoFeatureExtractor.from_pretrained(path, trust_remote_code=trust_remote_code)
-    return ProcessorShim(tokenizer, images, features, **SHIM_TOKENS[config.model_type])
-
-
-# The placeholder each model's processor expands, and whether the model wants `mm_token_type_ids`.
-SHIM_TOKENS = {
-    "qwen2_5_vl": dict(image_token="<|image_pad|>", audio_token=None, token_types=True),
-    "qwen2_5_omni_thinker": dict(image_token="<|IMAGE|>", audio_token="<|AUDIO|>", token_types=False),
-    "qwen2_5_omni": dict(image_token="<|IMAGE|>", audio_token="<|AUDIO|>", token_types=False),
-}
+    return ProcessorShim(tokenizer, images, features, shim.image_token, shim.audio_token, shim.token_types)
 
 
 class ProcessorShim:

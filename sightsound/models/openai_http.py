@@ -6,36 +6,10 @@
     gens = backend.generate(requests, Sampling(n=4, temperature=1.0, max_new_tokens=512))
     probs = backend.yes_probability(requests)  # P("yes") / (P("yes") + P("no")) per request, or None
 
-What it does, and the choices made where servers differ:
-
-- Content parts become chat-completions parts: text as is; `{"type": "audio", "path": wav}` becomes
-  `input_audio` holding the wav file's bytes in base64 (format "wav"); an image becomes one
-  `image_url` data URL, encoded as JPEG (quality 95) because video frames as PNG make payloads
-  several times larger and the server's processor resizes them anyway; a video becomes one such
-  `image_url` per frame, in order. Parts already in the OpenAI shape pass through.
-- Each request POSTs `{base_url}/chat/completions` with model, messages, n, temperature, top_p,
-  max_tokens (= max_new_tokens), seed and top_k (each left out when None), and `extra_body`'s keys. Some servers ignore or cap `n`:
-  when fewer choices come back, the missing ones are asked for again with seed+1, seed+2, ...
-  so the extra samples differ. A request gets exactly n texts or none (the teacher's unanimous
-  vote must not pass more easily on fewer samples).
-- At most `max_concurrency` requests are in flight: a semaphore is held for each request's whole
-  life (conversion, retries and top-ups), which also bounds memory and eases a rate-limited
-  server while we back off. All requests share one connection pool.
-- 429, 408 and 5xx answers, connection errors, time-outs (`timeout` seconds per attempt) and
-  malformed bodies are retried up to `max_retries` times, after the server's Retry-After on
-  429/503 (seconds or an HTTP date, capped at 5 minutes) or else an exponential backoff
-  (0.5 s * 2^k with jitter, capped at 30 s). Other 4xx answers fail at once.
-- `base_url` may be a list of servers (e.g. one vLLM server per GPU or per node): each attempt goes
-  to the server with the fewest requests in flight among those not backing off (ties: list order).
-  A retryable failure takes that server out for the attempt's back-off and the request retries at
-  once on another; only when every server is out does a request wait out its own back-off (with
-  one server: exactly the behaviour above). A success puts a server back. `Generation.server`
-  says which server answered.
-- A request that still fails comes back as `Generation(id, [], error="<reason>; status=...;
-  attempts=...")`; `generate` never raises because of one request, the others complete.
-- The API key is read from the variable named by `api_key_env` on each call and is never kept on
-  the backend; it is scrubbed from every message we log or return, generated texts included
-  (servers may echo it back).
+Content parts (audio, images, video frames) become chat-completions parts; at most
+`max_concurrency` requests are in flight over the servers of `base_url` (one or a list), retried
+with back-off; a request that still fails comes back as a `Generation` with its `error`, never raised.
+Details: docs/reference.md, "sightsound/models/openai_http.py".
 """
 
 from __future__ import annotations

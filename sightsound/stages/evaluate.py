@@ -3,22 +3,12 @@
     sightsound eval --samples runs/mmau/samples.jsonl --out runs/eval/mmau-direct \\
         model.model=Qwen/Qwen2-Audio-7B-Instruct method=direct label="Qwen2-Audio-7B-Instruct"
 
-Methods (paper Tables 1-2):
-- `direct`: the model answers from its `inputs` (audio, video or both) with the option letter only.
-- `zero_shot_cot`: the same inputs, asked to reason in <think> and answer in <answer>.
-- `zero_shot_audio_cot`: a vision model on the *silent* video with the teacher's audio-focused prompt.
-- `test_time_cot_distill`: the student hears the audio, with the teacher's trace for the same clip
-  (from `teacher_traces`, a teach stage's traces.jsonl) placed in its prompt.
-A trained checkpoint is evaluated by pointing `model.model` at it (with `direct` or `zero_shot_cot`).
-
-How a question is asked and judged is `sightsound.inference` (shared with validation during
-training); the scorer is the benchmark's own unless `scorer` says otherwise (MMAU: its official
-string rule). Writes `OUT/predictions.jsonl` (per sample: prompt, response, pred_index, correct, category, ...),
-`OUT/result.json` (accuracy overall, per category, per difficulty / modality where the benchmark
-has them, the paper's columns, counts, and the dataset file's hash) and a manifest. Resumable.
-Questions without a public answer (MMAU test) are answered and counted as `unlabelled`, not scored.
-Chunks of `chunk` questions run on the engine `engine` names (this process, or a Ray cluster's
-actors: sightsound/engine.py); this process alone writes the predictions.
+Methods (paper Tables 1-2): `direct`, `zero_shot_cot`, `zero_shot_audio_cot` (a vision model on
+the silent video) and `test_time_cot_distill` (the teacher's trace in the student's prompt); a
+trained checkpoint is evaluated by pointing `model.model` at it. Questions are asked and judged by
+`sightsound.inference`, with the benchmark's own scorer unless `scorer` says otherwise. Writes
+`OUT/predictions.jsonl`, `OUT/result.json` and a manifest; resumable.
+Details: docs/reference.md, "sightsound/stages/evaluate.py".
 """
 
 from __future__ import annotations

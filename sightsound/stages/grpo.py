@@ -2,30 +2,13 @@
 
     sightsound grpo --config configs/sightsound-r1.yaml       # paper: G=8, lr 1e-6, T=1.0, beta 0.04, ≤1000 steps
 
-Each step takes `prompts_per_step` unanimous samples (the teacher's label is the target), samples
-`group_size` completions per prompt *with that prompt's audio*, scores them with the weighted
-rewards named in `rewards` (sightsound.rl.REWARDS: accuracy against the teacher label, format; or a
-function of your own by import path, `"mypkg.rewards:brevity": 0.1`),
-normalizes advantages within each group, and minimizes eq. 2 — clipped ratio to the policy that
-sampled, plus beta times the k3 KL to a frozen reference: the SFT model (with LoRA GRPO, the same
-model with the GRPO adapter disabled). Log-probs are always computed with each sample's own audio
-features. Prompts are never truncated (that could cut the audio placeholders); completions stop at
-`max_completion_tokens`. Writes `RUN_DIR/grpo/` through the training loop the SFT stage uses
-(`sightsound.training.loop`): metrics.jsonl (+ TensorBoard), completions.jsonl (every
-`log_completions_every` steps: step, prompt id, completion, each reward, advantage), checkpoints
-(resumed from), best/ by validation accuracy, final/ (always a full model: LoRA GRPO adapters are merged on saving, since
-their base is the SFT model merged in memory).
-
-Memory and compute (`sightsound estimate CONFIG` before renting GPUs): each prompt — its tokens and
-its audio — runs once per group, in the rollouts' prefill (`training.student.sample_groups`) and in
-scoring (`completion_logps`: one row per prompt, each completion attending to the prompt and to
-itself); log-probs are computed only at completion positions, in chunks. Under DeepSpeed ZeRO-3 (the paper config's
-GRPO launcher) rollouts run on the partitioned policy: DeepSpeed gathers each layer's weights as
-`generate` reaches it, and transformers keeps the ranks stepping together (`synced_gpus`, on under
-ZeRO-3). Gathering the whole model first, as TRL does, is faster but needs the full bf16 weights on
-every GPU at once — room the paper's 48 GB GPUs do not have beside the reference and the rollout
-cache. This path has not been run under DeepSpeed here (no GPUs, no DeepSpeed on the build machines);
-`benchmarks/gpu_check.sh` runs GRPO on one GPU.
+Each step samples `group_size` completions for each of `prompts_per_step` unanimous samples (the
+student's prompt, `prompts.student_turn`, with that sample's audio), scores them with the weighted
+`rewards` (`sightsound.rl.REWARDS`, or your own by import path), normalizes advantages within each
+group and minimizes eq. 2 (`rl.grpo_loss`, which returns the loss and its statistics): the clipped
+ratio plus beta times the k3 KL to the frozen SFT model. Writes `RUN_DIR/grpo/` (`subdir`) through
+the loop SFT uses (`sightsound.training.loop`); `sightsound estimate CONFIG` sizes its memory.
+Details: docs/reference.md, "sightsound/stages/grpo.py".
 """
 
 from __future__ import annotations
@@ -38,6 +21,7 @@ import torch
 
 from sightsound import formats, prompts, rl
 from sightsound.manifest import model_inputs
+from sightsound.models.families import placeholder_ids
 from sightsound.models.loading import encode, load_model
 from sightsound.records import Consensus, Sample
 from sightsound.rundir import RunDir
@@ -217,16 +201,6 @@ def completion_mask(completion_ids: torch.Tensor, eos_ids: list[int]) -> torch.T
     is_eos = torch.isin(completion_ids, torch.tensor(eos_ids, device=completion_ids.device))  # [N, T]
     after_first = (is_eos.cumsum(dim=1) - is_eos.long()) > 0  # tokens that follow an EOS
     return (~after_first).long()
-
-
-PLACEHOLDERS = ["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
-                "<|vision_end|>", "<|vision_pad|>", "<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>"]
-
-
-def placeholder_ids(tokenizer) -> list[int]:
-    """Ids of the multimodal placeholder tokens this tokenizer has."""
-    vocab = tokenizer.get_vocab()
-    return [vocab[t] for t in PLACEHOLDERS if t in vocab]
 
 
 def _eos_ids(model) -> list[int]:

@@ -2,20 +2,12 @@
 
     sightsound teach --config configs/demo.yaml            # or: sightsound teach --out RUN_DIR model.model=...
 
-Reads `RUN_DIR/samples.jsonl`; writes `traces.jsonl` (one line per sampled trace: `sample_id`,
-`index`, `text`, `answer`, `pred_index`) and `consensus.jsonl` (one line per sample: the votes,
-`unanimous`, the teacher `label`, and the `server` that answered, with HTTP backends). On the
-synthetic world the manifest also counts the share of traces that claim a sound the clip lacks (`hallucinated_traces`). A sample is kept for distillation exactly when the paper keeps
-it (§3.1): all n extracted answers are the same, |unique(A)| = 1 — and that answer exists (a vote
-with no recognizable answer never makes a label).
-
-Samples go to the backend in fixed chunks of the sample file (on the engine `engine` names:
-this process, or a Ray cluster's actors, sightsound/engine.py), each sampled with seed + chunk
-number, so a rerun ends with the same records as an uninterrupted run. A server backend seeds
-every request on its own, so a rerun asks again only for the samples still missing (nothing else
-is billed twice); a local model's draws depend on the whole batch, so its rerun samples the whole
-unfinished chunk again (free, and the only way to the same draws). A request the backend failed
-(after its own retries) is logged in `teach_errors.jsonl` and retried on the next run.
+Reads `RUN_DIR/samples.jsonl`; writes `traces.jsonl` (`records.Trace`, one per sampled trace) and
+`consensus.jsonl` (`records.Consensus`, one vote per sample). A sample is kept for distillation
+exactly when the paper keeps it (§3.1): all n extracted answers are the same, recognizable one.
+Chunks are sampled with seed + chunk number, so a rerun ends with the records of an uninterrupted
+run; a failed request goes to `teach_errors.jsonl` and is retried on the next run.
+Details: docs/reference.md, "sightsound/stages/teach.py".
 """
 
 from __future__ import annotations

@@ -4,48 +4,12 @@
     sightsound verify --out runs/demo checker=trained verifier=runs/verifier
     sightsound verify --config configs/sightsound-r1.yaml        # GPT-4o-audio, key from OPENAI_API_KEY
 
-Reads `samples.jsonl`, `traces.jsonl` and `consensus.jsonl` of the run directory and checks (in
-chunks, on the engine `engine` names: sightsound/engine.py) every trace of every unanimous sample (and, when a `corpora` entry asks for n = 1, every sample's first
-trace). Writes `verdicts.jsonl` (one line per trace: `sample_id`,
-`index`, `accept`, `score`, `reply`, `checker`) and then the fact-checked corpus D_FC,
-`corpus.jsonl`: one line per accepted trace holding what SFT trains (audio, question) → trace on,
-so that it joins no files: `id`, `sample_id`, `index`, `dataset`, `split`, `category`, `audio`,
-`question`, `options`, `text` (the whole trace), `label` and `label_text` (the teacher's unanimous
-answer). The manifest, written last, has the acceptance rate overall and per category and — where
-samples carry the synthetic world's ground truth (`meta["facts"]`) — TP/FP/FN/TN, precision and
-recall of rejecting the traces that claim sounds the clip does not contain (`datasets.synth.oracle.hallucinated`),
-and how many accepted and rejected traces carry the right label (the corpus's label precision).
-
-What a checker is shown: the trace's reasoning, `answers.think_text` (its <think> block, or the
-text before <answer> when there is none), inside prompts.CHECKER_PROMPT, with the clip's audio.
-The claims about sounds are in the reasoning; the answer is a bare option letter that means nothing
-without the question, and would invite the checker to judge the answer instead of the claims.
-
-Checkers, chosen by `checker` (`checking.checkers.CHECKERS`; to add one, write a class and add an entry):
-
-- `local`: an audio LM (Qwen2-Audio, or Qwen2.5-Omni's thinker) through `model` (the HF backend;
-  a served model with log-probs works too). The decision comes from the probabilities of "yes" and
-  "no" as the reply's first token (`backend.yes_probability`): accept when P(yes) / (P(yes) + P(no))
-  ≥ `threshold`; never from parsing generated text. `score` is that share, `reply` "p_yes=0.7312".
-- `api`: an audio LM behind an OpenAI-compatible API (paper: GPT-4o-audio), greedy (temperature 0),
-  the audio sent as `input_audio`. The reply decides, read by a strict grammar (`parse_reply`):
-  after optional dressing (spaces, quotes, `*`, backticks, brackets), the first word must be "yes"
-  or "no" in any case, followed by nothing but dressing, or by one of `. , ! ; :` or a line break
-  and then anything (an explanation). So "Yes", "no.", "**No**, the drum is silent." parse;
-  "Yes and no", "I think yes", "The answer is yes", "Yesterday", "y" do not. An unparseable reply
-  is a rejection (accept=false) whose `reply` is the raw text behind the marker "[unparseable] ",
-  and is counted in the manifest. `api_logprobs: true` adds a second, one-token request per trace
-  for P(yes) from the server's log-probs as `score` (where the server gives them); the decision
-  stays the parsed text.
-- `trained`: the cost-sensitive verifier trained on a calibration set (sightsound/checking/verifier.py);
-  `score` is its P(accept), accepted at ≥ `threshold`, `reply` "p_accept=0.8120".
-- `none`: every trace accepted unheard (`reply` "unchecked"): the ablation without AGFV.
-
-Traces go to the checker in chunks of `chunk`, and each chunk's verdicts are appended as soon as
-it returns, so an interrupted run loses at most one chunk and a rerun checks only the traces
-without a verdict. A trace whose request failed (after the backend's own retries) or whose audio
-file is missing gets no verdict: it is logged in `verify_errors.jsonl` and retried by the next run,
-and no corpus or manifest is written while any is pending.
+Checks every trace of every unanimous sample of `consensus.jsonl` (its reasoning,
+`answers.think_text`, with the clip's audio) by the checker `checker` names: `local`, `api`,
+`trained` or `none` (`checking.checkers.CHECKERS`). Writes `verdicts.jsonl` (`records.Verdict`);
+then `write_outputs` writes the fact-checked corpus `corpus.jsonl` (`records.CorpusRow`, all SFT
+needs), the `corpora` ablations and the manifest. A rerun checks only the traces without a verdict.
+Details: docs/reference.md, "sightsound/stages/verify.py".
 """
 
 from __future__ import annotations

@@ -1,22 +1,15 @@
-"""The training loop SFT and GRPO share: resume, batches, metrics, validation with the best model
-kept, checkpoints, the final model and the manifest. Each stage passes only what is its own: how
-one optimizer step is taken.
+"""The training loop SFT and GRPO share (resume, batches, metrics, validation keeping the best model,
+checkpoints, the final model, the manifest); each stage passes only how one optimizer step is taken.
 
     accelerator, stage = open_training(run_dir, cfg, inputs)        # skips a finished run
     ...                                                             # load the model, build the optimizer
-    state = train(accelerator, stage, cfg, model, processor, step, items=len(examples),
+    state = train(accelerator, stage, cfg, model, processor, step, name="sft", items=len(examples),
                   batch_size=cfg.batch_size, val_method="zero_shot_cot", show={"loss": ".4f"})
     return finish_training(stage, cfg, state, "loss", {"examples": len(examples)})
 
-`step(next_batch, number)` takes optimizer step `number` (0-based) and returns its metrics
-(`next_batch()` gives this process's share of the next global batch, as example indices). Writes `RUN_DIR/<subdir>/`:
-`metrics.jsonl` and TensorBoard events, `checkpoint-N/` (accelerate state: weights, optimizer,
-scheduler, RNG) with `trainer_state.json` written last, so a checkpoint without it is known to be
-partial and the newest complete one is resumed from; `best/` (highest validation accuracy, when
-`val_samples` is set) and `final/`. Saved models are ordinary HF folders (a LoRA adapter, or a full
-model) with the processor beside them, so evaluation loads them like any checkpoint.
-
-The keys both stages take are in `TrainingConfig`, which their configs extend.
+Writes `RUN_DIR/<subdir>/` (`rundir.TrainingDir`): `metrics.jsonl`, `checkpoint-N/` (resumed
+from), `best/` and `final/`; the keys both stages take are in `TrainingConfig`.
+Details: docs/reference.md, "sightsound/training/loop.py".
 """
 
 from __future__ import annotations

@@ -21,9 +21,10 @@ rest is arithmetic on the configured shapes. The parts, per device:
   `ACTIVATION_WIDTHS` tensors of the hidden width and the MLP width; with gradient checkpointing
   only each layer's input is kept, plus one layer's worth recomputed during backward. The audio
   encoder's frames count the same way when it is trained (each clip once: the scoring pass encodes
-  a group's clip once). GRPO's scoring runs each prompt once for its group (Qwen2 and Qwen2-Audio,
-  `training.student.use_grouped_attention`): B prompts and B x G completions pass through the decoder,
-  and each layer keeps the prompt's keys and values once per completion for its attention.
+  a group's clip once). GRPO's scoring runs each prompt once for its group on the families marked
+  `grouped_attention` in `models.families` (Qwen2 and Qwen2-Audio; `training.student.use_grouped_attention`):
+  B prompts and B x G completions pass through the decoder, and each layer keeps the prompt's keys
+  and values once per completion for its attention.
 - logits: SFT's loss goes through every position's logits (the model's own loss, in float32);
   GRPO's scoring computes log-probs `LOGP_ROWS` completion tokens at a time and never holds more.
 - rollout cache: generation's key/value cache for every sampled sequence (GRPO).
@@ -43,7 +44,7 @@ import re
 from dataclasses import dataclass
 
 from sightsound.config import with_packaged_paths
-from sightsound.training.student import LOGP_ROWS, SHARED_PROMPT_MODELS
+from sightsound.training.student import LOGP_ROWS, family_of
 
 GIB = 1024 ** 3
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -278,7 +279,7 @@ def stage_estimates(stage: str, cfg, launch: str | None, *, audio_seconds: float
                   completion_tokens=cfg.max_completion_tokens if grpo else response_tokens,
                   audio_seconds=audio_seconds, stage=stage,
                   reference=grpo and not cfg.lora.enabled and cfg.beta > 0,
-                  grouped=grpo and config.model_type in SHARED_PROMPT_MODELS)
+                  grouped=grpo and family_of(config.model_type).grouped_attention)
     by_checkpointing = {on: estimate(config, counts, dataclasses.replace(setup, gradient_checkpointing=on))
                         for on in (False, True)}
     return {"stage": stage, "model": path, "counts": counts, "setup": setup, "configured": cfg.gradient_checkpointing,

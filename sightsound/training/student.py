@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.utils.checkpoint
 
+from sightsound.models.families import FAMILIES, Family
 from sightsound.models.loading import encode, frames_as_images, render
 
 LOGP_ROWS = 1024  # completion tokens whose logits exist at once when scoring (1024 x 156k vocab x 4 B = 640 MB)
@@ -147,7 +148,12 @@ def completion_logps(model, prompt_inputs, completion_ids: torch.Tensor, repeats
 # gradient checkpointing's recomputation in the backward pass runs the same attention.
 
 GROUPED = "sightsound_grouped_sdpa"
-SHARED_PROMPT_MODELS = ("qwen2", "qwen2_audio")  # Qwen2.5-Omni's thinker computes its own 3-D positions
+_OTHER = Family("other", None, ())  # a model_type `models.families` does not have: none of the shortcuts
+
+
+def family_of(model_type: str) -> Family:
+    """What the student's shortcuts may assume of a model_type (`models.families.FAMILIES`)."""
+    return FAMILIES.get(model_type, _OTHER)
 
 
 @dataclass
@@ -187,10 +193,11 @@ def grouped_attention(module, query, key, value, attention_mask, scaling=None, d
 
 
 def use_grouped_attention(model) -> bool:
-    """Switch the decoder of Qwen2 or Qwen2-Audio under SDPA attention (the default) to GROUPED, and
-    say whether its attention is GROUPED: whether `completion_logps` computes each prompt once for
-    its group. FlashAttention-2 or eager attention, and other models, get one row per completion."""
-    if model.config.model_type not in SHARED_PROMPT_MODELS:
+    """Switch the decoder of a family with `grouped_attention` (Qwen2, Qwen2-Audio) under SDPA
+    attention (the default) to GROUPED, and say whether its attention is GROUPED: whether
+    `completion_logps` computes each prompt once for its group. FlashAttention-2 or eager attention,
+    and other models, get one row per completion."""
+    if not family_of(model.config.model_type).grouped_attention:
         return False
     config = model.get_decoder().config  # the config the decoder's attention layers read
     if config._attn_implementation == "sdpa":
@@ -242,7 +249,7 @@ def one_prompt_per_completion(prompt_inputs, completion_ids: torch.Tensor, repea
     inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(completion_ids)], dim=1)
     if "mm_token_type_ids" in inputs:
         inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(completion_ids)], dim=1)
-    if model_type == "qwen2_audio":  # positions as generate() counts them: pads take none
+    if family_of(model_type).mask_positions:  # positions as generate() counts them: pads take none
         inputs["position_ids"] = positions(inputs["attention_mask"])
     (N, C), L = completion_ids.shape, inputs["input_ids"].shape[1]
     picks = torch.arange(N, device=completion_ids.device)[:, None] * L + prompt_len - 1 + torch.arange(C, device=completion_ids.device)
@@ -257,7 +264,7 @@ def sample_groups(model, prompt_inputs, repeats: int, **sampling) -> torch.Tenso
     there as it does after its own prefill (positions counted from the attention mask, as it counts
     them). Other models prefill every row (with Qwen2-Audio's encoder still run once per clip)."""
     inner = getattr(model, "module", model)
-    if repeats == 1 or inner.config.model_type not in SHARED_PROMPT_MODELS:
+    if repeats == 1 or not family_of(inner.config.model_type).grouped_attention:
         with audio_encoded_once(model, repeats):
             return model.generate(**prompt_inputs, num_return_sequences=repeats, **sampling)
     from transformers import DynamicCache
@@ -298,14 +305,16 @@ def audio_encoded_once(model, repeats: int):
     theirs), for 1/G of the encoder's compute and activations: Qwen2-Audio-7B's encoder (32 layers,
     width 1280, 1,500 frames for 30 s) ran 8 times on the same clip before.
 
-    Only Qwen2-Audio's encoder is handled (its input is one row of mel features per clip); for other
-    models, or rows that are not `repeats` copies of each other, the encoder runs on every row.
+    Only encoders whose input is one row of mel features per clip are handled (Qwen2-Audio's: an
+    `audio_tower` that is not `packed`, `models.families`); for other models, or rows that are not
+    `repeats` copies of each other, the encoder runs on every row.
     It serves the paths that repeat each prompt G times: scoring on models `use_grouped_attention` turns
     down (e.g. Qwen2-Audio loaded with FlashAttention-2), and `sample_groups` on models it does not
     prefill once per prompt."""
     inner = getattr(model, "module", model)
     towers = [m for name, m in inner.named_modules() if name.endswith("audio_tower")]
-    if repeats == 1 or not towers or inner.config.model_type != "qwen2_audio":
+    tower_kind = family_of(inner.config.model_type).audio_tower
+    if repeats == 1 or not towers or tower_kind is None or tower_kind.packed:
         yield
         return
     tower, deduplicated = towers[0], []

@@ -4,23 +4,11 @@ its generator. (Its reader is `synth.reader`; what a watcher can tell of it, `sy
     sightsound synth --out runs/world --clips 48 --seed 0
     sightsound prepare --dataset synth --root runs/world --split train --out runs/demo
 
-Each clip shows two to `max_sources` sources as coloured glyphs (left / middle / right) and plays
-the sounds of some of them. Besides one source that always sounds, each is drawn by `roles`:
-visible and sounding (its glyph pulses while it plays), visible but silent — still, or with
-probability `mime` pulsing anyway, like a musician miming — or audible but off-screen. A model
-that only watches answers well about what is seen and is fooled by the mimes and the off-screen
-sounds: exactly the gap the paper's checker must close.
-
-The defaults are calibrated to the paper's data, where clips mostly show their sound sources
-(AVQA): a perfect watcher (`synth.oracle.watcher_choices`) answers about 85% of the questions
-vision can answer (Which, Count, Order) and about one trace in ten it writes claims a sound the
-clip lacks (`synth.oracle.hallucinated`); `tests/test_synth.py` pins both for a fixed seed. The
-questions vision cannot answer — Louder and Pitch, which depend on how a sound sounds — are the
-demo's analogue of MMAU's speech and music.
-
-Written to `--out`: `videos/<name>.mp4` (lossless H.264 + AAC, stereo 22.05 kHz), AVQA-format question
-files `train_qa.json` / `val_qa.json`, and `facts.jsonl` with each clip's ground truth: every
-source's visibility, position, motion and sound events (onset, duration, loudness in dB).
+Each clip shows two to `max_sources` sources as coloured glyphs and plays the sounds of some of
+them: visible and sounding, visible but silent (some miming), or audible but off-screen, so a model
+that only watches is fooled exactly where the paper's checker must catch it. Written to `--out`:
+`videos/<name>.mp4`, AVQA-format `train_qa.json` / `val_qa.json` and `facts.jsonl` (the ground truth).
+Details: docs/reference.md, "sightsound/datasets/synth/world.py".
 """
 
 from __future__ import annotations
