@@ -25,6 +25,9 @@ ROLES = {  # role → what the model is (Table 2's rows)
 }
 
 
+FORMAT_LIMITED = "format-limited"
+
+
 @dataclass
 class Claim:
     claim: str
@@ -71,10 +74,12 @@ def _change(test: dict) -> str:
 
 
 def build_claims(marks: dict[tuple[str, str], dict], roles: dict[str, str], in_domain: str | None,
-                 acoustic: str | None, verify: dict | None = None) -> list[Claim]:
+                 acoustic: str | None, verify: dict | None = None, parsed: dict | None = None) -> list[Claim]:
     """The claims table. `marks[(benchmark, model)]` maps question id → correct; `roles` maps a role
-    of ROLES to a model name; `verify` is the verify stage's manifest (for the corpus's precision)."""
-    run = _Measured(marks, roles, in_domain, acoustic, verify)
+    of ROLES to a model name; `verify` is the verify stage's manifest (for the corpus's precision);
+    `parsed[(benchmark, model)]` maps question id → whether the answer was parsable (for the
+    format-limited rule; without it no verdict is format-limited)."""
+    run = _Measured(marks, roles, in_domain, acoustic, verify, parsed or {})
     return [claim for claims_of in _CLAIMS for claim in claims_of(run)]
 
 
@@ -87,9 +92,31 @@ class _Measured:
     in_domain: str | None
     acoustic: str | None
     verify: dict | None
+    parsed: dict[tuple[str, str], dict]
 
     def paired(self, bench: str | None, first: str, second: str):
-        return _paired(self.marks, self.roles, bench, first, second)
+        """The paired test of two roles' models on `bench`, with `parsable_test`: the same test on
+        the questions both answered parsably (None when either lacks parsability marks)."""
+        test = _paired(self.marks, self.roles, bench, first, second)
+        a, b = self.parsed.get((bench, self.roles.get(first))), self.parsed.get((bench, self.roles.get(second)))
+        if test and a and b:
+            both = {q for q in a if a[q] and b.get(q)}
+            first_marks, second_marks = self.marks[(bench, self.roles[first])], self.marks[(bench, self.roles[second])]
+            test["parsable_test"] = paired_test({q: v for q, v in first_marks.items() if q in both},
+                                                {q: v for q, v in second_marks.items() if q in both})
+        return test
+
+
+def judged(test: dict, expected: int = 1) -> str:
+    """The verdict of a paired test, with the format-limited rule: a significant difference that is
+    not significant the same way on the questions both models answered parsably was decided by
+    unparsable answers (a model that writes broken text loses those questions whatever it hears)."""
+    found = verdict(test["difference"], test["p_value"], expected)
+    inner = test.get("parsable_test")
+    if found in ("holds", "contradicted") and inner is not None \
+            and verdict(inner["difference"], inner["p_value"], expected) != found:
+        return FORMAT_LIMITED
+    return found
 
 
 def _premise(run: _Measured) -> list[Claim]:
@@ -97,8 +124,7 @@ def _premise(run: _Measured) -> list[Claim]:
     if not test:
         return []
     return [Claim("The teacher watching the silent video beats the student listening (the premise, Table 1)",
-                  "AVQA: student 67.1% → teacher 85.5% (+18.4 pts)", _change(test),
-                  verdict(test["difference"], test["p_value"]))]
+                  "AVQA: student 67.1% → teacher 85.5% (+18.4 pts)", _change(test), judged(test))]
 
 
 def _corpus_precision(run: _Measured) -> list[Claim]:
@@ -130,7 +156,7 @@ def _each_benchmark(run: _Measured, first: str, second: str, claim: str, papers:
     for bench, paper in zip((run.in_domain, run.acoustic), papers):
         test = run.paired(bench, first, second)
         if test:
-            claims.append(Claim(f"{claim} ({bench})", paper, _change(test), verdict(test["difference"], test["p_value"])))
+            claims.append(Claim(f"{claim} ({bench})", paper, _change(test), judged(test)))
     return claims
 
 
@@ -139,8 +165,9 @@ def _distillation(run: _Measured) -> list[Claim]:
     loss = run.paired(run.acoustic, "direct", "tts_agfv_sft")
     if not (gain and loss):
         return []
-    parts = [verdict(gain["difference"], gain["p_value"]), verdict(loss["difference"], loss["p_value"], -1)]
-    overall = ("contradicted" if "contradicted" in parts else "holds" if parts == ["holds", "holds"]
+    parts = [judged(gain), judged(loss, -1)]
+    overall = (FORMAT_LIMITED if FORMAT_LIMITED in parts else "contradicted" if "contradicted" in parts
+               else "holds" if parts == ["holds", "holds"]
                else "not shown (not significant)" if parts[0] == parts[1] else "partly shown: " +
                ("the in-domain gain" if parts[0] == "holds" else "the acoustic loss"))
     return [Claim("Distilled-CoT training gains in-domain and loses on what vision cannot answer",

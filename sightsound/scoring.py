@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from sightsound.answers import (SIMILARITY_THRESHOLD, Embedder, bare_letter, closest_options, extract_answer,
-                                is_correct, match_option, mmau_correct, option_index)
+                                is_correct, match_option, mmau_correct, normalize_open, option_index)
 from sightsound.config import ConfigError
 from sightsound.store import write_json
 
@@ -68,6 +68,23 @@ def score_predictions(path: str | Path, scorer: str = "default", *,
 def labelled(row) -> bool:
     """Whether a prediction row (or sample dict) has an answer to be judged against."""
     return row["answer"] is not None and row["answer"] != ""
+
+
+def parsable(response: str, options: list[str]) -> bool:
+    """Whether an answer can be read at all: for a multiple-choice question, the extractor names an
+    option without the similarity fallback (a model that answers "horn" to "how many sources?"
+    names none); for an open-ended one, the answer is not empty. An accuracy decided by answers that
+    are not parsable measures the format, not the model's hearing: reports show this share beside it."""
+    if options:
+        return match_option(response, options, similarity_threshold=None) is not None
+    return bool(normalize_open(extract_answer(response)))
+
+
+def unparsable(rows) -> dict:
+    """{count, share} of prediction rows (`response`, `options`) whose answer is not `parsable`."""
+    rows = list(rows)
+    bad = sum(not parsable(r["response"], r["options"]) for r in rows)
+    return {"count": bad, "share": round(bad / len(rows), 4) if rows else None}
 
 
 def judge(row, scorer: str = "default", **match_kwargs) -> tuple[int | None, bool | None]:

@@ -108,7 +108,9 @@ def test_paper_columns_for_mmau_and_music_avqa(tmp_path):
     assert result["paper"]["columns"]["sound"]["accuracy"] == 0.5 and result["per_difficulty"]["easy"]["accuracy"] == 1.0
     assert result["scorer"] == "mmau"  # the benchmark's own scorer, unless one is named
     assert report.build_table([result])[0][2:] == ["MMAU test-mini Sound", "MMAU test-mini Speech",
-                                                   "MMAU test-mini Music", "MMAU test-mini Avg"]
+                                                   "MMAU test-mini Music", "MMAU test-mini Avg",
+                                                   "MMAU test-mini unparsable"]  # every response here is empty
+    assert result["unparsable"] == {"count": 4, "share": 1.0}
     music = [Sample(f"v{i}", "music-avqa", "test", "q", [], None, "two", cat, meta={"modality": mod})
              for i, (cat, mod) in enumerate([("Counting", "Audio"), ("Counting", "Visual"), ("Temporal", "Audio-Visual"),
                                              ("Location", "Audio-Visual"), ("Existential", "Audio")])]
@@ -120,8 +122,9 @@ def test_paper_columns_for_mmau_and_music_avqa(tmp_path):
     assert result["accuracy"] == 0.6  # every question, for the record
     headers, body = report.build_table([result])
     assert headers[2:] == ["MUSIC-AVQA test Temp", "MUSIC-AVQA test Comp", "MUSIC-AVQA test Cnt",
-                           "MUSIC-AVQA test Exist", "MUSIC-AVQA test Avg"]
-    assert body == [["M", "direct", "0.0 (0.0–79.3)", "—", "100.0 (20.6–100.0)", "100.0 (20.6–100.0)", "66.7 (20.8–93.8)"]]
+                           "MUSIC-AVQA test Exist", "MUSIC-AVQA test Avg", "MUSIC-AVQA test unparsable"]
+    assert body == [["M", "direct", "0.0 (0.0–79.3)", "—", "100.0 (20.6–100.0)", "100.0 (20.6–100.0)", "66.7 (20.8–93.8)",
+                     "100.0%"]]
 
 
 def prepare_eval_score_report(tmp_path, tiny_models, dataset: str, root, *prepare_args: str, scorer: str = "default"):

@@ -9,7 +9,7 @@ import pytest
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
-from sightsound import claims, report
+from sightsound import claims, report, scoring
 from sightsound.scoring import paired_test, tally, wilson_interval
 
 
@@ -95,7 +95,7 @@ def test_claims_table_from_fixed_result_files(table2_run):
         claims={"teacher": "teacher", "direct": "student-direct", "sft_cot": "sft-cot", "agfv_sft": "sft-agfv",
                 "tts_agfv_sft": "sft", "grpo": "grpo"}, in_domain="in-domain", acoustic="acoustic")
     evaluated = report.read_results(table2_run, [])
-    marks = {key: correct for key, (_, correct) in evaluated.items()}
+    marks = {key: e.correct for key, e in evaluated.items()}
     verify = json.loads((table2_run / "manifests" / "verify.json").read_text())
     found = {c.claim: c for c in claims.build_claims(marks, settings.claims, "in-domain", "acoustic", verify)}
     verdicts = {name.split(" (")[0]: c.verdict for name, c in found.items()}
@@ -112,7 +112,7 @@ def test_claims_table_from_fixed_result_files(table2_run):
 
 def test_claims_need_their_models(table2_run):
     evaluated = report.read_results(table2_run, [])
-    marks = {key: correct for key, (_, correct) in evaluated.items()}
+    marks = {key: e.correct for key, e in evaluated.items()}
     assert claims.build_claims(marks, {"direct": "student-direct"}, "in-domain", "acoustic") == []
 
 
@@ -137,3 +137,42 @@ def test_run_report_shows_intervals_paired_tests_and_claims(table2_run):
 def test_report_claims_name_known_roles():
     with pytest.raises(ValueError, match="unknown role 'tts'"):
         report.ReportConfig(claims={"tts": "sft"})
+
+
+def test_unparsable_share_on_fixed_predictions():
+    options = ["louder", "quieter"]
+    rows = [{"response": "<think>I hear it.</think><answer>louder</answer>", "options": options},
+            {"response": "B", "options": options},  # a bare letter names its option
+            {"response": "horn the flute on the flute is still is stwo.</think><answer>horn", "options": options},
+            {"response": "horn", "options": ["one", "two", "three"]},  # a name, to "how many?"
+            {"response": "<answer>three</answer>", "options": []},  # open-ended: any answer reads
+            {"response": "<answer> </answer>", "options": []}]
+    assert [scoring.parsable(r["response"], r["options"]) for r in rows] == [True, True, False, False, True, False]
+    assert scoring.unparsable(rows) == {"count": 3, "share": 0.5}
+    assert scoring.unparsable([]) == {"count": 0, "share": None}
+
+
+def _broken_after_grpo(broken_wrong: int, parsable_first: int, parsable_second: int):
+    """100 acoustic questions: the SFT model answers all parsably and gets 50 right; GRPO writes
+    broken text on the first 60 (`broken_wrong` of which SFT got right) and, on the 40 both read,
+    is right on `parsable_second` where SFT is right on `parsable_first` (GRPO's right ones last)."""
+    ids = [f"q{i}" for i in range(100)]
+    sft = {q: (i < broken_wrong) or (60 <= i < 60 + parsable_first) for i, q in enumerate(ids)}
+    grpo = {q: i >= 100 - parsable_second for i, q in enumerate(ids)}
+    marks = {("acoustic", "sft"): sft, ("acoustic", "grpo"): grpo}
+    parsed = {("acoustic", "sft"): dict.fromkeys(ids, True), ("acoustic", "grpo"): {q: i >= 60 for i, q in enumerate(ids)}}
+    return marks, parsed
+
+
+def test_a_difference_decided_by_unparsable_answers_is_format_limited():
+    roles = {"tts_agfv_sft": "sft", "grpo": "grpo"}
+    marks, parsed = _broken_after_grpo(broken_wrong=30, parsable_first=20, parsable_second=20)
+    grpo_claim = "GRPO improves on its SFT start (acoustic)"
+    plain = {c.claim: c.verdict for c in claims.build_claims(marks, roles, None, "acoustic")}
+    assert plain[grpo_claim] == "contradicted"  # 50% → 20%, p < 0.0001 ...
+    limited = {c.claim: c.verdict for c in claims.build_claims(marks, roles, None, "acoustic", parsed=parsed)}
+    assert limited[grpo_claim] == "format-limited"  # ... but on the 40 both read: 20 vs 20 right
+    # when the models differ on what both answered too, the verdict stands
+    marks, parsed = _broken_after_grpo(broken_wrong=30, parsable_first=38, parsable_second=10)
+    assert {c.claim: c.verdict for c in claims.build_claims(marks, roles, None, "acoustic", parsed=parsed)}[
+        grpo_claim] == "contradicted"

@@ -7,15 +7,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 from sightsound.manifest import read_manifest
 from sightsound.rundir import RunDir
+from sightsound.scoring import parsable, unparsable
 
 
-def read_results(run_dir: Path, rows: list[str], benchmarks: list[str] = ()) -> dict[tuple[str, str], tuple[dict, dict]]:
-    """(benchmark, model) → (its result, {question id: correct}) for every evaluation in the run,
-    the models in `rows` order first (then the others by name), and within a model the benchmarks
-    in `benchmarks` order first (then the others by name)."""
+class Evaluation(NamedTuple):
+    """One model on one benchmark: its result, and per question id whether it was right (labelled
+    questions only) and whether its answer could be read at all (`scoring.parsable`)."""
+
+    result: dict
+    correct: dict[str, bool]
+    parsable: dict[str, bool]
+
+
+def read_results(run_dir: Path, rows: list[str], benchmarks: list[str] = ()) -> dict[tuple[str, str], Evaluation]:
+    """(benchmark, model) → its Evaluation for every evaluation in the run, the models in `rows`
+    order first (then the others by name), and within a model the benchmarks in `benchmarks` order
+    first (then the others by name). A result written before the unparsable share was gets it here."""
     found = {}
     for evaluation in RunDir(run_dir).evaluations():
         result = read_json(evaluation.result)
@@ -23,9 +34,13 @@ def read_results(run_dir: Path, rows: list[str], benchmarks: list[str] = ()) -> 
             continue
         bench, model = evaluation.root.parent.name, evaluation.root.name
         result.setdefault("benchmark", bench)
-        correct = {r["id"]: bool(r["correct"]) for r in read_jsonl(evaluation.predictions)
-                   if "id" in r and r.get("correct") is not None}  # unlabelled questions are not judged
-        found[(bench, model)] = (result, correct)
+        predictions = [r for r in read_jsonl(evaluation.predictions) if "id" in r]
+        correct = {r["id"]: bool(r["correct"]) for r in predictions
+                   if r.get("correct") is not None}  # unlabelled questions are not judged
+        parsed = {r["id"]: parsable(r.get("response", ""), r.get("options") or []) for r in predictions}
+        result.setdefault("unparsable", unparsable(
+            {"response": r.get("response", ""), "options": r.get("options") or []} for r in predictions))
+        found[(bench, model)] = Evaluation(result, correct, parsed)
     rank = {name: i for i, name in enumerate(rows)}
     place = {name: i for i, name in enumerate(benchmarks)}
     return dict(sorted(found.items(), key=lambda item: (rank.get(item[0][1], len(rank)), item[0][1],

@@ -35,8 +35,9 @@ def write_run_report(run_dir: str | Path, settings: ReportConfig | None = None) 
     manifests = {stage: read_manifest(run_dir, stage, strict=False) for stage in STAGES}
     manifests = {stage: m for stage, m in manifests.items() if m is not None}
     evaluated = read_results(run_dir, settings.rows, [b for b in (settings.in_domain, settings.acoustic) if b])
-    results = [r for r, _ in evaluated.values()]
-    marks = {key: correct for key, (_, correct) in evaluated.items()}
+    results = [e.result for e in evaluated.values()]
+    marks = {key: e.correct for key, e in evaluated.items()}
+    parsed = {key: e.parsable for key, e in evaluated.items()}
 
     sections = [
         ("Pipeline", build.pipeline_blocks(manifests, run_dir)),
@@ -46,7 +47,7 @@ def write_run_report(run_dir: str | Path, settings: ReportConfig | None = None) 
         ("Training curves", build.curve_blocks(run_dir)),
         ("Evaluation", build.evaluation_blocks(results) + build.accuracy_plot_blocks(evaluated, run_dir)
          + build.paired_blocks(evaluated, settings)),
-        ("The paper's claims, as measured", build.claims_blocks(marks, settings, manifests.get("verify"))),
+        ("The paper's claims, as measured", build.claims_blocks(marks, settings, manifests.get("verify"), parsed)),
         ("Timings", build.timing_blocks(run_dir, manifests)),
     ]
     sections = [(title, blocks) for title, blocks in sections if blocks]

@@ -155,7 +155,7 @@ def evaluation_blocks(results: list[dict]) -> list:
 def accuracy_plot_blocks(evaluated: dict, run_dir: Path) -> list:
     if not evaluated:
         return []
-    path = plot_accuracy({key: result for key, (result, _) in evaluated.items()},
+    path = plot_accuracy({key: e.result for key, e in evaluated.items()},
                          RunDir(run_dir).plots / "accuracy.png")
     return [("image", path, "Accuracy per benchmark with 95% intervals")]
 
@@ -163,13 +163,13 @@ def accuracy_plot_blocks(evaluated: dict, run_dir: Path) -> list:
 def paired_blocks(evaluated: dict, settings: ReportConfig) -> list:
     """The paired tests the report config asks for, on every benchmark both models answered."""
     rows = []
-    labels = {model: result.get("label") or model for (_, model), (result, _) in evaluated.items()}
+    labels = {model: e.result.get("label") or model for (_, model), e in evaluated.items()}
     benches = list(dict.fromkeys(bench for bench, _ in evaluated))
     for first, second in (pair for pair in settings.compare if len(pair) == 2):
         for bench in benches:
             a, b = evaluated.get((bench, first)), evaluated.get((bench, second))
             if a and b:
-                test = paired_test(a[1], b[1])
+                test = paired_test(a.correct, b.correct)
                 rows.append([bench, f"{labels[second]} vs {labels[first]}", count(test["count"]),
                              _points(test["difference"]), f"{test['first_only']} / {test['second_only']}",
                              p_value(test["p_value"]), "yes" if test["significant"] else "no"])
@@ -212,14 +212,16 @@ def premise_blocks(manifests: dict, marks: dict, settings: ReportConfig) -> list
             ("table", ["Premise", "Paper", "This run"], rows)]
 
 
-def claims_blocks(marks: dict, settings: ReportConfig, verify: dict | None) -> list:
-    found = paper_claims.build_claims(marks, settings.claims, settings.in_domain, settings.acoustic, verify)
+def claims_blocks(marks: dict, settings: ReportConfig, verify: dict | None, parsed: dict | None = None) -> list:
+    found = paper_claims.build_claims(marks, settings.claims, settings.in_domain, settings.acoustic, verify, parsed)
     if not found:
         return []
     roles = "; ".join(f"{role} = `{name}`" for role, name in settings.claims.items())
     note = ("Each claim of the paper this run can test, the paper's figure, ours (accuracy with its 95% interval, "
             "the difference and its p-value) and a verdict: holds (significant, the paper's way), contradicted "
-            "(significant, the other way) or not shown (not significant). Models: " + roles + ".")
+            "(significant, the other way), not shown (not significant), or format-limited (significant, but not "
+            "on the questions both models answered parsably: decided by unparsable answers, not by hearing). "
+            "Models: " + roles + ".")
     return [("text", note), ("table", ["Claim", "Paper", "This run", "Verdict"],
                              [[c.claim, c.paper, c.ours, c.verdict] for c in found])]
 

@@ -4,6 +4,7 @@ Rows are (model label, method); each benchmark adds its columns: MMAU test-mini 
 Music / Avg and MUSIC-AVQA Temp / Comp / Cnt / Exist / Avg as in Table 2, plain accuracy for AVQA
 (Table 1) and any other dataset. A cell is a percentage with one decimal and its 95% Wilson
 interval, "57.5 (52.6–62.2)", from the per-sample predictions of `sightsound eval`; a missing one is "—".
+Each benchmark's "unparsable" column is the share of answers the extractor could not read.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 from pathlib import Path
 
 from sightsound.datasets import BENCHMARKS
-from sightsound.formats import with_interval
+from sightsound.formats import share, with_interval
 from sightsound.scoring import wilson_interval
 
 
@@ -26,10 +27,13 @@ def columns_of(result: dict) -> dict[str, dict | None]:
     title = benchmark.title.format(split=result.get("split") or benchmark.split) if benchmark else dataset
     paper = result.get("paper")
     if not paper:
-        return {result.get("benchmark") or title: result}
-    headers = benchmark.columns if benchmark else {}
-    cells = {f"{title} {headers.get(name, name.capitalize())}": cell for name, cell in paper["columns"].items()}
-    cells[f"{title} Avg"] = paper["avg"]
+        cells = {result.get("benchmark") or title: result}
+    else:
+        headers = benchmark.columns if benchmark else {}
+        cells = {f"{title} {headers.get(name, name.capitalize())}": cell for name, cell in paper["columns"].items()}
+        cells[f"{title} Avg"] = paper["avg"]
+    if (result.get("unparsable") or {}).get("share") is not None:  # beside every accuracy: answers naming no option
+        cells[f"{result.get('benchmark') or title} unparsable"] = {"share": result["unparsable"].get("share")}
     return cells
 
 
@@ -45,7 +49,10 @@ def build_table(results: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def percent_cell(cell: dict | None) -> str:
-    """"57.5 (52.6–62.2)": an accuracy in percent with its 95% interval ("—" when missing)."""
+    """"57.5 (52.6–62.2)": an accuracy in percent with its 95% interval ("—" when missing); for
+    an unparsable column, the share ("12.5%")."""
+    if cell and "share" in cell:
+        return share(cell["share"])
     if not cell or cell.get("accuracy") is None:
         return "—"
     return with_interval(cell["accuracy"], cell_interval(cell))

@@ -129,6 +129,7 @@ def summarize(predictions_path: Path, samples: list[Sample], cfg: EvalConfig, in
         **scoring.tally([r["correct"] for r in rows]),
         "unlabelled": len(answered) - len(rows),
         "unmatched": sum(1 for r in answered if r["options"] and r["pred_index"] is None),
+        "unparsable": scoring.unparsable(answered),  # answers the extractor cannot read (no fallback)
         "per_category": _by(rows, lambda r: r["category"]),
         "per_difficulty": _by(rows, lambda r: r["meta"].get("difficulty")),
         "per_modality": _by(rows, lambda r: r["meta"].get("modality")),
