@@ -45,23 +45,17 @@ def export(run_dir: str | Path, fmt: str, what: str = "sft", out: str | Path | N
         raise ConfigError("LLaMA-Factory has no GRPO trainer; export --what sft for it, or grpo for swift or trl")
     run = RunDir(run_dir)
     if what == "sft":  # the corpus stands alone: its rows hold their question, options and audio
-        pairs = [(row, row.text.strip()) for row in read_jsonl(_needed(run / corpus, "verify"), CorpusRow)]
+        pairs = [(row, row.text.strip()) for row in read_jsonl(rundir.needed(run / corpus, "verify"), CorpusRow)]
     else:
-        samples = {s.id: s for s in read_jsonl(_needed(run.samples, "prepare"), Sample)}
+        samples = {s.id: s for s in read_jsonl(rundir.needed(run.samples, "prepare"), Sample)}
         pairs = [(samples[row.id], prompts.label_text(samples[row.id].options, row.label, answer))
-                 for row in read_jsonl(_needed(run.consensus, "teach"), Consensus) if row.unanimous]
+                 for row in read_jsonl(rundir.needed(run.consensus, "teach"), Consensus) if row.unanimous]
     rows = [_row(fmt, what, record, value, answer) for record, value in pairs]
     path = Path(out) if out else run.export(fmt, what)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     if fmt == "llamafactory":
         _register(path)
-    return path
-
-
-def _needed(path: Path, stage: str) -> Path:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not found; run `sightsound {stage}` on this run directory first")
     return path
 
 
@@ -105,7 +99,7 @@ def mmau_submission(eval_dir: str | Path, out: str | Path | None = None, metadat
     """The leaderboard file for an evaluation on MMAU (default `EVAL_DIR/mmau-submission.json`):
     the benchmark file prepare read (or `metadata`), each record with its `model_prediction`."""
     eval_dir = Path(eval_dir)
-    rows = {row["id"]: row for row in read_jsonl(_needed(RunDir(eval_dir).predictions, "eval"))}
+    rows = {row["id"]: row for row in read_jsonl(rundir.needed(RunDir(eval_dir).predictions, "eval"))}
     datasets_seen = {row["meta"].get("dataset") for row in rows.values()}
     if datasets_seen - {"mmau"}:
         raise ConfigError(f"{eval_dir}: these predictions are on {', '.join(sorted(map(str, datasets_seen)))}, "

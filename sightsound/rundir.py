@@ -48,6 +48,13 @@ PLOTS = "plots"
 EXPORT = "export"
 
 
+def needed(path: Path, stage: str) -> Path:
+    """`path`, when it exists; else the one-line error that names it and the stage that writes it."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: not found; run `sightsound {stage}` on this run directory first")
+    return path
+
+
 def _at(*names: str) -> tuple[property, ...]:
     """One property per name: the path of that file (or folder) inside the directory."""
     return tuple(property(lambda self, name=name: self.root / name) for name in names)

@@ -116,12 +116,11 @@ def load_examples(run_dir: Path, cfg: SFTConfig) -> tuple[list[tuple[list[dict],
     if target == "cot":  # the corpus stands alone: each row holds its question, options and audio
         if Path(cfg.corpus).name != cfg.corpus:
             raise ValueError(f"corpus must be a file name in the run directory, not {cfg.corpus!r}")
-        sources = [run / cfg.corpus]
-        _needed(sources[0], "verify` first (the fact-checked corpus)")
+        sources = [rundir.needed(run / cfg.corpus, "verify")]
         examples = [(prompts.student_turn(row, "zero_shot_cot", answer), row.text.strip())
                     for row in read_jsonl(sources[0], CorpusRow)]
     elif target == "teacher_label":
-        sources = [run.samples, _needed(run.consensus, "teach` first")]
+        sources = [run.samples, rundir.needed(run.consensus, "teach")]
         samples = {s.id: s for s in read_jsonl(run.samples, Sample)}
         examples = [(prompts.student_turn(samples[r.id], "direct", answer),
                      prompts.label_text(samples[r.id].options, r.label, answer))
@@ -135,11 +134,6 @@ def load_examples(run_dir: Path, cfg: SFTConfig) -> tuple[list[tuple[list[dict],
         raise ValueError(f"{sources[-1]}: no training examples for target {target!r}")
     return examples, {str(path): sha256_file(path) for path in sources}
 
-
-def _needed(path: Path, then: str) -> Path:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not found; run `sightsound {then}")
-    return path
 
 
 def _read_examples(path: str | None) -> tuple[list[tuple[list[dict], str]], dict]:
