@@ -115,10 +115,10 @@ def queue(metadata, cfg: PrepareConfig, samples: JsonlWriter, skipped: JsonlWrit
 
 def count_and_finish(stage, cfg: PrepareConfig, run: RunDir, left_out: Counter) -> dict:
     """Count the samples and the skipped records (by reason), warn about cut audio, write the manifest."""
-    skips = list(read_jsonl(run.skipped))
-    n_samples, n_skipped = len({row["id"] for row in read_jsonl(run.samples)}), len({row["id"] for row in skips})
+    rows, skips = list(read_jsonl(run.samples)), list(read_jsonl(run.skipped))
+    n_samples, n_skipped = len({row["id"] for row in rows}), len({row["id"] for row in skips})
     reasons = Counter(line["kind"] for line in skips)
-    cut = sum("audio_cut_at_seconds" in row["meta"] for row in read_jsonl(run.samples))
+    cut = sum("audio_cut_at_seconds" in row["meta"] for row in rows)
     if cut:
         print(f"prepare: WARNING: the audio of {cut} samples was longer than {cfg.max_audio_seconds:g} s and was cut "
               "there (max_audio_seconds; see meta.audio_cut_at_seconds)")
