@@ -88,6 +88,12 @@ def family(model_type: str) -> Family:
     return FAMILIES[model_type]
 
 
+def family_of(model_type: str) -> Family:
+    """The family of a `model_type`, or, for one the table lacks, a family with none of the
+    shortcuts (what training and the estimate may assume of any model)."""
+    return FAMILIES.get(model_type) or Family(model_type, None, ())
+
+
 def placeholder_ids(tokenizer) -> list[int]:
     """Ids of the multimodal placeholder tokens this tokenizer has: every family's, in table order,
     each once."""

@@ -44,7 +44,8 @@ import re
 from dataclasses import dataclass
 
 from sightsound.config import with_packaged_paths
-from sightsound.training.student import LOGP_ROWS, family_of
+from sightsound.models.families import family_of
+from sightsound.training.student import LOGP_ROWS
 
 GIB = 1024 ** 3
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}

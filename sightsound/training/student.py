@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.utils.checkpoint
 
-from sightsound.models.families import FAMILIES, Family
+from sightsound.models.families import family_of
 from sightsound.models.loading import encode, frames_as_images, render
 
 LOGP_ROWS = 1024  # completion tokens whose logits exist at once when scoring (1024 x 156k vocab x 4 B = 640 MB)
@@ -148,14 +148,6 @@ def completion_logps(model, prompt_inputs, completion_ids: torch.Tensor, repeats
 # gradient checkpointing's recomputation in the backward pass runs the same attention.
 
 GROUPED = "sightsound_grouped_sdpa"
-_OTHER = Family("other", None, ())  # a model_type `models.families` does not have: none of the shortcuts
-
-
-def family_of(model_type: str) -> Family:
-    """What the student's shortcuts may assume of a model_type (`models.families.FAMILIES`)."""
-    return FAMILIES.get(model_type, _OTHER)
-
-
 @dataclass
 class PromptGroups:
     """Where the prompt ends, and the masks of one-prompt-per-group rows (`one_prompt_per_group`)."""
