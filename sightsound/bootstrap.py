@@ -24,14 +24,14 @@ from sightsound import answers, media, prompts
 from sightsound.checking import verifier
 from sightsound.config import config_hash
 from sightsound.datasets.synth import oracle
-from sightsound.datasets.synth.world import SynthConfig
+from sightsound.datasets.synth.world import QUESTION_TYPES, SynthConfig
 from sightsound.inference import Asking, answer_all
 from sightsound.manifest import read_manifest, write_manifest
 from sightsound.models import ModelConfig, Request, Sampling, load_backend, tiny
 from sightsound.records import Sample
 from sightsound.rundir import RunDir
 from sightsound.rl import format_reward
-from sightsound.scoring import rejection_metrics
+from sightsound.scoring import rejection_metrics, unparsable
 from sightsound.stages import prepare, sft, synth
 from sightsound.store import read_jsonl, sha256_file
 
@@ -57,7 +57,7 @@ class BootstrapConfig:
     out: str = "runs/demo-models"  # the bootstrapped models are cached here
     world: SynthConfig = field(default_factory=lambda: SynthConfig(clips=600, seed=1, val_fraction=0.1))
     teacher_questions: list[str] = field(default_factory=lambda: ["Which", "Count"])  # the in-domain types
-    student_questions: list[str] = field(default_factory=lambda: ["Order", "Louder", "Pitch"])  # perception only
+    student_questions: list[str] = field(default_factory=lambda: list(QUESTION_TYPES))  # its own hearing, every type
     num_frames: int = 4
     frame_size: int = 56
     teacher: RoleConfig = field(default_factory=lambda: RoleConfig(steps=600))
@@ -100,8 +100,8 @@ def main(cfg: BootstrapConfig) -> dict:
     rng = random.Random(cfg.seed)
     write_examples(out / "examples" / "teacher.jsonl", [teacher_example(s, rng) for s in visual])
     write_examples(out / "examples" / "checker.jsonl", [ex for s in one_per_clip(visual) for ex in checker_examples(s)])
-    write_examples(out / "examples" / "student.jsonl",
-                   [student_example(s) for s in train if s.category in cfg.student_questions])
+    own = [s for s in train if s.category in cfg.student_questions]
+    write_examples(out / "examples" / "student.jsonl", [ex for s in own for ex in student_examples(s, rng, visual)])
     base = {"teacher": out / "base" / "teacher", "student": out / "base" / "student"}
     training = {}
     for role in ("teacher", "student"):
@@ -117,6 +117,7 @@ def main(cfg: BootstrapConfig) -> dict:
         audio_encoder=models(cfg)["student"], steps=cfg.checker.steps, lr=cfg.checker.lr, rank=cfg.checker.rank,
         seed=cfg.seed))
     training["checker"] = {"examples": info["calibration"]["train"], "steps": cfg.checker.steps}
+    training["student"]["replay"] = write_replay(cfg, own, out / "examples" / REPLAY)
 
     heldout = list(read_jsonl(val_samples, Sample))
     counts = {"train_questions": len(train), "training": training, **measure(cfg, heldout)}
@@ -163,9 +164,42 @@ def one_per_clip(samples: list[Sample]) -> list[Sample]:
     return list(first.values())
 
 
-def student_example(sample: Sample) -> dict:
-    return {"messages": prompts.student_turn(sample, "direct", "text"),
-            "response": prompts.label_text(sample.options, sample.answer, "text")}
+STUDENT_THINKING = "I listen to the audio."  # the student's own chain of thought: no reasoning in it
+
+
+REPLAY = "student-replay.jsonl"  # the student's own answers, for SFT to mix in (`sft.replay`)
+
+
+def student_examples(sample: Sample, rng: random.Random, visual: list[Sample]) -> list[dict]:
+    """The student answers each question asked directly, asked to think first, and with a watcher's
+    reasoning in the prompt (test-time distillation's format). Like the paper's Qwen2-Audio, whose
+    "backbone lacks reasoning capacity for helpful CoT" (§4), its thinking says nothing; the
+    reasoning it is shown is of *another* clip, so it learns the format, not to follow a teacher:
+    what it answers comes from its hearing alone."""
+    answer = prompts.label_text(sample.options, sample.answer, "text")
+    thought = f"<think>{STUDENT_THINKING}</think><answer>{answer}</answer>"
+    other = oracle.visual_reasoning(rng.choice(visual).meta["facts"]["sources"])
+    return [{"messages": prompts.student_turn(sample, "direct", "text"), "response": answer},
+            {"messages": prompts.student_turn(sample, "zero_shot_cot", "text"), "response": thought},
+            {"messages": prompts.student_turn(sample, "test_time_cot_distill", "text", trace=other),
+             "response": thought}]
+
+
+def write_replay(cfg: BootstrapConfig, own: list[Sample], path: Path, limit: int = 600) -> int:
+    """What the student itself answers (greedy, right or wrong) to `limit` of its own training
+    questions, asked directly and asked to think: SFT mixes these in (`sft.replay`) so that training
+    on the teacher's traces keeps the student's format on everything else — its own behaviour, no
+    new labels. Returns the number of examples."""
+    student = load_backend(ModelConfig(model=models(cfg)["student"], dtype="float32", batch_size=64))
+    picked = random.Random(cfg.seed).sample(own, min(limit, len(own)))
+    rows = []
+    for method in ("direct", "zero_shot_cot"):
+        answered, _, _ = answer_all(student, picked, Asking(method=method, answer="text", max_new_tokens=24))
+        by_id = {p.id: p.response for p in answered}
+        rows += [{"messages": prompts.student_turn(s, method, "text"), "response": by_id[s.id]}
+                 for s in picked if s.id in by_id]
+    write_examples(path, rows)
+    return len(rows)
 
 
 def write_examples(path: Path, rows: list[dict]) -> None:
@@ -177,10 +211,12 @@ def write_examples(path: Path, rows: list[dict]) -> None:
 
 
 def measure(cfg: BootstrapConfig, heldout: list[Sample]) -> dict:
-    """Each role on up to `heldout_limit` held-out questions of its own kind; the student also on the
-    teacher's (in-domain) questions, which it has never been trained on."""
+    """Each role on up to `heldout_limit` held-out questions of its own kind; the student on the
+    teacher's (in-domain) questions and on twice as many of its other types, asked directly and
+    asked to think, with the share of its answers naming no option."""
     paths = models(cfg)
-    own = [s for s in heldout if s.category in cfg.student_questions][: cfg.heldout_limit]
+    own = [s for s in heldout if s.category in cfg.student_questions and s.category not in cfg.teacher_questions]
+    own = own[: 2 * cfg.heldout_limit]
     heldout = [s for s in heldout if s.category in cfg.teacher_questions][: cfg.heldout_limit]
     greedy = Sampling(n=1, temperature=0.0, max_new_tokens=96)
     teacher = load_backend(ModelConfig(model=paths["teacher"], dtype="float32", batch_size=64))
@@ -203,12 +239,15 @@ def measure(cfg: BootstrapConfig, heldout: list[Sample]) -> dict:
                       **rejection_metrics(should_reject, rejected)}
 
     student = load_backend(ModelConfig(model=paths["student"], dtype="float32", batch_size=64))
-    asking = Asking(method="direct", answer="text", max_new_tokens=16)
-    in_domain, _, _ = answer_all(student, heldout, asking)
-    perception, _, _ = answer_all(student, own, asking)
+    scores = {}
+    for name, questions in (("direct", heldout), ("perception", own)):
+        for method in ("direct", "zero_shot_cot"):
+            answered, _, _ = answer_all(student, questions, Asking(method=method, answer="text", max_new_tokens=24))
+            key = name if method == "direct" else f"{name}_cot"
+            scores[f"{key}_accuracy"] = _share(p.correct for p in answered)
+            scores[f"{key}_unparsable"] = unparsable([dataclasses.asdict(p) for p in answered])["share"]
     return {"heldout_questions": len(heldout), "teacher": teacher_scores, "checker": checker_scores,
-            "student": {"direct_accuracy": _share(p.correct for p in in_domain),
-                        "perception_accuracy": _share(p.correct for p in perception)}}
+            "student": scores}
 
 
 def _share(flags) -> float:

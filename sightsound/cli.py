@@ -49,10 +49,16 @@ def _run(args):
     if config and "=" in config and not Path(config).exists():  # `sightsound run sft.steps=5`: no config named
         config, overrides = None, [config, *overrides]
     plan = pipeline.load_plan(config or pipeline.DEFAULT_CONFIG, overrides, out=args.out)
+    seeds = pipeline.seed_plans(config or pipeline.DEFAULT_CONFIG, overrides, out=args.out) \
+        if len(plan.run.seeds) > 1 else {}
     if args.dry_run:  # exactly the stages --from/--until select (and their names checked)
-        print(pipeline.describe(plan, pipeline.selected(plan, args.start, args.until)))
+        for one in list(seeds.values()) or [plan]:
+            print(pipeline.describe(one, pipeline.selected(one, args.start, args.until)))
         return
-    pipeline.run(plan, start=args.start, until=args.until)
+    if seeds:
+        pipeline.run_seeds(plan, seeds, start=args.start, until=args.until)
+    else:
+        pipeline.run(plan, start=args.start, until=args.until)
 
 
 def _report(args):

@@ -173,7 +173,7 @@ RANGES = {
     **dict.fromkeys(["lr", "alpha", "duration", "timeout", "max_grad_norm", "max_audio_seconds"], POSITIVE),
     **dict.fromkeys(["seed", "num_frames", "warmup_steps", "max_retries", "weight_decay", "beta", "epsilon",
                      "temperature", "log_completions_every", "num_cpus", "num_gpus"], _at_least(0)),
-    **dict.fromkeys(["threshold", "dropout", "val_fraction", "holdout", "mime"], FRACTION),
+    **dict.fromkeys(["threshold", "dropout", "val_fraction", "holdout", "mime", "audio_only", "replay_share"], FRACTION),
     "max_sources": _within(2, 4),  # scenes of two sources at least; "how many" offers one to four
     "top_p": _within(0.0, 1.0),
     "top_k": _at_least(-1),  # -1: no limit (vLLM)

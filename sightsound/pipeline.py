@@ -19,7 +19,7 @@ import shlex
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from sightsound import report, rundir
@@ -51,6 +51,10 @@ class RunConfig:
     # where prepare, teach, verify and eval run their work (sightsound/engine.py): local, or a Ray
     # cluster; a stage's own `engine:` wins
     engine: EngineConfig = field(default_factory=EngineConfig)
+    # two or more: the whole run once per seed k in OUT/seed-<k>, every stage's `seed` (the synthetic
+    # worlds' too) offset by k and the bootstrapped models in <bootstrap.out>-seed<k> (k > 0); then
+    # one report in OUT pooling them (sightsound/report/pooled.py)
+    seeds: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -95,6 +99,40 @@ def load_plan(path: str | Path, overrides=(), out: str | None = None) -> Plan:
     if not settings.rows:  # the table's rows in the order the eval section lists its models
         settings.rows = [m.get("name") for m in (data.get("eval") or {}).get("models") or [] if isinstance(m, dict)]
     return Plan(run, stages, settings)
+
+
+def seed_plans(path: str | Path, overrides=(), out: str | None = None) -> dict[int, Plan]:
+    """One plan per seed of `run.seeds` (see RunConfig), each checked as `load_plan` checks."""
+    plan = load_plan(path, overrides, out=out)
+    data = apply_overrides(read_pipeline_yaml(path), overrides, sections=True)
+    plans = {}
+    for k in plan.run.seeds:
+        extra = ["run.seeds=[]"]
+        for name, stage in STAGES.items():
+            section = data.get(name)
+            if isinstance(section, dict) and "seed" in {f.name for f in fields(stage.config)}:
+                extra.append(f"{name}.seed={section.get('seed', getattr(stage.config(), 'seed')) + k}")
+        bootstrap = data.get("bootstrap")
+        if isinstance(bootstrap, dict) and k:
+            defaults = STAGES["bootstrap"].config()
+            world_seed = (bootstrap.get("world") or {}).get("seed", defaults.world.seed)
+            extra += [f"bootstrap.world.seed={world_seed + k}",
+                      f"bootstrap.out={bootstrap.get('out', defaults.out)}-seed{k}"]
+        plans[k] = load_plan(path, [*overrides, *extra], out=str(Path(plan.run.out) / f"seed-{k}"))
+    return plans
+
+
+def run_seeds(plan: Plan, plans: dict[int, Plan], start: str | None = None, until: str | None = None) -> Path:
+    """Run the pipeline once per seed, then write the pooled report in the run directory."""
+    for k, seed_plan in plans.items():
+        print(f"run: seed {k} → {seed_plan.run.out}")
+        run(seed_plan, start=start, until=until)
+    if "report" in plan.stages and "report" in selected(plan, start, until):
+        from sightsound.report.pooled import write_pooled_report
+
+        write_pooled_report(plan.run.out, {k: Path(p.run.out) for k, p in plans.items()}, plan.report)
+        print(f"report: {RunDir(plan.run.out).report('.md')} (pooled over seeds {', '.join(map(str, plans))})")
+    return Path(plan.run.out)
 
 
 def is_pipeline_config(path: str | Path) -> bool:

@@ -150,6 +150,19 @@ def test_the_table2_config_shares_teach_and_trains_one_model_per_row():
     assert own_runs(plan)["verify"].corpora["agfv-n1"] == {"tts": False, "agfv": True}
 
 
+def test_each_seed_is_a_whole_run_with_its_own_worlds_models_and_sampling():
+    plans = pipeline.seed_plans(ROOT / "configs" / "demo-table2.yaml", out="runs/t2")
+    assert list(plans) == [0, 1, 2]
+    for k, plan in plans.items():
+        bootstrap = plan.config("bootstrap")
+        assert plan.run.out == f"runs/t2/seed-{k}" and plan.run.seeds == []
+        assert (bootstrap.seed, bootstrap.world.seed, plan.config("synth").seed, plan.config("teach").seed) == (
+            k, 1 + k, k, k)
+        assert {cfg.seed for _, cfg in plan.stages["sft"] + plan.stages["grpo"]} == {k}
+        models = "runs/demo-models" + (f"-seed{k}" if k else "")  # seed 0 is the demo's own models
+        assert bootstrap.out == models and plan.config("teach").model.model == f"{models}/teacher/final"
+
+
 @pytest.mark.parametrize("text,message", [
     ("sft: {variants: [{target: cot}]}\n", "its own `subdir`"),
     ("sft: {variants: [{subdir: a}, {subdir: a}]}\n", "share a subdir"),
@@ -188,8 +201,8 @@ def demo_run(tmp_path_factory):
 def test_reduced_demo_writes_every_file(demo_run):
     run_dir = demo_run["dir"]
     for name in ("samples.jsonl", "traces.jsonl", "consensus.jsonl", "verdicts.jsonl", "corpus.jsonl",
-                 "sft/final/config.json", "grpo/final/config.json", "report.md", "report.html",
-                 "report.csv", "plots/sft_loss.png", "plots/grpo.png", "config/teach.yaml", "config/sft.launch.yaml",
+                 "sft/final/adapter_config.json", "grpo/final/config.json", "report.md", "report.html",
+                 "report.csv", "plots/sft_loss.png", "plots/grpo.png", "config/teach.yaml", "config/sft-sft.launch.yaml",
                  "config/bootstrap.yaml", "config/report.yaml", "eval/in-domain/samples.jsonl",
                  "eval/acoustic/samples.jsonl", "plots/accuracy.png"):
         assert (run_dir / name).exists(), name

@@ -58,7 +58,7 @@ def test_a_known_mcnemar_case():
 def _write_eval(run, bench, model, correct: list[bool], label=None):
     folder = run / "eval" / bench / model
     folder.mkdir(parents=True)
-    rows = [{"id": f"{bench}-{i}", "correct": c, "category": "Which", "options": [], "pred_index": None,
+    rows = [{"id": f"{bench}-{i}", "correct": c, "category": "Which", "options": [], "pred_index": None, "response": "<answer>x</answer>",
              "meta": {}} for i, c in enumerate(correct)]
     (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = {"label": label or model, "method": "direct", "dataset": "synth", "benchmark": bench,
@@ -71,18 +71,25 @@ def _pattern(n, right, shift=0):
     return [(i - shift) % n < right for i in range(n)]
 
 
+BENCHES = {"in_domain": "in-domain", "sound": "sound", "acoustic": "acoustic", "music_like": "music-like"}
+ROLES = {"teacher": "teacher", "direct": "student-direct", "zero_shot_cot": "student-cot", "test_time": "student-ttd",
+         "gt_sft": "sft-gt-label", "sft_label": "sft-label", "grpo_label": "grpo-label", "sft_cot": "sft-cot",
+         "agfv_sft": "sft-agfv", "tts_agfv_sft": "sft", "grpo": "grpo"}
+
+
 @pytest.fixture
 def table2_run(tmp_path):
+    """Fixed per-question marks for every Table 1 and Table 2 row (questions right out of n)."""
     run = tmp_path / "run"
-    n, m = 400, 200
-    # in-domain: direct 30%, teacher 75%, sft-cot 50%, agfv 52% (not significant), tts 60%, grpo 60% (same)
-    for model, right in {"student-direct": 120, "teacher": 300, "sft-cot": 200, "sft-agfv": 208, "sft": 240,
-                         "grpo": 240}.items():
-        _write_eval(run, "in-domain", model, _pattern(n, right, shift=100 if model == "sft-agfv" else 0))
-    # acoustic: direct 70%, teacher 50%, tts 45% (a significant loss), agfv 50%, sft-cot 50%, grpo 30% (worse)
-    for model, right in {"student-direct": 140, "teacher": 100, "sft-cot": 100, "sft-agfv": 100, "sft": 90,
-                         "grpo": 60}.items():
-        _write_eval(run, "acoustic", model, _pattern(m, right))
+    right = {  # model: right answers on in-domain (n 400), sound (200), acoustic (200), music-like (200)
+        "student-direct": (120, 100, 140, 100), "teacher": (300, None, 100, None), "student-cot": (100, None, None, None),
+        "student-ttd": (200, None, None, None), "sft-gt-label": (260, None, None, None),
+        "sft-label": (140, 80, 140, 110), "grpo-label": (140, 80, 140, 110), "sft-cot": (200, 100, 100, 100),
+        "sft-agfv": (208, 120, 100, 104), "sft": (240, 100, 90, 120), "grpo": (240, 130, 60, 121)}
+    for model, counts in right.items():
+        for bench, n, got in zip(BENCHES.values(), (400, 200, 200, 200), counts):
+            if got is not None:
+                _write_eval(run, bench, model, _pattern(n, got, shift=100 if model == "sft-agfv" else 0))
     verify = {"quality": {"accepted_traces": 300, "accepted_correct": 240, "rejected_traces": 100,
                           "rejected_correct": 40, "f1": 0.75, "precision": 0.8, "recall": 0.7, "traces": 400}}
     (run / "manifests").mkdir(parents=True)
@@ -91,36 +98,56 @@ def table2_run(tmp_path):
 
 
 def test_claims_table_from_fixed_result_files(table2_run):
-    settings = report.ReportConfig(
-        claims={"teacher": "teacher", "direct": "student-direct", "sft_cot": "sft-cot", "agfv_sft": "sft-agfv",
-                "tts_agfv_sft": "sft", "grpo": "grpo"}, in_domain="in-domain", acoustic="acoustic")
     evaluated = report.read_results(table2_run, [])
     marks = {key: e.correct for key, e in evaluated.items()}
     verify = json.loads((table2_run / "manifests" / "verify.json").read_text())
-    found = {c.claim: c for c in claims.build_claims(marks, settings.claims, "in-domain", "acoustic", verify)}
-    verdicts = {name.split(" (")[0]: c.verdict for name, c in found.items()}
-    premise = next(c for name, c in found.items() if name.startswith("The teacher watching"))
-    assert premise.verdict == "holds" and "+45.0 pts" in premise.ours
+    found = {c.claim.split(" (")[0]: c for c in claims.build_claims(marks, ROLES, BENCHES, verify)}
+    verdicts = {name: c.verdict for name, c in found.items()}
+    assert verdicts["The teacher watching the silent video beats the student listening"] == "holds"
+    assert "+45.0 pts" in found["The teacher watching the silent video beats the student listening"].ours
+    assert verdicts["Zero-shot CoT lowers the untrained student"] == "holds"  # 30% → 25%, p < 0.05
+    assert verdicts["The teacher's reasoning in the prompt lifts the student"] == "holds"
+    assert verdicts["SFT on ground-truth labels lifts the student"] == "holds"
+    # the headline: sound 50% → 65% holds, music-like 50% → 60.5% holds; against label SFT 40% → 65%, 55% → 60.5%
+    assert verdicts["SightSound-R1 outperforms the pretrained student on unseen sounds and questions"] == "holds"
+    assert verdicts["SightSound-R1 outperforms label-only distillation on unseen sounds and questions"] == "holds"
+    assert verdicts["Distilled-CoT training loses on what vision cannot answer"] == "holds"  # 70% → 45%
+    assert verdicts["AGFV + SFT beats SFT on unchecked traces"] == claims.NOT_SHOWN  # +10, 0, +2 pts; none significant
+    assert verdicts["GRPO improves on its SFT start"] == "partly shown: holds on sound"  # music-like +0.5 only
+    assert verdicts["SFT on distilled labels maintains zero-shot performance on unseen sounds"] == "contradicted"
+    assert verdicts["GRPO on distilled labels does worse than SFT on them"].startswith("not shown")  # identical
     assert verdicts["AGFV raises the label precision of the training corpus"] == "holds"  # 80% vs 40%
-    assert found["AGFV + SFT beats SFT on unchecked traces (in-domain)"].verdict.startswith("not shown")
-    assert found["GRPO improves on its SFT start (in-domain)"].verdict.startswith("not shown")  # identical
-    assert found["GRPO improves on its SFT start (acoustic)"].verdict == "contradicted"  # 45% → 30%
-    assert verdicts["Distilled-CoT training gains in-domain and loses on what vision cannot answer"] == "holds"
-    assert verdicts["Test-time scaling has mixed effects"] == "holds"  # +8 in-domain, −2.5 acoustic
     assert verdicts["The teacher's errors concentrate where vision has no evidence"] == "holds"  # 75% vs 50%
+    assert verdicts["Test-time scaling has mixed effects"] == claims.NOT_SHOWN  # −10 and +8 pts, neither significant
 
 
 def test_claims_need_their_models(table2_run):
     evaluated = report.read_results(table2_run, [])
     marks = {key: e.correct for key, e in evaluated.items()}
-    assert claims.build_claims(marks, {"direct": "student-direct"}, "in-domain", "acoustic") == []
+    assert claims.build_claims(marks, {"direct": "student-direct"}, BENCHES) == []
+    with pytest.raises(ValueError, match="unknown benchmark role"):
+        claims.build_claims(marks, ROLES, {"mmau": "sound"})
+
+
+def test_a_verdict_needs_every_seed_to_agree():
+    """Pooled over two seeds the difference is significant, but one seed goes the other way."""
+    first = {f"seed{k}#q{i}": False for k in range(2) for i in range(100)}
+    second = {f"seed0#q{i}": i < 40 for i in range(100)} | {f"seed1#q{i}": False for i in range(100)}
+    agree = {f"seed0#q{i}": i < 40 for i in range(100)} | {f"seed1#q{i}": i < 10 for i in range(100)}
+    first_right = dict(first) | {"seed1#q99": True}  # seed 1: the first model one ahead
+    roles = {"direct": "a", "teacher": "b"}
+    for marks_b, expected in ((second, "not shown (seeds disagree)"), (agree, "holds")):
+        marks = {("in-domain", "a"): first_right, ("in-domain", "b"): marks_b}
+        [claim] = claims.build_claims(marks, roles, {"in_domain": "in-domain"})
+        assert claim.verdict == expected
+        assert "per seed" in claim.ours
 
 
 def test_run_report_shows_intervals_paired_tests_and_claims(table2_run):
     settings = report.ReportConfig(rows=["student-direct", "teacher", "sft"],
                                    compare=[["student-direct", "sft"], ["student-direct", "missing"]],
                                    claims={"teacher": "teacher", "direct": "student-direct", "tts_agfv_sft": "sft"},
-                                   in_domain="in-domain", acoustic="acoustic")
+                                   in_domain="in-domain", acoustic="acoustic", sound="sound")
     for name, target in (("sft", "cot"), ("sft-cot", "cot")):  # the stage's own SFT and one Table 2 variant
         (table2_run / "manifests" / f"{name}.json").write_text(json.dumps(
             {"stage": name, "target": target, "seconds": 3.0, "counts": {"examples": 7, "steps": 2}}))
@@ -132,6 +159,25 @@ def test_run_report_shows_intervals_paired_tests_and_claims(table2_run):
     assert (table2_run / "plots" / "accuracy.png").read_bytes().startswith(b"\x89PNG")
     body = text.split("## Evaluation")[1]
     assert body.index("student-direct") < body.index("teacher") < body.index("| sft")  # rows in the asked order
+
+
+def test_pooled_report_sums_the_seeds_and_shows_their_spread(table2_run, tmp_path):
+    import shutil
+
+    from sightsound.report.pooled import write_pooled_report
+
+    seeds = {0: table2_run, 1: tmp_path / "seed-1"}
+    shutil.copytree(table2_run, seeds[1])
+    shutil.rmtree(seeds[1] / "eval" / "in-domain" / "student-direct")
+    _write_eval(seeds[1], "in-domain", "student-direct", _pattern(400, 160))  # seed 1: direct 40%, not 30%
+    settings = report.ReportConfig(rows=["student-direct", "teacher"], claims=ROLES, **BENCHES)
+    text = write_pooled_report(tmp_path / "pooled", seeds, settings)
+    assert "35.0 (31.8–38.4)" in text  # direct in-domain over both seeds: 280 of 800
+    assert "| in-domain | student-direct / direct | 30.0 | 40.0 | 35.0 | 7.1 |" in text
+    premise = next(line for line in text.splitlines() if line.startswith("| The teacher watching"))
+    assert "n = 800; per seed +45.0, +35.0 pts" in premise and premise.endswith("| holds |")
+    assert "traces with the right label: rejected 40.0%" in text  # the verify counts summed: same shares
+    assert (tmp_path / "pooled" / "report.html").exists() and (tmp_path / "pooled" / "report.csv").exists()
 
 
 def test_report_claims_name_known_roles():
@@ -167,12 +213,23 @@ def _broken_after_grpo(broken_wrong: int, parsable_first: int, parsable_second: 
 def test_a_difference_decided_by_unparsable_answers_is_format_limited():
     roles = {"tts_agfv_sft": "sft", "grpo": "grpo"}
     marks, parsed = _broken_after_grpo(broken_wrong=30, parsable_first=20, parsable_second=20)
-    grpo_claim = "GRPO improves on its SFT start (acoustic)"
-    plain = {c.claim: c.verdict for c in claims.build_claims(marks, roles, None, "acoustic")}
+    grpo_claim = "GRPO improves on its SFT start"  # tested here on the sound role only
+    plain = {c.claim: c.verdict for c in claims.build_claims(marks, roles, {"sound": "acoustic"})}
     assert plain[grpo_claim] == "contradicted"  # 50% → 20%, p < 0.0001 ...
-    limited = {c.claim: c.verdict for c in claims.build_claims(marks, roles, None, "acoustic", parsed=parsed)}
+    limited = {c.claim: c.verdict for c in claims.build_claims(marks, roles, {"sound": "acoustic"}, parsed=parsed)}
     assert limited[grpo_claim] == "format-limited"  # ... but on the 40 both read: 20 vs 20 right
     # when the models differ on what both answered too, the verdict stands
     marks, parsed = _broken_after_grpo(broken_wrong=30, parsable_first=38, parsable_second=10)
-    assert {c.claim: c.verdict for c in claims.build_claims(marks, roles, None, "acoustic", parsed=parsed)}[
+    assert {c.claim: c.verdict for c in claims.build_claims(marks, roles, {"sound": "acoustic"}, parsed=parsed)}[
         grpo_claim] == "contradicted"
+
+
+def test_a_synthetic_benchmark_is_reported_per_category_and_their_average():
+    cell = lambda right, n: tally([True] * right + [False] * (n - right))  # noqa: E731
+    result = {"dataset": "synth", "benchmark": "music-like", "label": "m", "method": "direct", **cell(30, 60),
+              "per_category": {"Order": cell(20, 30), "Exist": cell(10, 30)}, "unparsable": {"share": 0.05}}
+    headers, [row] = report.build_table([result])
+    assert headers[2:] == ["music-like Order", "music-like Exist", "music-like Avg", "music-like unparsable"]
+    assert row[2].startswith("66.7") and row[3].startswith("33.3") and row[4].startswith("50.0") and row[5] == "5.0%"
+    result["per_category"] = {"Order": cell(20, 30)}  # one category: the benchmark's accuracy alone
+    assert report.build_table([result])[0][2:] == ["music-like", "music-like unparsable"]

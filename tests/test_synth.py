@@ -81,12 +81,12 @@ def test_roles_cover_the_hallucination_cases():
 
 
 def test_the_default_world_is_calibrated_to_the_papers_data():
-    """A perfect watcher answers about 85% of what vision can answer, ~11% of its traces claim a sound
+    """A perfect watcher answers about 80% of what vision can answer, ~11% of its traces claim a sound
     the clip lacks (the trained teacher's misreadings add more), and the acoustic questions are
     chance for it. Seed 0, 2000 scenes (~5,800 visual questions); tolerances about 2 standard errors."""
     stats = oracle.calibration(SynthConfig(seed=0), scenes=2000)
     assert stats["visual_questions"] >= 500
-    assert 0.83 <= stats["watcher_accuracy_visual"] <= 0.89
+    assert 0.77 <= stats["watcher_accuracy_visual"] <= 0.84  # "which is louder" is near chance for it
     assert 0.08 <= stats["hallucinated_traces"] <= 0.14
     assert stats["watcher_accuracy"]["Louder"] == stats["watcher_accuracy"]["Pitch"] == 0.5
     for question_type in ("Which", "Order"):
@@ -125,7 +125,7 @@ def test_visual_reasoning_hallucinates_exactly_on_mimes():
         {"name": "bird", "visible": False, "position": None, "moving": False, "sounding": True},  # off-screen
     ]
     text = oracle.visual_reasoning(sources)
-    assert text.startswith("The flute on the left moves, so the flute is sounding.")
+    assert text.startswith("The flute on the left is sounding. The drum on the middle is silent.")
     assert oracle.claimed_sounds(text) == {"flute", "bell"}
     assert oracle.hallucinated(text, {"audible": ["flute", "bird"]})
     assert not oracle.hallucinated("<think>The flute is sounding.</think>", {"audible": ["flute", "bird"]})

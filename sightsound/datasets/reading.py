@@ -125,3 +125,4 @@ class Benchmark:
     columns: dict[str, str] = dataclass_field(default_factory=dict)  # the paper's columns: category → header
     modalities: tuple[str, ...] | None = None  # only samples of these `meta["modality"]` count in the columns
     scorer: str = "default"  # how evaluation scores it unless told otherwise (sightsound.scoring.SCORERS)
+    per_category: bool = False  # report each category present as a column, and their average

@@ -34,7 +34,7 @@ def write_run_report(run_dir: str | Path, settings: ReportConfig | None = None) 
     settings = settings or read_settings(run_dir)
     manifests = {stage: read_manifest(run_dir, stage, strict=False) for stage in STAGES}
     manifests = {stage: m for stage, m in manifests.items() if m is not None}
-    evaluated = read_results(run_dir, settings.rows, [b for b in (settings.in_domain, settings.acoustic) if b])
+    evaluated = read_results(run_dir, settings.rows, list(settings.benchmark_roles().values()))
     results = [e.result for e in evaluated.values()]
     marks = {key: e.correct for key, e in evaluated.items()}
     parsed = {key: e.parsable for key, e in evaluated.items()}
@@ -45,7 +45,7 @@ def write_run_report(run_dir: str | Path, settings: ReportConfig | None = None) 
          + build.premise_blocks(manifests, marks, settings)),
         ("Teacher and checker", build.teacher_checker_blocks(manifests.get("teach"), manifests.get("verify"))),
         ("Training curves", build.curve_blocks(run_dir)),
-        ("Evaluation", build.evaluation_blocks(results) + build.accuracy_plot_blocks(evaluated, run_dir)
+        ("Evaluation", build.evaluation_blocks(results, settings.in_domain) + build.accuracy_plot_blocks(evaluated, run_dir)
          + build.paired_blocks(evaluated, settings)),
         ("The paper's claims, as measured", build.claims_blocks(marks, settings, manifests.get("verify"), parsed)),
         ("Timings", build.timing_blocks(run_dir, manifests)),

@@ -83,8 +83,10 @@ def _held_out(teacher: dict, checker: dict, student: dict) -> dict[str, str]:
                     f"{share(checker.get('precision'))}, recall {share(checker.get('recall'))}, "
                     f"F1 {share(checker.get('f1'))} (TP {checker.get('tp')}, FP {checker.get('fp')}, "
                     f"FN {checker.get('fn')}, TN {checker.get('tn')})"),
-        "student": (f"direct accuracy {share(student.get('direct_accuracy'))} on the teacher's question types, "
-                    f"{share(student.get('perception_accuracy'))} on its own (perception) ones"),
+        "student": (f"direct accuracy {share(student.get('direct_accuracy'))} on the teacher's question types "
+                    f"({share(student.get('direct_unparsable'))} unparsable), "
+                    f"{share(student.get('perception_accuracy'))} on the others "
+                    f"({share(student.get('perception_unparsable'))} unparsable)"),
     }
 
 
@@ -143,13 +145,24 @@ def curve_blocks(run_dir: Path) -> list:
     return blocks
 
 
-def evaluation_blocks(results: list[dict]) -> list:
+def evaluation_blocks(results: list[dict], in_domain: str | None = None) -> list:
+    """The results as the paper's tables: Table 1 (every model and method on the in-domain
+    benchmark) and Table 2 (the models on the other benchmarks, per category); one table when the
+    run names no in-domain benchmark."""
     if not results:
         return []
-    headers, body = build_table(results)
-    blocks = [("text", "Accuracy (%) per benchmark column, with its 95% Wilson interval, from `sightsound eval` "
-                       "predictions."), ("table", headers, body)]
-    return blocks + [("text", note) for note in result_notes(results)]
+    table1 = [r for r in results if r.get("benchmark") == in_domain]
+    table2 = [r for r in results if r.get("benchmark") != in_domain]
+    blocks = []
+    for caption, part in (("Table 1 analogue: the in-domain benchmark", table1),
+                          ("Table 2 analogue: the unseen benchmarks, per category", table2)):
+        if part and table1:
+            blocks += [("text", f"**{caption}.**"), ("table", *build_table(part))]
+    if not table1:
+        blocks = [("table", *build_table(results))]
+    return [("text", "Accuracy (%) per benchmark column, with its 95% Wilson interval, from `sightsound eval` "
+                     "predictions; each benchmark's unparsable column is the share of answers naming no option.")
+            ] + blocks + [("text", note) for note in result_notes(results)]
 
 
 def accuracy_plot_blocks(evaluated: dict, run_dir: Path) -> list:
@@ -213,7 +226,7 @@ def premise_blocks(manifests: dict, marks: dict, settings: ReportConfig) -> list
 
 
 def claims_blocks(marks: dict, settings: ReportConfig, verify: dict | None, parsed: dict | None = None) -> list:
-    found = paper_claims.build_claims(marks, settings.claims, settings.in_domain, settings.acoustic, verify, parsed)
+    found = paper_claims.build_claims(marks, settings.claims, settings.benchmark_roles(), verify, parsed)
     if not found:
         return []
     roles = "; ".join(f"{role} = `{name}`" for role, name in settings.claims.items())

@@ -23,6 +23,12 @@ class ReportConfig:
     claims: dict[str, str] = field(default_factory=dict)  # a role of claims.ROLES → the model name playing it
     in_domain: str | None = None  # the benchmark vision can answer (AVQA's analogue), for the premise and claims
     acoustic: str | None = None  # the benchmark vision cannot answer (MMAU speech/music's analogue)
+    sound: str | None = None  # sound-event questions on audio-only clips (MMAU sound's analogue)
+    music_like: str | None = None  # unseen templates on unseen clips, where vision helps (MUSIC-AVQA's analogue)
+
+    def benchmark_roles(self) -> dict[str, str]:
+        """The paper's benchmark each of the run's plays (`claims.BENCHMARK_ROLES` → benchmark name)."""
+        return {role: getattr(self, role) for role in paper_claims.BENCHMARK_ROLES if getattr(self, role)}
 
     def __post_init__(self):
         unknown = sorted(set(self.claims) - set(paper_claims.ROLES))

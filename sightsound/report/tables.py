@@ -1,8 +1,9 @@
 """The paper's tables from result files: `sightsound report RESULT.json... --out OUT.md` (and OUT.csv).
 
 Rows are (model label, method); each benchmark adds its columns: MMAU test-mini Sound / Speech /
-Music / Avg and MUSIC-AVQA Temp / Comp / Cnt / Exist / Avg as in Table 2, plain accuracy for AVQA
-(Table 1) and any other dataset. A cell is a percentage with one decimal and its 95% Wilson
+Music / Avg and MUSIC-AVQA Temp / Comp / Cnt / Exist / Avg as in Table 2, each category and their
+average for a benchmark that asks for it (the synthetic world's), plain accuracy for AVQA (Table 1)
+and any other dataset. A cell is a percentage with one decimal and its 95% Wilson
 interval, "57.5 (52.6–62.2)", from the per-sample predictions of `sightsound eval`; a missing one is "—".
 Each benchmark's "unparsable" column is the share of answers the extractor could not read.
 """
@@ -26,14 +27,19 @@ def columns_of(result: dict) -> dict[str, dict | None]:
     benchmark = BENCHMARKS.get(dataset)
     title = benchmark.title.format(split=result.get("split") or benchmark.split) if benchmark else dataset
     paper = result.get("paper")
-    if not paper:
-        cells = {result.get("benchmark") or title: result}
+    name = result.get("benchmark") or title
+    categories = result.get("per_category") or {}
+    if not paper and benchmark and benchmark.per_category and len(categories) > 1:  # Table 2's way, per category
+        cells = {f"{name} {category}": cell for category, cell in categories.items()}
+        cells[f"{name} Avg"] = result
+    elif not paper:
+        cells = {name: result}
     else:
         headers = benchmark.columns if benchmark else {}
         cells = {f"{title} {headers.get(name, name.capitalize())}": cell for name, cell in paper["columns"].items()}
         cells[f"{title} Avg"] = paper["avg"]
     if (result.get("unparsable") or {}).get("share") is not None:  # beside every accuracy: answers naming no option
-        cells[f"{result.get('benchmark') or title} unparsable"] = {"share": result["unparsable"].get("share")}
+        cells[f"{name} unparsable"] = {"share": result["unparsable"].get("share")}
     return cells
 
 

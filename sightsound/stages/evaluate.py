@@ -38,7 +38,7 @@ class EvalConfig(Asking):
     model: ModelConfig = field(default_factory=lambda: ModelConfig(model="runs/tiny/student"))
     label: str | None = None  # the model's name in reports (default: model.model)
     benchmark: str | None = None  # the benchmark's name in reports (a pipeline sets it; default: the dataset's)
-    teacher_traces: str | None = None  # traces.jsonl, for test_time_cot_distill
+    teacher_traces: str | None = None  # for test_time_cot_distill: teach's traces.jsonl or the teacher's predictions.jsonl
     chunk: int = 32  # questions sent to the backend at once; predictions are written after each
     limit: int | None = None  # only the first N questions
     engine: EngineConfig = field(default_factory=EngineConfig)  # where the chunks run (sightsound/engine.py)
@@ -105,11 +105,15 @@ def _check(cfg: EvalConfig) -> None:
 
 
 def _first_traces(path: str) -> dict[str, str]:
-    """The teacher's first trace per sample (its reasoning, without the teacher's own answer)."""
+    """The teacher's first trace per sample (its reasoning, without the teacher's own answer), from
+    a teach stage's traces.jsonl or from the teacher's own evaluation (predictions.jsonl, one
+    response per question: how the demo gives it the benchmark's questions)."""
     traces: dict[str, str] = {}
     for row in read_jsonl(path):
-        if row["index"] == 0:
+        if "sample_id" in row and row["index"] == 0:
             traces[row["sample_id"]] = answers.think_text(row["text"])
+        elif "sample_id" not in row:
+            traces[row["id"]] = answers.think_text(row["response"])
     return traces
 
 

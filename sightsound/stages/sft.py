@@ -9,6 +9,8 @@ teacher's unanimous label only (`consensus.jsonl`), `gt_label` — the ground-tr
 label-only baselines), `examples` — any (messages, response) pairs from the JSONL file `examples`
 (one `{"messages": [...], "response": "..."}` per line; a `video` part may name a `.frames.npy`
 file by `path`): this is how the demo gives its tiny models their roles (sightsound/bootstrap.py).
+`replay` mixes such pairs into any target, as `replay_share` of the training examples (the demo
+replays the student's own answers so that it keeps its format on what it is not trained on).
 The loss covers response tokens only. Writes `RUN_DIR/sft/` as the shared training loop does
 (`sightsound.training.loop`: metrics, checkpoints resumed from, `best/`, `final/`) and, with
 `merge: true`, `merged/` (LoRA folded into the base: an ordinary checkpoint). A manifest is written last.
@@ -16,6 +18,7 @@ The loss covers response tokens only. Writes `RUN_DIR/sft/` as the shared traini
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +55,8 @@ class SFTConfig(TrainingConfig):
     save_every: int = 500
     val_every: int = 500
     merge: bool = False  # also write merged/ (LoRA folded into the base)
+    replay: str | None = None  # a JSONL file of (messages, response) pairs to mix in (the demo: the student's own answers)
+    replay_share: float = 0.5  # the share of the training examples that are replayed
     subdir: str = "sft"  # the folder inside the run directory it trains into (a plain name)
 
 
@@ -109,7 +114,20 @@ def main(cfg: SFTConfig) -> dict:
 
 
 def load_examples(run_dir: Path, cfg: SFTConfig) -> tuple[list[tuple[list[dict], str]], dict]:
-    """(messages, response) pairs for the target, and the hashes of the files they came from."""
+    """(messages, response) pairs for the target, with `replay` mixed in, and the hashes of the
+    files they came from."""
+    examples, inputs = _target_examples(run_dir, cfg)
+    if not cfg.replay:
+        return examples, inputs
+    if not 0 < cfg.replay_share < 1:
+        raise ConfigError(f"replay_share is a share of the examples (0 < share < 1), not {cfg.replay_share}")
+    replayed, replay_inputs = _read_examples(cfg.replay)
+    wanted = round(len(examples) * cfg.replay_share / (1 - cfg.replay_share))
+    random.Random(cfg.seed).shuffle(replayed)
+    return examples + [replayed[i % len(replayed)] for i in range(wanted)], {**inputs, **replay_inputs}
+
+
+def _target_examples(run_dir: Path, cfg: SFTConfig) -> tuple[list[tuple[list[dict], str]], dict]:
     target, answer, run = cfg.target, cfg.answer, RunDir(run_dir)
     if target == "examples":
         return _read_examples(cfg.examples)

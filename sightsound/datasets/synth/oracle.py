@@ -18,23 +18,23 @@ from sightsound.records import Sample
 
 
 def visual_reasoning(sources: list[dict]) -> str:
-    """The chain of thought a model that only watches can write: a moving glyph is taken to sound,
-    a still one to be silent, and off-screen sources go unmentioned. It is right about what is seen
-    and sounding, and hallucinates on mimes (moving but silent). `sources` are facts records."""
+    """The audio-focused chain of thought a model that only watches can write (the paper prompts its
+    teacher for claims about sounds): each source it sees, left to right, said to be sounding when
+    its glyph moves and silent when still; off-screen sources go unmentioned. The claims are about
+    what is heard and where (the audio is panned by position), so the checker can test them; they
+    are right about what is seen and sounding, and hallucinate on mimes (moving but silent).
+    `sources` are facts records."""
     steps = []
     for s in sorted((s for s in sources if s["visible"]), key=lambda s: POSITIONS.index(s["position"])):
-        if s["moving"]:
-            steps.append(f"The {s['name']} on the {s['position']} moves, so the {s['name']} is sounding.")
-        else:
-            steps.append(f"The {s['name']} on the {s['position']} is still, so the {s['name']} is silent.")
-    return " ".join(steps) or "I see nothing that could make a sound."
+        steps.append(f"The {s['name']} on the {s['position']} is {'sounding' if s['moving'] else 'silent'}.")
+    return " ".join(steps) or "Nothing in the scene is sounding."
 
 
-_CLAIM = re.compile(r"\bthe (\w+) is sounding\b", re.IGNORECASE)
+_CLAIM = re.compile(r"\bthe (\w+)(?: on the \w+)? is sounding\b", re.IGNORECASE)
 
 
 def claimed_sounds(text: str) -> set[str]:
-    """The sources a trace says are sounding ("... the flute is sounding")."""
+    """The sources a trace says are sounding ("the flute is sounding", "the flute on the left is sounding")."""
     return {name.lower() for name in _CLAIM.findall(text) if name.lower() in NAMES}
 
 
@@ -45,17 +45,24 @@ def hallucinated(text: str, facts: dict) -> bool:
 
 def watcher_choices(sample: Sample) -> list[int]:
     """The options a model that only watches could pick (see `choices_of_watcher`)."""
-    return choices_of_watcher(sample.category, sample.options, sample.meta["facts"]["sources"])
+    return choices_of_watcher(sample.category, sample.options, sample.meta["facts"]["sources"], sample.question)
 
 
-def choices_of_watcher(question_type: str, options: list[str], sources: list[dict]) -> list[int]:
+def choices_of_watcher(question_type: str, options: list[str], sources: list[dict], question: str = "") -> list[int]:
     """The options a model that only watches could pick: the moving glyphs it sees among the options
     (for "how many", the number of moving glyphs; for "which first", the glyph that starts moving
-    first); any option when nothing it sees decides — always so for loudness and pitch."""
+    first; for "is X playing", yes when X moves; for "which is louder", the one that moves when
+    the other is still); any option when nothing it sees decides — always so for loudness, pitch and
+    audio-only clips."""
     moving = [s for s in sources if s["visible"] and s["moving"]]
     names = [s["name"] for s in moving]
-    if question_type == "Count":
+    if question_type in ("Count", "Instruments") or (question_type == "Tally" and moving):
         return [options.index(COUNT_WORDS[max(len(moving), 1) - 1])]
+    if question_type == "Exist":  # the source asked about is named in the question
+        return [options.index("yes" if any(f"the {name} " in question for name in names) else "no")]
+    if question_type == "Compare":
+        seen = [i for i, option in enumerate(options) if option in names]
+        return seen if len(seen) == 1 else list(range(len(options)))
     if question_type == "Order":
         names = [min(moving, key=lambda s: s["events"][0]["onset"])["name"]] if moving else []
     if question_type in ("Which", "Order"):
@@ -74,11 +81,11 @@ def calibration(cfg: SynthConfig, scenes: int = 2000) -> dict:
     hallucinating = 0
     for _ in range(scenes):
         clip_rng = random.Random(rng.randrange(2**32))
-        sources = make_scene(clip_rng, cfg)
+        sources = make_scene(clip_rng, cfg, audio_only=cfg.audio_only > 0 and clip_rng.random() < cfg.audio_only)
         facts = {"audible": [s.name for s in sources if s.sounding], "sources": [asdict(s) for s in sources]}
         hallucinating += hallucinated(visual_reasoning(facts["sources"]), facts)
         for q in questions(sources, clip_rng):
-            picks = choices_of_watcher(q["question_type"], q["multi_choice"], facts["sources"])
+            picks = choices_of_watcher(q["question_type"], q["multi_choice"], facts["sources"], q["question_text"])
             right.setdefault(q["question_type"], []).append((q["answer"] in picks) / len(picks))
     visual = [v for t in VISUAL_TYPES for v in right.get(t, [])]
     return {"scenes": scenes,

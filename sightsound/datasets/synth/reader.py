@@ -35,4 +35,4 @@ def read(root: Path, split: str) -> Metadata:
     return Metadata(files=files, entries=entries(), total=metadata.total)
 
 
-BENCHMARK = Benchmark("synth", read, split="train", title="synthetic")
+BENCHMARK = Benchmark("synth", read, split="train", title="synthetic", per_category=True)

@@ -35,8 +35,14 @@ SOURCES = [
 NAMES = [name for name, _, _ in SOURCES]
 POSITIONS = ("left", "middle", "right")
 COUNT_WORDS = ["one", "two", "three", "four"]
-QUESTION_TYPES = ("Which", "Count", "Order", "Louder", "Pitch")
-VISUAL_TYPES = ("Which", "Count", "Order")  # what a watcher can answer from the frames
+# What each clip is asked. On audio-visual clips: the in-domain types (Which, Count: the AVQA
+# analogue), the acoustic ones vision cannot answer (Louder, Pitch: the MMAU speech/music analogue)
+# and the MUSIC-AVQA analogue's (Order, Compare, Exist, Instruments: temporal, comparative,
+# existential and counting templates where vision helps). On audio-only clips (the MMAU sound
+# analogue): Hear and Tally, sound-event questions with nothing to see.
+QUESTION_TYPES = ("Which", "Count", "Order", "Louder", "Pitch", "Compare", "Exist", "Instruments", "Hear", "Tally")
+AUDIO_ONLY_TYPES = ("Hear", "Tally")
+VISUAL_TYPES = ("Which", "Count", "Order", "Compare", "Exist", "Instruments")  # what a watcher can answer from frames
 ROLES = ("sounding", "silent", "offscreen")
 PITCHES = ("low", "high")  # the note a tonal source plays: its own register, or an octave up
 TONAL = ("flute", "violin", "bell", "horn", "bird")  # sources with a pitch (the drum has none)
@@ -56,6 +62,7 @@ class SynthConfig:
     max_sources: int = 3  # sources per scene: 2..max_sources (more than 3 forces some off-screen)
     roles: dict[str, float] = field(default_factory=lambda: {"sounding": 0.7, "silent": 0.2, "offscreen": 0.1})
     mime: float = 0.4  # share of visible silent sources whose glyph pulses anyway
+    audio_only: float = 0.0  # share of clips with nothing on screen: 1..max_sources sounds, all off-screen
     progress: bool = True
 
 
@@ -89,16 +96,21 @@ def check_world(cfg: SynthConfig) -> None:
         raise ConfigError(f"roles must give a weight >= 0 to each of {', '.join(ROLES)}, not {cfg.roles}")
     if not 2 <= cfg.max_sources <= len(COUNT_WORDS):
         raise ConfigError(f"max_sources must be 2..{len(COUNT_WORDS)}, not {cfg.max_sources}")
-    if not 0 <= cfg.mime <= 1:
-        raise ConfigError(f"mime is a share (0..1), not {cfg.mime}")
+    for name in ("mime", "audio_only"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise ConfigError(f"{name} is a share (0..1), not {getattr(cfg, name)}")
 
 
-def make_scene(rng: random.Random, cfg: SynthConfig) -> list[Source]:
+def make_scene(rng: random.Random, cfg: SynthConfig, audio_only: bool = False) -> list[Source]:
     """Two to `max_sources` sources, the first always sounding, the others drawn by `roles`; onsets
-    0.3 s apart, loudness 6 dB apart, and each event's pitch low or high at random."""
-    count = rng.randint(2, cfg.max_sources)
+    0.3 s apart, loudness 6 dB apart, and each event's pitch low or high at random. An audio-only
+    scene has one to `max_sources` sources, all sounding off-screen."""
+    count = rng.randint(1 if audio_only else 2, cfg.max_sources)
     names = rng.sample(NAMES, count)
-    roles = ["sounding"] + rng.choices(ROLES, weights=[cfg.roles[r] for r in ROLES], k=count - 1)
+    if audio_only:
+        roles = ["offscreen"] * count
+    else:
+        roles = ["sounding"] + rng.choices(ROLES, weights=[cfg.roles[r] for r in ROLES], k=count - 1)
     positions = iter(rng.sample(POSITIONS, len(POSITIONS)))
     onsets = iter(rng.sample([0.1, 0.4, 0.7, 1.0], 4))
     gains = iter(rng.sample([0.0, -6.0, -12.0, -18.0], 4))
@@ -118,11 +130,16 @@ def make_scene(rng: random.Random, cfg: SynthConfig) -> list[Source]:
 
 
 def questions(sources: list[Source], rng: random.Random) -> list[dict]:
-    """AVQA-style multiple-choice questions whose answers follow from the sound alone."""
+    """AVQA-style multiple-choice questions whose answers follow from the sound alone: the
+    sound-event types on an audio-only scene, every other type on an audio-visual one."""
     heard = [s for s in sources if s.sounding]
     silent_names = [n for n in NAMES if n not in {s.name for s in heard}]
-    out = []
     target = rng.choice(heard)
+    if not any(s.visible for s in sources):
+        out = [("Hear", "Which of these sounds can be heard?", [target.name] + rng.sample(silent_names, 3), target.name),
+               ("Tally", "How many different sounds can be heard?", COUNT_WORDS, COUNT_WORDS[len(heard) - 1])]
+        return _shuffled(out, rng)
+    out = []
     options = [target.name] + rng.sample(silent_names, min(3, len(silent_names)))
     out.append(("Which", "Which object is making a sound in the video?", options, target.name))
     out.append(("Count", "How many sound sources can be heard in the video?", COUNT_WORDS,
@@ -141,6 +158,26 @@ def questions(sources: list[Source], rng: random.Random) -> list[dict]:
         played = rng.choice(tonal)
         out.append(("Pitch", f"Is the {played.name} playing a high or a low note?", list(PITCHES),
                     played.events[0].pitch))
+    out += _music_avqa_like(sources, heard, target, rng)
+    return _shuffled(out, rng)
+
+
+def _music_avqa_like(sources: list[Source], heard: list[Source], target: Source, rng: random.Random) -> list[tuple]:
+    """The MUSIC-AVQA analogue's own templates (comparative, existential, counting), asked of
+    audio-visual clips: a silent source is quieter than any sounding one."""
+    other = rng.choice([s for s in sources if s is not target])
+    loud = max((target, other), key=lambda s: s.events[0].gain_db if s.sounding else -99.0)
+    asked = rng.choice([target, other, rng.choice([n for n in NAMES if n not in {s.name for s in sources}])])
+    name = asked if isinstance(asked, str) else asked.name
+    present = not isinstance(asked, str) and asked.sounding
+    return [("Compare", f"Which sounds louder, the {target.name} or the {other.name}?", [target.name, other.name],
+             loud.name),
+            ("Exist", f"Is the {name} playing in this video?", ["yes", "no"], "yes" if present else "no"),
+            ("Instruments", "How many instruments are playing in the video?", COUNT_WORDS,
+             COUNT_WORDS[len(heard) - 1])]
+
+
+def _shuffled(out: list[tuple], rng: random.Random) -> list[dict]:
     result = []
     for qtype, text, options, answer in out:
         options = list(options)
@@ -283,7 +320,7 @@ def write_world(cfg: SynthConfig) -> dict:
     for i in tqdm(range(cfg.clips), desc="synth", unit="clip", disable=not cfg.progress):
         clip_rng = random.Random(rng.randrange(2**32))
         name = f"syn{cfg.seed:03d}c{i:05d}_{(i * 10) % 300:06d}"  # AVQA style: <id>_<start second>
-        sources = make_scene(clip_rng, cfg)
+        sources = make_scene(clip_rng, cfg, audio_only=cfg.audio_only > 0 and clip_rng.random() < cfg.audio_only)
         write_mp4(out / rundir.VIDEOS / f"{name}.mp4", render_frames(sources, cfg, clip_rng),
                   render_audio(sources, cfg, clip_rng), cfg.fps, cfg.sample_rate, lossless=True)
         split = "val" if i >= cfg.clips - n_val else "train"
