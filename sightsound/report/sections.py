@@ -153,13 +153,11 @@ def evaluation_blocks(results: list[dict], in_domain: str | None = None) -> list
         return []
     table1 = [r for r in results if r.get("benchmark") == in_domain]
     table2 = [r for r in results if r.get("benchmark") != in_domain]
-    blocks = []
+    blocks = [] if table1 else [("table", *build_table(results))]
     for caption, part in (("Table 1 analogue: the in-domain benchmark", table1),
                           ("Table 2 analogue: the unseen benchmarks, per category", table2)):
-        if part and table1:
+        if part and table1:  # without an in-domain benchmark, the one table above
             blocks += [("text", f"**{caption}.**"), ("table", *build_table(part))]
-    if not table1:
-        blocks = [("table", *build_table(results))]
     return [("text", "Accuracy (%) per benchmark column, with its 95% Wilson interval, from `sightsound eval` "
                      "predictions; each benchmark's unparsable column is the share of answers naming no option.")
             ] + blocks + [("text", note) for note in result_notes(results)]
