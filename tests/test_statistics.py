@@ -233,3 +233,14 @@ def test_a_synthetic_benchmark_is_reported_per_category_and_their_average():
     assert row[2].startswith("66.7") and row[3].startswith("33.3") and row[4].startswith("50.0") and row[5] == "5.0%"
     result["per_category"] = {"Order": cell(20, 30)}  # one category: the benchmark's accuracy alone
     assert report.build_table([result])[0][2:] == ["music-like", "music-like unparsable"]
+
+
+def test_the_teachers_errors_claim_is_format_limited_when_it_never_answers_the_acoustic_questions():
+    ids = [f"q{i}" for i in range(100)]
+    marks = {("in-domain", "t"): {q: i < 75 for i, q in enumerate(ids)}, ("acoustic", "t"): dict.fromkeys(ids, False)}
+    benches = {"in_domain": "in-domain", "acoustic": "acoustic"}
+    [plain] = claims.build_claims(marks, {"teacher": "t"}, benches)
+    assert plain.verdict == "holds"  # 75% vs 0%
+    parsed = {("in-domain", "t"): dict.fromkeys(ids, True), ("acoustic", "t"): dict.fromkeys(ids, False)}
+    [limited] = claims.build_claims(marks, {"teacher": "t"}, benches, parsed=parsed)
+    assert limited.verdict == "format-limited"  # not one acoustic answer names an option
