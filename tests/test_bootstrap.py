@@ -51,3 +51,19 @@ def test_calibration_takes_each_clip_once():
     first, second, other = (sample("Count", world.COUNT_WORDS, 0, SCENE) for _ in range(3))
     other.audio = "other.wav"
     assert bootstrap.one_per_clip([first, second, other]) == [first, other]
+
+
+def test_which_questions_are_asked_again_of_every_other_heard_source():
+    scene = SCENE + [source("violin", True, True, True, "right")]  # heard: drum, horn, violin
+    which = sample("Which", ["horn", "bell", "flute", "bird"], 0, scene)
+    count = sample("Count", world.COUNT_WORDS, 2, scene)
+    out = bootstrap.with_other_targets([which, count], random.Random(0))
+    assert out[:2] == [which, count]  # the originals first, unchanged
+    extra = out[2:]
+    assert sorted(s.id for s in extra) == ["s~drum", "s~violin"]  # every other heard source, once
+    for asked in extra:
+        target = asked.id.split("~")[1]
+        assert asked.options[asked.answer] == asked.answer_text == target
+        others = set(asked.options) - {target}
+        assert len(asked.options) == 4 and not others & {"drum", "horn", "violin"}  # the rest are silent
+        assert asked.audio == which.audio and asked.category == "Which"

@@ -86,6 +86,22 @@ def test_audio_tower_loads_alone_and_pools_over_the_clip_only(tiny_models, tmp_p
     assert np.abs(batched[1] - batched[0]).max() > 1e-3
 
 
+def test_log_mel_features_pool_the_clips_input_frames_and_load_no_tower(tiny_models, tmp_path):
+    encoder = verifier.AudioEncoder(tiny_models["student"], device="cpu", pooling="mean+max", features="log-mel")
+    mels = encoder.features.feature_size
+    assert encoder.tower is None and encoder.dim == 2 * mels
+    short = write_clip(tmp_path / "short.wav", "flute", seed=1, seconds=0.8)
+    long = write_clip(tmp_path / "long.wav", "drum", seed=2, seconds=2.0)
+    alone, batched = encoder([short]), encoder([short, long])
+    np.testing.assert_allclose(batched[0], alone[0], atol=1e-6)  # padding frames are not pooled
+    frames = encoder.features([media.read_wav(short)], sampling_rate=media.SAMPLE_RATE,
+                              return_tensors="np")["input_features"][0]
+    valid = frames[:, :math.ceil(0.8 * media.SAMPLE_RATE / encoder.features.hop_length)]
+    np.testing.assert_allclose(alone[0, mels:], valid.max(1), atol=1e-5)  # the max half: each mel band's peak
+    with pytest.raises(ValueError, match="features 'spectrum'"):
+        verifier.AudioEncoder(tiny_models["student"], features="spectrum")
+
+
 def test_verifier_learns_which_sound_a_trace_may_claim_and_saves_and_loads(tiny_models, tmp_path, capsys):
     rows = calibration_set(tmp_path)
     path = write_jsonl(tmp_path / "calibration.jsonl", rows)
@@ -103,6 +119,7 @@ def test_verifier_learns_which_sound_a_trace_may_claim_and_saves_and_loads(tiny_
     assert saved["calibration"]["traces"] == len(rows) and (out / "classifier.safetensors").exists()
 
     loaded = verifier.Verifier.load(out, device="cpu")
+    assert loaded.audio_encoder.feature_kind == "tower"
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     unseen = [write_clip(fresh / f"{kind}.wav", kind, seed=100 + i) for i, kind in enumerate(["flute", "drum"])]

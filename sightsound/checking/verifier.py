@@ -123,7 +123,8 @@ class Verifier:
         head = _head(shape["audio_dim"], shape["text_dim"], shape["rank"])
         head.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
         encoder = AudioEncoder(info["audio_encoder"]["checkpoint"], device=device,
-                               pooling=info["audio_encoder"]["pooling"])
+                               pooling=info["audio_encoder"]["pooling"],
+                               features=info["audio_encoder"].get("features", "tower"))
         return cls(head.eval(), info, encoder)
 
     def save(self, folder: str | Path) -> None:
@@ -151,6 +152,7 @@ class TrainConfig:
     out: str = "runs/verifier"  # the folder the verifier is saved to
     audio_encoder: str = "runs/tiny/student"  # an audio LM checkpoint (Qwen2-Audio or Qwen2.5-Omni)
     pooling: str = "max"  # the clip's audio frames → one vector: max, mean or mean+max
+    features: str = "tower"  # which frames: the audio tower's output, or its log-mel input ("log-mel")
     unit: str = "sentence"  # what is checked: each sentence of the reasoning (all must pass), or the whole trace
     rank: int = 16  # width of the audio and text projections
     steps: int = 500  # full-batch AdamW steps
@@ -233,7 +235,8 @@ def train(cfg: TrainConfig) -> dict:
     audio_paths = [r["audio"] for r in rows]
     train_index, test_index = split_by_clip(audio_paths, labels, cfg.holdout, cfg.seed)
 
-    encoder = AudioEncoder(cfg.audio_encoder, device=cfg.device, batch_size=cfg.batch_size, pooling=cfg.pooling)
+    encoder = AudioEncoder(cfg.audio_encoder, device=cfg.device, batch_size=cfg.batch_size, pooling=cfg.pooling,
+                           features=cfg.features)
     audio = encoder(audio_paths)
     owner, parts = claims([r["text"] for r in rows], cfg.unit)
     text = embed_parts(parts)
@@ -251,7 +254,7 @@ def train(cfg: TrainConfig) -> dict:
 
     info = {
         "audio_encoder": {"checkpoint": encoder.checkpoint, "model_type": encoder.model_type, "dim": encoder.dim,
-                          "pooling": cfg.pooling},
+                          "pooling": cfg.pooling, "features": cfg.features},
         "text_encoder": TEXT_ENCODER,
         "classifier": {"kind": "bilinear logistic regression on (clip, claim) pairs; a trace's P(accept) is "
                                "the product of its claims'", "unit": cfg.unit, "audio_dim": encoder.dim,
