@@ -17,11 +17,15 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import traceback
 
 from sightsound import __version__, formats, pipeline, rundir
 from sightsound.config import ConfigError, field_comments, load_config
+from sightsound.manifest import StageBusy
 from sightsound.pipeline import StageIncomplete
 from sightsound.registry import STAGES, Stage
 
@@ -275,15 +279,36 @@ def main(argv=None) -> int:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
         args.func(args)
     except ConfigError as exc:  # the command or its config: a usage error, like argparse's
         print(f"sightsound {args.command}: error: {exc}", file=sys.stderr)
         return USAGE_ERROR
-    except (ValueError, OSError, StageIncomplete, subprocess.CalledProcessError) as exc:  # the work failed
+    except (ValueError, OSError, StageIncomplete, StageBusy, subprocess.CalledProcessError) as exc:  # the work failed
         print(f"sightsound {args.command}: error: {exc}", file=sys.stderr)
         return RUNTIME_ERROR
+    except (KeyboardInterrupt, Terminated) as exc:  # what is on disk is whole: a rerun resumes it
+        print(f"\nsightsound {args.command}: interrupted; run the same command to resume", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    except Exception:
+        traceback.print_exc()
+        print(f"sightsound {args.command}: this is a bug in sightsound; please report it with the traceback above",
+              file=sys.stderr)
+        return RUNTIME_ERROR
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the command is, so that it ends as Ctrl-C does."""
+
+
+def _terminated(signum, frame):
+    raise Terminated()
 
 
 if __name__ == "__main__":

@@ -209,7 +209,12 @@ def read_wav(path: str | Path) -> np.ndarray:
     """Read a cached 16 kHz mono wav as float32 [T]."""
     import soundfile as sf
 
-    audio, rate = sf.read(str(path), dtype="float32", always_2d=False)
+    try:
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=False)
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        missing = not Path(path).exists()
+        raise MediaError(f"{path}: {'not found' if missing else 'damaged'} ({str(exc).splitlines()[0]}); "
+                         "run `sightsound prepare` again to rebuild it", "media-missing" if missing else "media-corrupt")
     if rate != SAMPLE_RATE:
         raise MediaError(f"{path}: expected {SAMPLE_RATE} Hz audio, found {rate} Hz")
     return audio if audio.ndim == 1 else audio.mean(axis=1)
@@ -239,4 +244,8 @@ def scratch_path(path: Path) -> Path:
 
 
 def load_frames(path: str | Path) -> np.ndarray:
-    return np.load(path)
+    """Cached frames (`.frames.npy`, no pickle); a missing or damaged file is a MediaError naming it."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise MediaError(f"{path}: cached frames cannot be read ({exc})") from exc

@@ -108,6 +108,10 @@ class RunDir:
         """Marks which config and inputs a stage's in-progress outputs belong to."""
         return self.root / MANIFESTS / f"{stage}.started"
 
+    def lock(self, stage: str) -> Path:
+        """Held (an OS file lock) by the one process running the stage; `<lock>.holder` says which."""
+        return self.root / MANIFESTS / f"{stage}.lock"
+
     def config(self, stage: str, launch: bool = False) -> Path:
         """The resolved config a stage ran with (`launch`: how it was launched, e.g. accelerate's)."""
         return self.root / CONFIG / f"{stage}{'.launch' if launch else ''}.yaml"

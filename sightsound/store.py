@@ -71,8 +71,11 @@ class JsonlWriter:
         self.count = 0
         if self.path.exists():
             _cut_torn_tail(self.path)
-            for data in read_jsonl(self.path):
-                self.ids.add(str(id_of(data)))
+            rows = list(read_jsonl(self.path))
+            self.ids = {str(id_of(data)) for data in rows}
+            if len(self.ids) < len(rows):  # two writers once shared the file (before stages were locked)
+                keep_only(self.path, _first_of_each(id_of))
+                print(f"{self.path}: {len(rows) - len(self.ids)} duplicate records removed (kept the first of each id)")
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def __contains__(self, record_or_id) -> bool:
@@ -103,6 +106,19 @@ class JsonlWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _first_of_each(id_of):
+    """A `keep_only` filter that keeps the first record of each id."""
+    seen: set[str] = set()
+
+    def keep(row) -> bool:
+        key = str(id_of(row))
+        first = key not in seen
+        seen.add(key)
+        return first
+
+    return keep
 
 
 def _cut_torn_tail(path: Path) -> None:

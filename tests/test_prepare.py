@@ -222,3 +222,17 @@ def test_categories_keep_only_the_questions_asked_for(world, tmp_path):
     left_out = manifest["counts"]["left_out_by_category"]
     assert sum(left_out.values()) == len(everything) - len(kept) and "Which" in left_out
     assert manifest["counts"]["skipped"] == 0
+
+
+def test_a_lost_or_emptied_cached_clip_is_decoded_again(world, tmp_path, capsys):
+    run(tmp_path, dataset="synth", root=str(world), num_frames=2, frame_size=32)
+    before = samples(tmp_path)
+    first, second = list(before.values())[:2]
+    Path(first.audio).unlink()
+    Path(second.meta["frames"]).write_bytes(b"")
+    capsys.readouterr()
+    run(tmp_path, dataset="synth", root=str(world), num_frames=2, frame_size=32)
+    assert "samples lost their cached media since it finished" in capsys.readouterr().out
+    after = samples(tmp_path)
+    assert set(after) == set(before) and len((tmp_path / "run" / "samples.jsonl").read_text().splitlines()) == len(before)
+    assert media.read_wav(first.audio).size and np.load(second.meta["frames"]).shape[0] == 2

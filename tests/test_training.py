@@ -136,6 +136,25 @@ def test_sft_resumes_from_its_last_checkpoint_to_the_same_weights(toy_run, tiny_
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
 
 
+def test_a_damaged_checkpoint_is_passed_over_for_the_one_before(toy_run, tiny_models, tmp_path, capsys):
+    whole, cut = copy_run(toy_run, tmp_path / "whole"), copy_run(toy_run, tmp_path / "cut")
+    sft.main(sft_config(whole, tiny_models, steps=6))
+    sft.main(sft_config(cut, tiny_models, steps=6, keep_checkpoints=3))
+    # killed after the checkpoint at step 4, whose optimizer file was then emptied
+    shutil.rmtree(cut / "sft" / "checkpoint-6")
+    shutil.rmtree(cut / "sft" / "final")
+    (cut / "manifests" / "sft.json").unlink()
+    (cut / "sft" / "checkpoint-4" / "state" / "optimizer.bin").write_bytes(b"")
+    (cut / "sft" / "checkpoint-2" / "state" / "random_states_0.pkl").write_bytes(b"damaged")
+    capsys.readouterr()
+    sft.main(sft_config(cut, tiny_models, steps=6, keep_checkpoints=3))
+    said = capsys.readouterr().out
+    assert "checkpoint-4 cannot be loaded (" in said and "resuming from checkpoint-2 instead" in said
+    assert "random_states_0.pkl cannot be restored; training resumes, but not bit-identically" in said
+    assert (cut / "sft" / "final" / "adapter_model.safetensors").exists()
+    assert [r["step"] for r in read_jsonl(cut / "sft" / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+
+
 def _weights(folder):
     from safetensors.torch import load_file
 

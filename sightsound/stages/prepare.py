@@ -31,7 +31,7 @@ from sightsound.engine import EngineConfig, map_jobs
 from sightsound.manifest import open_stage
 from sightsound.records import Sample
 from sightsound.rundir import RunDir
-from sightsound.store import JsonlWriter, read_jsonl, sha256_file
+from sightsound.store import JsonlWriter, keep_only, read_jsonl, sha256_file
 
 
 @dataclass
@@ -58,9 +58,10 @@ def main(cfg: PrepareConfig) -> dict:
     metadata = datasets.read(cfg.dataset, cfg.root, cfg.split, cfg.columns)
     inputs = {str(f): sha256_file(f) for f in metadata.files}
     stage = open_stage(run.root, "prepare", cfg, inputs, [run.samples, run.skipped],
-                       note=lambda m: f"{m['counts']['samples']} samples")
+                       note=lambda m: f"{m['counts']['samples']} samples", check=lambda: _lost_media(run))
     if stage.done:
         return stage.manifest
+    keep_only(run.samples, _media_intact)  # a sample whose cached clip is gone or empty is decoded again
 
     media_root = Path(cfg.media or cfg.root)
     root = Path(cfg.root)  # media named by path must lie under the media's folder or the metadata's
@@ -86,6 +87,21 @@ def main(cfg: PrepareConfig) -> dict:
                 bar.update(len(chunk))
         bar.close()
     return count_and_finish(stage, cfg, run, left_out)
+
+
+def _nonempty(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
+
+
+def _media_intact(row: dict) -> bool:
+    """Whether a sample's cached audio and frames are still there and not empty."""
+    return all(_nonempty(Path(p)) for p in (row.get("audio"), (row.get("meta") or {}).get("frames")) if p)
+
+
+def _lost_media(run: RunDir) -> list[str]:
+    """'N samples lost their cached media', when some did."""
+    lost = sum(not _media_intact(row) for row in read_jsonl(run.samples)) if run.samples.exists() else 0
+    return [f"{lost} samples lost their cached media"] if lost else []
 
 
 def queue(metadata, cfg: PrepareConfig, samples: JsonlWriter, skipped: JsonlWriter, left_out: Counter,
@@ -209,7 +225,7 @@ def materialize(entry: Entry, index, allowed: list[Path] | None, cache_dir: Path
     frames = None
     if video is not None and cfg.num_frames > 0:  # named by what they hold, so a new spec is decoded anew
         frames = cache_dir / f"{key}.{cfg.num_frames}x{cfg.frame_size or 'full'}.frames.npy"
-    if wav.exists() and (frames is None or frames.exists()):
+    if _nonempty(wav) and (frames is None or _nonempty(frames)):
         return str(wav.resolve()), _str(video), _str(frames)
     try:
         clip = media.decode(source, num_frames=cfg.num_frames if video else 0, frame_size=cfg.frame_size,
@@ -232,7 +248,7 @@ def stored_clip(entry: Entry, cache_dir: Path, cfg: PrepareConfig) -> str:
     several questions share is decoded once). The bytes go to a scratch file for the decoder."""
     key = hashlib.sha256(entry.audio_bytes).hexdigest()[:16]
     wav = cache_dir / f"{key}.wav"
-    if not wav.exists():
+    if not _nonempty(wav):
         cache_dir.mkdir(parents=True, exist_ok=True)
         scratch = media.scratch_path(cache_dir / f"{key}.source{Path(entry.audio_name).suffix}")
         scratch.write_bytes(entry.audio_bytes)

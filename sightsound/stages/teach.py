@@ -127,7 +127,10 @@ def load_frames(sample: Sample, cfg: TeachConfig) -> np.ndarray:
     cached = sample.meta.get("frames")
     spec = f".{cfg.num_frames}x{cfg.frame_size or 'full'}.frames.npy"
     if cached and cached.endswith(spec) and Path(cached).exists():
-        return media.load_frames(cached)
+        try:
+            return media.load_frames(cached)
+        except media.MediaError as exc:  # a damaged cache: decode the video again
+            print(f"teach: {exc}; decoding sample {sample.id}'s video instead")
     return media.decode(sample.video, num_frames=cfg.num_frames, frame_size=cfg.frame_size, audio=False).frames
 
 
@@ -164,7 +167,7 @@ def count_and_finish(stage: StageRun, cfg: TeachConfig, samples) -> dict:
     judged = [t for t in traces if by_id[t.sample_id].options and by_id[t.sample_id].answer is not None]
     counts = {
         "samples": len(rows),
-        "pending": len(samples) - len(rows),
+        "pending": len(ids - {r.id for r in rows}),  # never negative, whatever the file holds
         "traces": len(traces),
         "unanimous": len(kept),
         "unanimity_rate": round(len(kept) / len(rows), 4) if rows else 0.0,

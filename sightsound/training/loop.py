@@ -80,9 +80,8 @@ def train(accelerator, stage: StageRun, cfg, model, processor, step, *, name: st
     folder = RunDir(stage.run_dir).training(cfg.subdir)
     out = folder.root
     state = {"step": 0, "best_accuracy": None, "best_step": None}
-    last = latest_checkpoint(out)
-    if last is not None:  # resume: weights, optimizer, scheduler, data order and step
-        accelerator.load_state(str(last / "state"))
+    last = resume(accelerator, out, name)
+    if last is not None:  # resumed: weights, optimizer, scheduler, data order and step
         state = read_state(last)
         accelerator.print(f"{name}: resuming from {last} (step {state['step']})")
     order = Batches(items, batch_size * accelerator.num_processes, cfg.seed, state["step"] * batches_per_step)
@@ -190,9 +189,32 @@ def save_checkpoint(accelerator, out: Path, state: dict, keep: int) -> None:
     accelerator.wait_for_everyone()
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    done = [p for p in _checkpoints(out) if TrainingDir.trainer_state(p).exists()]
-    return max(done, key=_step) if done else None
+def resume(accelerator, out: Path, name: str) -> Path | None:
+    """Load the newest checkpoint whose state loads (a damaged one is passed over with a warning,
+    for the one before it); None when there is none. A random state that cannot be restored is a
+    warning: training goes on, but not bit-identically to an uninterrupted run."""
+    import torch
+
+    done = sorted((p for p in _checkpoints(out) if TrainingDir.trainer_state(p).exists()), key=_step, reverse=True)
+    for number, checkpoint in enumerate(done):
+        try:
+            accelerator.load_state(str(checkpoint / "state"))
+        except Exception as exc:  # noqa: BLE001 (torch, safetensors and pickle each raise their own)
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
+            if number + 1 == len(done):
+                raise OSError(f"{checkpoint} cannot be loaded ({reason}) and no earlier checkpoint can; delete "
+                              f"{out} to train from the start") from exc
+            accelerator.print(f"{name}: WARNING: {checkpoint} cannot be loaded ({reason}); "
+                              f"resuming from {done[number + 1].name} instead")
+            continue
+        rng = checkpoint / "state" / f"random_states_{accelerator.process_index}.pkl"
+        try:
+            torch.load(rng, weights_only=False)
+        except Exception:  # noqa: BLE001
+            accelerator.print(f"{name}: WARNING: the random state in {rng} cannot be restored; training resumes, "
+                              "but not bit-identically to an uninterrupted run")
+        return checkpoint
+    return None
 
 
 def read_state(path: Path) -> dict:
