@@ -129,7 +129,8 @@ RUNTIME_ERROR = 1  # the command was right and the work failed (a missing file, 
 def _export(args):
     from sightsound import exports
 
-    path = exports.export(args.run_dir, args.fmt, args.what, args.out, args.corpus, args.answer, args.metadata)
+    path = exports.export(args.run_dir, args.fmt, args.what, args.out, args.corpus, args.answer, args.metadata,
+                          force=args.force)
     if args.fmt == "mmau-submission":
         print(f"export: MMAU leaderboard file → {path}")
         return
@@ -221,6 +222,7 @@ def _add_export(sub) -> None:
                    help="sft: the accepted CoT corpus; grpo: the unanimous prompts with the teacher's label")
     p.add_argument("--out", help="the file written (default: RUN_DIR/export/FORMAT-WHAT.jsonl; "
                                  "EVAL_DIR/mmau-submission.json)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument("--metadata", help="mmau-submission: the benchmark file (default: the one prepare read)")
     p.add_argument("--corpus", default=rundir.CORPUS, help="which corpus file of the run (sft)")
     p.add_argument("--answer", default="letter", choices=["letter", "text"],

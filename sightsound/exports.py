@@ -33,10 +33,15 @@ WHAT = ("sft", "grpo")
 
 
 def export(run_dir: str | Path, fmt: str, what: str = "sft", out: str | Path | None = None,
-           corpus: str = rundir.CORPUS, answer: str = "letter", metadata: str | Path | None = None) -> Path:
-    """Write the export and return its path (default `RUN_DIR/export/<format>-<what>.jsonl`)."""
+           corpus: str = rundir.CORPUS, answer: str = "letter", metadata: str | Path | None = None,
+           force: bool = False) -> Path:
+    """Write the export and return its path (default `RUN_DIR/export/<format>-<what>.jsonl`). An
+    `out` of the user's never replaces a file of the run directory (but for its export folder's),
+    nor any other existing file unless `force`."""
     if fmt not in FORMATS:
         raise ConfigError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if out is not None:  # (an eval folder's mmau-submission may sit beside its predictions)
+        check_out(Path(run_dir), Path(out), force, inside_ok=fmt == "mmau-submission")
     if fmt == "mmau-submission":
         return mmau_submission(run_dir, out, metadata)
     if what not in WHAT:
@@ -57,6 +62,17 @@ def export(run_dir: str | Path, fmt: str, what: str = "sft", out: str | Path | N
     if fmt == "llamafactory":
         _register(path)
     return path
+
+
+def check_out(run_dir: Path, out: Path, force: bool, inside_ok: bool = False) -> None:
+    """Refuse to write an export among a run's own files, or over an existing file unless `force`."""
+    root, target = run_dir.resolve(), out.resolve()
+    owned = (root / rundir.EXPORT).resolve()
+    if target.exists() and not inside_ok and root in target.parents and owned not in target.parents:
+        raise ConfigError(f"--out {out} is one of the run directory's own files; write the export elsewhere, "
+                          f"or under {run_dir / rundir.EXPORT}")
+    if target.exists() and not force:
+        raise ConfigError(f"--out {out} exists; pass --force to replace it")
 
 
 def prompt_text(record: Sample | CorpusRow, answer: str) -> str:

@@ -201,7 +201,10 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RAT
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = scratch_path(path)
-    sf.write(str(tmp), np.asarray(audio, dtype=np.float32), sample_rate, subtype="FLOAT", format="WAV")
+    try:
+        sf.write(str(tmp), np.asarray(audio, dtype=np.float32), sample_rate, subtype="FLOAT", format="WAV")
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise OSError(f"{path}: cannot be written ({str(exc).splitlines()[0]})") from None
     os.replace(tmp, path)
 
 

@@ -154,16 +154,21 @@ def stage_config(path: str | Path, stage: str, overrides=(), flags: dict | None 
     return own[0]
 
 
-def read_pipeline_yaml(path: str | Path) -> dict:
+def read_pipeline_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
     """A config file's mapping; with `extends: OTHER.yaml` (relative to the file) it is laid over
     that file's: sections merge key by key, and a section set to null is dropped (an ablation
     without GRPO says `grpo: null`)."""
     path = find_config(path)
+    chain = (*_chain, Path(path).resolve())
+    if chain[-1] in _chain:
+        raise ConfigError(f"{path}: `extends` goes round in a circle: {' → '.join(p.name for p in chain)}")
     data = read_yaml(path)
     parent = data.pop("extends", None)
     if parent is None:
         return data
-    base = read_pipeline_yaml(Path(path).parent / parent)
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: `extends` names one config file, not {parent!r}")
+    base = read_pipeline_yaml(Path(path).parent / parent, chain)
     for section, values in data.items():
         if values is None:
             base.pop(section, None)

@@ -13,6 +13,8 @@ name your own by import path (`reward_function`).
 from __future__ import annotations
 
 import importlib
+import inspect
+import math
 import re
 
 import torch
@@ -117,4 +119,22 @@ def reward_function(name: str):
     function = getattr(module, attribute, None)
     if not callable(function):
         raise ConfigError(f"reward {name!r}: module {module_name!r} has no function {attribute!r}")
+    try:
+        inspect.signature(function).bind("<answer>A</answer>", 0, ["a", "b"])
+    except (TypeError, ValueError):
+        raise ConfigError(f"reward {name!r}: a reward is called as f(completion, label, options) -> float; "
+                          f"{module_name}.{attribute} cannot be") from None
     return function
+
+
+def check_rewards(rewards: dict) -> dict:
+    """{name: function} for a stage's `rewards` (name → weight), checked before anything is touched:
+    each resolves with the reward signature, each weight is a finite number, and they do not sum to 0."""
+    if not isinstance(rewards, dict) or not rewards:
+        raise ConfigError(f"rewards must map reward names to weights, not {rewards!r}")
+    for name, weight in rewards.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+            raise ConfigError(f"reward {name!r}: weight {weight!r} is not a finite number")
+    if sum(rewards.values()) == 0:
+        raise ConfigError(f"reward weights {rewards} sum to 0: every completion would score the same")
+    return {name: reward_function(name) for name in rewards}

@@ -136,3 +136,18 @@ def test_a_bad_server_url_is_refused_when_the_config_is_loaded(url):
 
     with pytest.raises(ConfigError, match="'base_url'"):
         load_config(TeachConfig, None, [f"model.base_url={url}"])
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"a.yaml": "extends: a.yaml\n"}, "goes round in a circle: a.yaml → a.yaml"),
+    ({"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: a.yaml\n"}, "circle: a.yaml → b.yaml → a.yaml"),
+    ({"a.yaml": "extends: [1, 2]\n"}, "names one config file, not \\[1, 2\\]"),
+    ({"a.yaml": "- 1\n- 2\n"}, "must be a mapping"),
+])
+def test_extends_cycles_and_odd_values_are_one_clear_error(tmp_path, files, message):
+    from sightsound.pipeline import read_pipeline_yaml
+
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        read_pipeline_yaml(tmp_path / "a.yaml")

@@ -89,3 +89,18 @@ def test_export_command_and_its_errors(run_dir, tmp_path, capsys):
     assert cli(["export", str(run_dir), "--format", "swift"]) == 1
     assert "run `sightsound verify`" in capsys.readouterr().err
     assert cli(["export", str(run_dir), "--format", "llamafactory", "--what", "grpo"]) == 2
+
+
+def test_an_export_never_replaces_the_runs_own_files_nor_an_existing_file_unless_forced(run_dir, tmp_path, capsys):
+    samples = (run_dir / "samples.jsonl").read_bytes()
+    assert cli(["export", str(run_dir), "--format", "trl", "--out", str(run_dir / "samples.jsonl")]) == 2
+    assert "is one of the run directory's own files" in capsys.readouterr().err
+    assert cli(["export", str(run_dir), "--format", "trl", "--out", str(run_dir / "samples.jsonl"), "--force"]) == 2
+    assert (run_dir / "samples.jsonl").read_bytes() == samples
+
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("keep me\n")
+    assert cli(["export", str(run_dir), "--format", "trl", "--out", str(mine)]) == 2
+    assert "exists; pass --force to replace it" in capsys.readouterr().err and mine.read_text() == "keep me\n"
+    assert cli(["export", str(run_dir), "--format", "trl", "--out", str(mine), "--force"]) == 0
+    assert cli(["export", str(run_dir), "--format", "trl", "--out", str(run_dir / "export" / "x.jsonl")]) == 0

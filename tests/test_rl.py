@@ -128,3 +128,29 @@ def test_rewards_by_name_or_by_import_path(tmp_path, monkeypatch):
         reward_function("my_rewards:length")
     with pytest.raises(ConfigError, match="unknown reward 'acuracy'"):
         reward_function("acuracy")
+
+
+@pytest.mark.parametrize("rewards, message", [
+    ({"os:system": 1.0}, "cannot be"),  # callable, but not a reward: refused before it could run
+    ({"accuracy": float("nan")}, "not a finite number"),
+    ({"accuracy": "1"}, "not a finite number"),
+    ({"accuracy": 1.0, "format": -1.0}, "sum to 0"),
+    ({}, "must map reward names"),
+])
+def test_rewards_are_checked_before_a_run_touches_anything(rewards, message):
+    from sightsound.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        rl.check_rewards(rewards)
+
+
+def test_grpo_refuses_bad_rewards_before_clearing_its_previous_output(tmp_path):
+    from sightsound.config import ConfigError
+    from sightsound.stages import grpo
+
+    previous = tmp_path / "grpo" / "final"
+    previous.mkdir(parents=True)
+    (previous / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(ConfigError, match="os:system"):
+        grpo.main(grpo.GRPOConfig(out=str(tmp_path), rewards={"os:system": 1}))
+    assert (previous / "model.safetensors").read_bytes() == b"weights"

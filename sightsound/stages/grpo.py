@@ -54,8 +54,7 @@ class GRPOConfig(TrainingConfig):
 
 
 def main(cfg: GRPOConfig) -> dict:
-    for name in cfg.rewards:  # every reward resolves (built-in or `module:function`) before anything loads
-        rl.reward_function(name)
+    rl.check_rewards(cfg.rewards)  # every reward resolves and every weight is sane before anything is touched
     run_dir = Path(cfg.out)
     items, inputs = load_prompts(run_dir)
     accelerator, stage = open_training(run_dir, cfg, inputs | model_inputs(cfg.model))
