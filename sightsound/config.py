@@ -265,12 +265,27 @@ def config_hash(cfg, exclude=("out", "progress", "report_to", "log_completions_e
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+
+
+def mask_credentials(value):
+    """`value` with the user and password of every URL in it (`http://user:pass@host`) masked as
+    `***@`, in strings, lists and mappings: what is written to a run directory or an error."""
+    if isinstance(value, str):
+        return _USERINFO.sub(r"\1***@", value)
+    if isinstance(value, dict):
+        return {k: mask_credentials(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(mask_credentials(v) for v in value)
+    return value
+
+
 def save_config(cfg, path: str | Path) -> bool:
-    """Write the resolved config, so a run directory says exactly what produced it; whether it was
-    written (an unchanged config is left untouched)."""
+    """Write the resolved config (credentials in URLs masked), so a run directory says exactly what
+    produced it; whether it was written (an unchanged config is left untouched)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    text = yaml.safe_dump(mask_credentials(to_dict(cfg)), sort_keys=False)
     if path.exists() and path.read_text() == text:
         return False
     path.write_text(text)

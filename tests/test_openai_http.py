@@ -306,3 +306,24 @@ def test_base_url_lists_are_checked():
         ModelConfig(backend="openai", base_url=[])
     with pytest.raises(ValueError, match="'ftp://x' is not an http"):
         ModelConfig(backend="openai", base_url=["http://127.0.0.1:8000/v1", "ftp://x"])
+
+
+def test_credentials_in_a_url_are_masked_everywhere_they_are_written(chat_server, tmp_path):
+    from sightsound.config import save_config
+    from tests.http_server import completion
+
+    url = chat_server.url.replace("http://", "http://alice:s3cret-pw@")
+    chat_server.rule = lambda body, headers: Reply(body=completion(
+        [f"you are {headers.get('Authorization')} at {url}; password s3cret-pw; Proxy-Authorization: Digest abc123"]))
+    backend = backend_for(chat_server, base_url=url)
+    [gen] = backend.generate([ask("a")], Sampling())
+    assert chat_server.received[0].headers["Authorization"].startswith("Basic ")  # httpx sent them
+    assert gen.server == chat_server.url.replace("http://", "http://***@")
+    assert "s3cret" not in gen.texts[0] and "alice" not in gen.texts[0] and "abc123" not in gen.texts[0]
+    assert "Basic ***" in gen.texts[0]
+    save_config(backend.cfg, tmp_path / "teach.yaml")
+    assert "s3cret" not in (tmp_path / "teach.yaml").read_text() and "***@" in (tmp_path / "teach.yaml").read_text()
+
+    chat_server.rule = lambda body, headers: Reply.error(500, message=f"bad {url}")
+    [failed] = backend_for(chat_server, base_url=url, max_retries=0).generate([ask("b")], Sampling())
+    assert failed.error and "s3cret" not in failed.error

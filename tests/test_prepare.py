@@ -236,3 +236,16 @@ def test_a_lost_or_emptied_cached_clip_is_decoded_again(world, tmp_path, capsys)
     after = samples(tmp_path)
     assert set(after) == set(before) and len((tmp_path / "run" / "samples.jsonl").read_text().splitlines()) == len(before)
     assert media.read_wav(first.audio).size and np.load(second.meta["frames"]).shape[0] == 2
+
+
+def test_a_link_in_the_media_tree_to_a_file_outside_is_refused_found_by_name_too(tmp_path):
+    data, outside = tmp_path / "data", make_wav(tmp_path / "secret" / "private.wav")
+    make_wav(data / "inside.wav")
+    (data / "linked.wav").symlink_to(outside)
+    index = prepare.index_media(data)  # how AVQA and MUSIC-AVQA find a clip: by its name
+    allowed = [data.resolve()]
+    assert prepare.find_media(["inside"], index, allowed) == (None, data / "inside.wav")
+    for stems in (["linked"], [str(data / "linked.wav")]):
+        with pytest.raises(media.MediaError, match=f"outside the dataset's folders .*a link to {outside.resolve()}"):
+            prepare.find_media(stems, index, allowed)
+    assert prepare.find_media(["linked"], index, None) == (None, data / "linked.wav")  # allow_outside_media

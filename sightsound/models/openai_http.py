@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -32,6 +33,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from sightsound.config import mask_credentials
 from sightsound.models.backend import Generation, ModelConfig, Request, Sampling
 
 log = logging.getLogger(__name__)
@@ -143,6 +145,8 @@ def parse_retry_after(value: str | None) -> float | None:
 # ---------------------------------------------------------------- the backend
 
 
+_AUTHORIZATION = re.compile(r"(?i)\b((?:proxy-)?authorization\s*[:=]\s*[\"']?[a-z-]+)\s+[^\s\"',}]+")
+
 class _AttemptFailed(Exception):
     """One failed attempt: why, the HTTP status if there was one, whether to retry and when."""
 
@@ -201,7 +205,7 @@ class OpenAIBackend:
     def generate(self, requests: list[Request], sampling: Sampling) -> list[Generation]:
         async def job(clients, request):
             texts, server = await self._sample(clients, request, sampling)
-            return Generation(request.id, texts, server=server)
+            return Generation(request.id, texts, server=mask_credentials(server))
 
         return _run(self._each(requests, job, lambda request, error: Generation(request.id, error=error)))
 
@@ -261,8 +265,19 @@ class OpenAIBackend:
         return os.environ.get(self.cfg.api_key_env) or None  # unset or empty: no Authorization header
 
     def _scrub(self, text: str) -> str:
-        key = self._api_key()
-        return text.replace(key, "***") if key else text
+        """`text` (a reply, an error) without the API key, the servers' URL credentials (as given,
+        or base64-encoded as in a Basic header) and any echoed Authorization header's value."""
+        for secret in self._secrets():
+            text = text.replace(secret, "***")
+        return mask_credentials(_AUTHORIZATION.sub(r"\1 ***", text))
+
+    def _secrets(self) -> list[str]:
+        secrets = [self._api_key()]
+        for url in self.servers.urls:
+            userinfo = httpx.URL(url).userinfo.decode()
+            if userinfo:
+                secrets += [userinfo, base64.b64encode(userinfo.encode()).decode(), userinfo.partition(":")[2]]
+        return sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)  # longest first
 
     async def _sample(self, clients, request: Request, sampling: Sampling) -> tuple[list[str], str]:
         """n texts for the request, and the server that answered (the last one, after top-ups)."""
@@ -303,7 +318,7 @@ class OpenAIBackend:
                 self.servers.in_flight[server] -= 1
             reason = self._scrub(failure.reason)
             if len(self.servers.urls) > 1:
-                reason += f"; server={server}"
+                reason += f"; server={mask_credentials(server)}"
             if not failure.retryable or attempts > self.cfg.max_retries:
                 raise RequestFailed(f"{reason}; status={failure.status}; attempts={attempts}")
             delay = failure.retry_after if failure.retry_after is not None else self._backoff(attempts)

@@ -189,19 +189,20 @@ def index_media(root: Path) -> dict[str, list[Path]]:
 
 def find_media(stems: list[str], index: dict[str, list[Path]], allowed: list[Path] | None = None
                ) -> tuple[Path | None, Path | None]:
-    """The first video and the first audio file among the stems. A stem may also be a real path;
-    one outside the `allowed` folders (resolved; when given) is refused, so that metadata cannot make us read
-    (or send to a server) files from elsewhere on the machine."""
+    """The first video and the first audio file among the stems. A stem may also be a real path. A
+    file that resolves (symlinks followed) outside the `allowed` folders, when given, is refused,
+    whether named by path or found by name, so that neither metadata nor a link in the media tree
+    can make us read (or send to a server) files from elsewhere on the machine."""
     found: list[Path] = []
     for stem in stems:
-        if not Path(stem).is_file():
-            found += index.get(stem, [])
-            continue
-        resolved = Path(stem).resolve()
-        if allowed is not None and not any(folder in resolved.parents for folder in allowed):
-            raise media.MediaError(f"{stem}: outside the dataset's folders ({', '.join(map(str, allowed))}); "
-                                   "set allow_outside_media: true to use it", "media-outside")
-        found.append(Path(stem))
+        named = Path(stem).is_file()
+        for path in [Path(stem)] if named else index.get(stem, []):
+            resolved = path.resolve()  # symlinks followed: a link in the dataset may point anywhere
+            if allowed is not None and not any(folder in resolved.parents for folder in allowed):
+                raise media.MediaError(f"{path}: outside the dataset's folders ({', '.join(map(str, allowed))})"
+                                       + (f" (a link to {resolved})" if resolved != path.absolute() else "")
+                                       + "; set allow_outside_media: true to use it", "media-outside")
+            found.append(path)
     videos = [p for p in found if p.suffix.lower() in media.VIDEO_EXTS]
     audios = [p for p in found if p.suffix.lower() in media.AUDIO_EXTS]
     return (videos[0] if videos else None), (audios[0] if audios else None)
