@@ -144,7 +144,8 @@ def stage_config(path: str | Path, stage: str, overrides=(), flags: dict | None 
     """One stage's config as `sightsound run` resolves it (run directory, placeholders), for running
     that stage on its own; `flags` are the stage subcommand's options (`out` names the run directory)."""
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
-    out = flags.pop("out", None)
+    # `--out` names the run directory, but for a stage whose `out` is its own (bootstrap's models)
+    out = flags.pop("out", None) if STAGES[stage].folder is not None else None
     extra = [f"{stage}.{o}" for o in overrides] + [f"{stage}.{k}={json.dumps(v)}" for k, v in flags.items()]
     plan = load_plan(path, extra, out=out)
     own = [cfg for label, cfg in plan.stages.get(stage, []) if label is None]

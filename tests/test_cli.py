@@ -1,5 +1,9 @@
+import dataclasses
 import json
 from pathlib import Path
+
+import pytest
+import yaml
 
 from sightsound.cli import main as cli
 
@@ -100,3 +104,43 @@ def test_a_plain_install_runs_the_packaged_demo_config_from_an_empty_folder(tmp_
     used = subprocess.run([sys.executable, "-c", "import sightsound; print(sightsound.__file__)"], cwd=empty, env=env,
                           capture_output=True, text=True, check=True).stdout
     assert used.startswith(str(tmp_path / "site"))  # the installed wheel ran, not the checkout
+
+
+def _conflicting(stage, key, tmp_path):
+    """A value for the flag unlike any config's, and the command-line string for it."""
+    kind = str({f.name: f.type for f in dataclasses.fields(stage.config)}[key])
+    if key == "out":
+        return str(tmp_path / "from-the-flag")
+    if kind.startswith("int"):
+        return "7"
+    if kind.startswith("float"):
+        return "0.125"
+    return {"dataset": "jsonl", "checker": "local", "method": "direct"}.get(key, str(tmp_path / f"flag-{key}"))
+
+
+@pytest.mark.parametrize("config", ["pipeline", "stage"])
+def test_every_flag_beats_the_config_file_for_every_subcommand(tmp_path, monkeypatch, config):
+    from sightsound import registry
+
+    seen = {}
+    for name, stage in registry.STAGES.items():
+        monkeypatch.setitem(registry.STAGES, name, dataclasses.replace(stage, main=lambda cfg, name=name: seen.update({name: cfg})))
+    for name, stage in registry.STAGES.items():
+        if config == "pipeline" and name in ("prepare", "eval", "sft", "grpo"):
+            continue  # in the demo these are several runs (benchmarks, variants): `sightsound run` runs them
+        for key in stage.flags:
+            value = _conflicting(stage, key, tmp_path)
+            path = "demo" if config == "pipeline" else tmp_path / f"{name}.yaml"
+            if config == "stage":  # a file that sets the same key otherwise
+                other = {"out": str(tmp_path / "from-the-file"), "dataset": "avqa", "checker": "api",
+                         "method": "zero_shot_cot"}.get(key, 3 if value == "7" else 0.5 if value == "0.125"
+                                                        else str(tmp_path / "file-value"))
+                path.write_text(yaml.safe_dump({key: other}))
+            cli([name, "--config", str(path), f"--{key}", value])
+            got = getattr(seen.pop(name), key)
+            if key == "out" and config == "pipeline" and stage.folder:  # a stage inside the run directory
+                assert Path(got).parent == Path(value), (name, key, got)
+            elif key == "out" and config == "pipeline":
+                assert got == value or Path(got) == Path(value), (name, key, got)
+            else:
+                assert str(got) == value or got == type(got)(value), (name, key, got)

@@ -131,3 +131,14 @@ def test_unsupported_checkpoint_is_a_clear_error(tmp_path):
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="model_type 'gpt2' is not supported"):
         HFBackend(ModelConfig(model=str(tmp_path)))
+
+
+def test_a_local_model_is_named_by_its_absolute_path_and_found_beside_a_moved_folder(tmp_path, monkeypatch):
+    from sightsound.models.loading import local_path
+
+    (tmp_path / "models" / "student").mkdir(parents=True)
+    (tmp_path / "run" / "sft").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert local_path("models/student") == str(tmp_path / "models" / "student")  # what an adapter saves as its base
+    assert local_path("../../models/student", tmp_path / "run" / "sft") == str(tmp_path / "models" / "student")
+    assert local_path("Qwen/Qwen2-Audio-7B-Instruct") == "Qwen/Qwen2-Audio-7B-Instruct"  # a hub id

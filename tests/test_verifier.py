@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,7 +103,7 @@ def test_log_mel_features_pool_the_clips_input_frames_and_load_no_tower(tiny_mod
         verifier.AudioEncoder(tiny_models["student"], features="spectrum")
 
 
-def test_verifier_learns_which_sound_a_trace_may_claim_and_saves_and_loads(tiny_models, tmp_path, capsys):
+def test_verifier_learns_which_sound_a_trace_may_claim_and_saves_and_loads(tiny_models, tmp_path, capsys, monkeypatch):
     rows = calibration_set(tmp_path)
     path = write_jsonl(tmp_path / "calibration.jsonl", rows)
     out = tmp_path / "verifier"
@@ -114,10 +115,14 @@ def test_verifier_learns_which_sound_a_trace_may_claim_and_saves_and_loads(tiny_
     assert "rejection precision" in capsys.readouterr().out
 
     saved = json.loads((out / "verifier.json").read_text())
-    assert saved["audio_encoder"]["checkpoint"] == str(tiny_models["student"])
+    checkpoint = saved["audio_encoder"]["checkpoint"]  # relative to the verifier's folder: they move together
+    assert not Path(checkpoint).is_absolute() and (out / checkpoint).resolve() == Path(tiny_models["student"]).resolve()
     assert saved["audio_encoder"]["model_type"] == "qwen2_audio" and saved["text_encoder"]["dim"] == 384
     assert saved["calibration"]["traces"] == len(rows) and (out / "classifier.safetensors").exists()
 
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # loaded from another working directory
     loaded = verifier.Verifier.load(out, device="cpu")
     assert loaded.audio_encoder.feature_kind == "tower"
     fresh = tmp_path / "fresh"

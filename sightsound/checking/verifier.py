@@ -18,12 +18,14 @@ settings, the calibration file's sha256 and counts, held-out metrics) and `class
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from sightsound.checking.encoders import TEXT_ENCODER, AudioEncoder, claims, embed_parts
+from sightsound.models.loading import local_path
 from sightsound.checking.encoders import POOLINGS, UNITS, embed_texts  # noqa: F401 (what callers import from here)
 from sightsound.records import UNPARSEABLE, Sample, Trace
 from sightsound.rundir import RunDir
@@ -122,18 +124,23 @@ class Verifier:
         shape = info["classifier"]
         head = _head(shape["audio_dim"], shape["text_dim"], shape["rank"])
         head.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
-        encoder = AudioEncoder(info["audio_encoder"]["checkpoint"], device=device,
+        encoder = AudioEncoder(local_path(info["audio_encoder"]["checkpoint"], folder), device=device,
                                pooling=info["audio_encoder"]["pooling"],
                                features=info["audio_encoder"].get("features", "tower"))
         return cls(head.eval(), info, encoder)
 
     def save(self, folder: str | Path) -> None:
+        """Save to `folder`; a local audio encoder is written relative to it, so the two can move together."""
         from safetensors.torch import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(folder / WEIGHTS_FILE))
-        (folder / VERIFIER_FILE).write_text(json.dumps(self.info, indent=2) + "\n")
+        info = json.loads(json.dumps(self.info))
+        checkpoint = Path(info["audio_encoder"]["checkpoint"])
+        if checkpoint.is_dir():
+            info["audio_encoder"]["checkpoint"] = os.path.relpath(checkpoint.resolve(), folder.resolve())
+        (folder / VERIFIER_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
     def predict(self, audio_paths: list[str], texts: list[str]) -> np.ndarray:
         """[N] P(accept) for each (clip, trace) pair."""

@@ -24,6 +24,16 @@ from sightsound import media
 from sightsound.models.families import FAMILIES
 
 
+def local_path(name: str, folder: Path | None = None) -> str:
+    """A model named by a local folder, as an absolute path — so that what is saved from it (a
+    LoRA adapter's base, say) does not depend on the working directory; a relative name is looked
+    up beside `folder` first (where a moved run keeps it), then in the working directory. A hub
+    id stays as it is."""
+    if folder is not None and not Path(name).is_absolute() and (folder / name).is_dir():
+        return str((folder / name).resolve())
+    return str(Path(name).resolve()) if Path(name).is_dir() else name
+
+
 def load_model(path: str | Path, dtype: str = "float32", device_map: str | None = None,
                trust_remote_code: bool = False, training: bool = False):
     """(model, processor) for a full checkpoint or a LoRA adapter folder (base + adapter, trainable
@@ -34,9 +44,10 @@ def load_model(path: str | Path, dtype: str = "float32", device_map: str | None 
     import transformers
     from transformers import AutoConfig
 
-    path = Path(path)
+    path = Path(local_path(str(path)))
     adapter = (path / "adapter_config.json").exists()
-    base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"] if adapter else str(path)
+    base = local_path(json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"], path) \
+        if adapter else str(path)
     config = AutoConfig.from_pretrained(base, trust_remote_code=trust_remote_code)
     family = FAMILIES.get(config.model_type)
     if family is None or family.architecture is None:
