@@ -74,14 +74,19 @@ def match_option(response: str, options: Sequence[str], *,
         return None  # open-ended: see match_open
     text = extract_answer(response)
     words = _words(text)
-    found = _option_spans(options, [w for w, _, _ in words])
+    said = [w for w, _, _ in words]
+    found = _option_spans(options, said)
     taken = [(words[i][1], words[j - 1][2]) for spans in found.values() for i, j in spans]
-    letter = _letter(text, len(options), taken)
+    letter = _letter(text, len(options), taken, words)
     if letter is not None:
         return letter
     named = _most_specific(found)
     if named is None and len(found) > 1:
-        named = _decided(found, [w for w, _, _ in words])
+        named = _decided(found, said)
+    if named is None and not found:
+        named = _letter(text, len(options), taken, words, prose=True)  # "Between A and C, I choose C"
+    if named is None and not found:
+        named = _synonym(said, options)
     if named is not None or similarity_threshold is None:
         return named
     return _closest(text, options, similarity_threshold, embedder)
@@ -135,8 +140,24 @@ def _most_specific(found: dict[int, list[tuple[int, int]]]) -> int | None:
 
 _NEGATIONS = {"not", "no", "never", "nor", "neither", "without", "excluding", "except", "t"}  # "t": isn't, wasn't
 _ARTICLES = {"a", "an", "the", "any", "some"}
-_DECISION_CUES = {"but", "therefore", "thus", "hence", "final", "finally", "answer", "choose", "pick",
-                  "think", "believe", "likely", "must", "actually", "conclude", "conclusion", "overall", "wait"}
+_DECISION_CUES = {"but", "therefore", "thus", "hence", "so", "final", "finally", "answer", "choose", "pick", "select",
+                  "go", "opt", "guess", "think", "believe", "likely", "must", "actually", "conclude", "conclusion",
+                  "overall", "wait"}
+
+
+_SKIPPED_BEFORE = _ARTICLES | {"option", "choice", "letter"}
+
+
+def _negated(said: list[str], start: int) -> bool:
+    """Whether the word at `start` comes right after a negation ("not the dog", "isn't option A",
+    "rather than rain", "ruled out A")."""
+    i = start - 1
+    while i >= 0 and said[i] in _SKIPPED_BEFORE:
+        i -= 1
+    if i < 0:
+        return False
+    return said[i] in _NEGATIONS or said[i - 1:i + 1] in (["rather", "than"], ["instead", "of"], ["ruled", "out"],
+                                                           ["rule", "out"])
 
 
 def _decided(found: dict[int, list[tuple[int, int]]], said: list[str]) -> int | None:
@@ -144,15 +165,7 @@ def _decided(found: dict[int, list[tuple[int, int]]], said: list[str]) -> int | 
     named only after a negation ("not the dog", "rather than rain", "isn't a cat") are set aside,
     and of those left, the one named alone after the last decision cue ("..., but I think it is
     the cat", "Final answer: wind")."""
-    def negated(start: int) -> bool:
-        i = start - 1
-        while i >= 0 and said[i] in _ARTICLES:
-            i -= 1
-        if i < 0:
-            return False
-        return said[i] in _NEGATIONS or said[i - 1:i + 1] in (["rather", "than"], ["instead", "of"])
-
-    left = {index: [(s, e) for s, e in spans if not negated(s)] for index, spans in found.items()}
+    left = {index: [(s, e) for s, e in spans if not _negated(said, s)] for index, spans in found.items()}
     left = {index: spans for index, spans in left.items() if spans}
     if len(left) == 1:
         return next(iter(left))
@@ -184,21 +197,52 @@ _LETTER_PATTERNS = [
 ]
 
 
-def _letter(text: str, n_options: int, taken: list[tuple[int, int]]) -> int | None:
-    """The option index named by a letter, if exactly one letter is named.
+# In prose, a capital letter standing alone is an option letter ("Between A and C, I choose C"),
+# but for the article: "A" before a lower-case word other than these.
+_PROSE_LETTER = re.compile(r"(?<![\w'’.-])([A-H])(?![\w'’-]|\.\w)")  # not "A.I.", "U.S.A."
+_AFTER_LETTER_A = {"and", "or", "but", "is", "was", "nor", "vs", "versus", "seems", "fits", "matches"}
 
-    `taken` are character spans of option texts found in `text`: a letter inside one is that
-    option's own text (options "C major" or "A#"), not a label.
-    """
-    chosen = set()
-    for pattern in _LETTER_PATTERNS:
+
+def _letter(text: str, n_options: int, taken: list[tuple[int, int]], words: list[tuple[str, int, int]],
+            prose: bool = False) -> int | None:
+    """The option index named by a letter: the one letter named, or of several, the one a reader
+    would take as chosen (`_decided`: "Not A; B", "either (A) or (B), I'd go with (B)"), else None.
+    `prose` also counts capital letters standing alone. `taken` are character spans of option
+    texts found in `text`: a letter inside one is that option's own text ("C major", "A#")."""
+    at_of: dict[int, list[int]] = {}
+    for pattern in [_PROSE_LETTER] if prose else _LETTER_PATTERNS:
         for m in pattern.finditer(text):
             group = next(g for g in range(1, len(m.groups()) + 1) if m.group(g) is not None)
             index = LETTERS.index(m.group(group).upper())
             at = m.start(group)
+            if prose and m.group(group) == "A" and _article(text, m.end(group)):
+                continue
             if index < n_options and not any(s <= at < e for s, e in taken):
-                chosen.add(index)
-    return chosen.pop() if len(chosen) == 1 else None
+                at_of.setdefault(index, []).append(at)
+    if len(at_of) <= 1:
+        return next(iter(at_of), None)
+    starts = [start for _, start, _ in words]
+    found = {index: [(starts.index(a), starts.index(a) + 1) for a in ats if a in starts]
+             for index, ats in at_of.items()}
+    said = [w for w, _, _ in words]
+    decided = _decided(found, said)
+    return decided if decided is not None else _last_alone(found, said, text, words)
+
+
+def _article(text: str, end: int) -> bool:
+    """Whether the "A" ending at `end` is the article: a lower-case word other than a few follows."""
+    following = re.match(r"\s+([a-z]+)", text[end:])
+    return bool(following) and following.group(1) not in _AFTER_LETTER_A
+
+
+def _last_alone(found: dict[int, list[tuple[int, int]]], said: list[str], text: str,
+                words: list[tuple[str, int, int]]) -> int | None:
+    """The letter that is the whole of the last sentence ("A or B? B."), else None."""
+    last = max(s for spans in found.values() for s, _ in spans)
+    sentence = re.split(r"[.?!;:]\s+", text[:words[last][1]])[-1]
+    if _WORD.search(sentence) or words[last][0] != said[-1]:
+        return None
+    return next(index for index, spans in found.items() if any(s == last for s, _ in spans))
 
 
 _BARE_LETTER = re.compile(r"""[\s"'*`]*(?:(?:the\s+)?(?:answer|option|choice)\s*(?:is\s*)?[:=]?\s*)?"""
@@ -211,6 +255,41 @@ def bare_letter(text: str, n_options: int) -> int | None:
     match = _BARE_LETTER.fullmatch(text)
     index = LETTERS.index(match.group(1).upper()) if match else None
     return index if index is not None and index < n_options else None
+
+
+# --- synonyms of the option words audio benchmarks use --------------------------------------------
+
+# all-MiniLM-L6-v2 cannot tell these apart: it puts an adjective nearer its antonym as often as its
+# synonym ("hushed": loud 0.50, soft 0.34; "deep": high 0.40, low 0.43; "melancholy": happy 0.38,
+# sad 0.35), and no WordNet installs without a download; so the attribute words of audio questions
+# (pitch, loudness, tempo, mood, size, distance) carry their common synonyms here.
+SYNONYMS = {
+    "high": {"shrill", "squeaky", "treble", "piercing", "soprano"},
+    "low": {"deep", "bass", "rumbling", "baritone"},
+    "loud": {"noisy", "thunderous", "deafening", "blaring", "roaring", "booming", "intense"},
+    "quiet": {"soft", "faint", "hushed", "muted", "gentle", "subdued", "whispered", "muffled"},
+    "soft": {"quiet", "faint", "hushed", "muted", "gentle", "subdued", "whispered"},
+    "fast": {"quick", "rapid", "swift", "brisk", "speedy", "hurried"},
+    "slow": {"sluggish", "leisurely", "unhurried", "languid"},
+    "happy": {"joyful", "cheerful", "upbeat", "merry", "joyous", "glad", "jovial"},
+    "sad": {"melancholy", "melancholic", "sorrowful", "gloomy", "mournful", "somber", "sombre", "unhappy"},
+    "angry": {"furious", "irritated", "annoyed", "enraged", "irate"},
+    "calm": {"peaceful", "relaxed", "serene", "tranquil", "soothing"},
+    "big": {"large", "huge", "enormous", "giant", "massive"},
+    "small": {"little", "tiny", "miniature"},
+    "near": {"close", "nearby"},
+    "far": {"distant", "faraway", "remote"},
+}
+
+
+def _synonym(said: list[str], options: Sequence[str]) -> int | None:
+    """The one option whose single word has a synonym in the answer (not after a negation), else None."""
+    hits = set()
+    for index, option in enumerate(options):
+        key = [w for w, _, _ in _words(option)]
+        if len(key) == 1 and any(w in SYNONYMS.get(key[0], ()) and not _negated(said, i) for i, w in enumerate(said)):
+            hits.add(index)
+    return hits.pop() if len(hits) == 1 else None
 
 
 # --- similarity fallback ------------------------------------------------------------------------
