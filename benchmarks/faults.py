@@ -11,7 +11,12 @@ Builds a small synthetic world and the tiny models in a temporary folder, then:
    output holds k records (or, for training, once checkpoint k is written), then run again to the
    end. A trial passes when the rerun's records equal the reference's — none lost, none
    duplicated, none different — and, for training, the final weights are bit-identical.
-3. Runs teach against a loopback server that fails `--fault-rate` of requests (429 with
+3. Two runs at once: each stage started twice on one fresh run directory at the same moment.
+   Passes when one of them is refused ("already running") and the other's records equal the
+   reference's, none duplicated.
+4. Damaged outputs: a finished copy of each stage's reference with its output truncated to half
+   or emptied, then the stage run again. Passes when the rerun repairs it to the reference.
+5. Runs teach against a loopback server that fails `--fault-rate` of requests (429 with
    Retry-After, 500, 503, malformed and truncated bodies), rerunning until the stage finishes, and
    compares its records with a fault-free run against the same server.
 
@@ -161,16 +166,69 @@ def stage_inputs(stage: str, base: Path, refs: dict, target: Path) -> None:
         shutil.copytree(refs["sft"] / "sft" / "final", target / "sft" / "final")
 
 
-def kill_trials(work: Path, models: dict, base: Path, trials: int) -> list[dict]:
-    plan = ["teach", "verify", "sft", "grpo", "eval"]
+PLAN = ["teach", "verify", "sft", "grpo", "eval"]
+
+
+def reference_runs(work: Path, models: dict, base: Path) -> dict:
     refs = {}
     print("reference runs:", end=" ", flush=True)
-    for stage in plan:
+    for stage in PLAN:
         refs[stage] = work / f"reference-{stage}"
         stage_inputs(stage, base, refs, refs[stage])
         finish(run_stage(stage, settings(models, refs[stage])[stage], work))
         print(stage, end=" ", flush=True)
     print()
+    return refs
+
+
+def passed(outcome: dict) -> bool:
+    return not any(outcome[key] for key in ("lost", "duplicated", "different"))
+
+
+def concurrent_trials(work: Path, models: dict, base: Path, refs: dict) -> list[dict]:
+    """Each stage started twice at once on one run directory."""
+    results = []
+    for stage in PLAN:
+        run = work / f"twice-{stage}"
+        stage_inputs(stage, base, refs, run)
+        cfg = settings(models, run)[stage]
+        procs = [run_stage(stage, cfg, work) for _ in range(2)]
+        errors = [proc.communicate()[1] for proc in procs]
+        refused = sum(proc.returncode == 1 and "already running" in err for proc, err in zip(procs, errors))
+        finished = sum(proc.returncode == 0 for proc in procs)
+        if not finished:  # the refused one's partner failed for another reason
+            raise RuntimeError(f"{stage}: neither run finished: {errors}")
+        outcome = {**compare(stage, refs[stage], run), "stage": stage, "refused": refused}
+        outcome["passed"] = passed(outcome) and refused + finished == 2
+        results.append(outcome)
+        print(f"  {stage} twice at once: {refused} refused, {finished} finished; lost {outcome['lost']}, duplicated "
+              f"{outcome['duplicated']}, different {outcome['different']}")
+        shutil.rmtree(run)
+    return results
+
+
+def damaged_trials(work: Path, models: dict, refs: dict) -> list[dict]:
+    """Each stage's finished output truncated to half, or emptied, then the stage run again."""
+    results = []
+    for stage in PLAN:
+        for damage in ("truncated", "emptied"):
+            run = work / f"damaged-{stage}"
+            shutil.copytree(refs[stage], run)
+            cfg = settings(models, run)[stage]
+            output = run / OUTPUTS[stage]
+            output.write_bytes(output.read_bytes()[: output.stat().st_size // 2] if damage == "truncated" else b"")
+            finish(run_stage(stage, cfg, work))
+            outcome = {**compare(stage, refs[stage], run), "stage": stage, "damage": damage}
+            outcome["passed"] = passed(outcome)
+            results.append(outcome)
+            print(f"  {stage} output {damage}: lost {outcome['lost']}, duplicated {outcome['duplicated']}, "
+                  f"different {outcome['different']}")
+            shutil.rmtree(run)
+    return results
+
+
+def kill_trials(work: Path, models: dict, base: Path, refs: dict, trials: int) -> list[dict]:
+    plan = PLAN
     per_stage = {stage: trials // len(plan) + (i < trials % len(plan)) for i, stage in enumerate(plan)}
     results = []
     for stage, count in per_stage.items():
@@ -183,8 +241,7 @@ def kill_trials(work: Path, models: dict, base: Path, trials: int) -> list[dict]
             killed = kill_when(run_stage(stage, cfg, work), ready)
             finish(run_stage(stage, cfg, work))
             outcome = compare(stage, refs[stage], run)
-            outcome.update(stage=stage, k=k, killed=killed,
-                           passed=killed and not any(outcome[key] for key in ("lost", "duplicated", "different")))
+            outcome.update(stage=stage, k=k, killed=killed, passed=killed and passed(outcome))
             results.append(outcome)
             print(f"  {stage} kill at {k}: {'killed' if killed else 'finished before the kill'}, lost "
                   f"{outcome['lost']}, duplicated {outcome['duplicated']}, different {outcome['different']}")
@@ -260,7 +317,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         models, base = build(work, args.clips)
-        results = kill_trials(work, models, base, args.trials)
+        refs = reference_runs(work, models, base)
+        results = kill_trials(work, models, base, refs, args.trials)
+        twice = concurrent_trials(work, models, base, refs)
+        damaged = damaged_trials(work, models, refs)
         http = faulty_server_run(work, base, args.fault_rate, args.copies)
     print("\nkill -9 trials")
     for stage in dict.fromkeys(r["stage"] for r in results):
@@ -269,6 +329,9 @@ def main() -> None:
               f"duplicated {sum(r['duplicated'] for r in rows)}, different {sum(r['different'] for r in rows)}")
     print(f"  total  {sum(r['passed'] for r in results)}/{len(results)} passed "
           f"({sum(not r['killed'] for r in results)} finished before their kill)")
+    for name, rows in (("two runs at once", twice), ("damaged outputs", damaged)):
+        print(f"{name}: {sum(r['passed'] for r in rows)}/{len(rows)} passed; lost {sum(r['lost'] for r in rows)}, "
+              f"duplicated {sum(r['duplicated'] for r in rows)}, different {sum(r['different'] for r in rows)}")
     print(f"\nteach over HTTP, {http['samples']} samples, {args.fault_rate:.0%} of requests failing: "
           f"{http['faults']} faults injected, "
           f"finished {http['finished']} after {http['rounds']} runs; records lost {http['lost']}, duplicated "

@@ -225,8 +225,9 @@ def _add_export(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument("--metadata", help="mmau-submission: the benchmark file (default: the one prepare read)")
     p.add_argument("--corpus", default=rundir.CORPUS, help="which corpus file of the run (sft)")
-    p.add_argument("--answer", default="letter", choices=["letter", "text"],
-                   help="how the prompt asks for a multiple-choice answer (and how the grpo solution is written)")
+    p.add_argument("--answer", choices=["letter", "text"],
+                   help="how the prompt asks for a multiple-choice answer (and how the grpo solution is written); "
+                        "default: as the run asked (its sft or grpo stage's `answer`)")
     p.set_defaults(func=_export)
 
 

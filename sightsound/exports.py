@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
+
 from sightsound import prompts, rundir
-from sightsound.answers import extract_answer
+from sightsound.answers import bare_letter, extract_answer
 from sightsound.config import ConfigError
 from sightsound.datasets.reading import load_json_list
 from sightsound.manifest import read_manifest
@@ -33,11 +35,12 @@ WHAT = ("sft", "grpo")
 
 
 def export(run_dir: str | Path, fmt: str, what: str = "sft", out: str | Path | None = None,
-           corpus: str = rundir.CORPUS, answer: str = "letter", metadata: str | Path | None = None,
+           corpus: str = rundir.CORPUS, answer: str | None = None, metadata: str | Path | None = None,
            force: bool = False) -> Path:
     """Write the export and return its path (default `RUN_DIR/export/<format>-<what>.jsonl`). An
     `out` of the user's never replaces a file of the run directory (but for its export folder's),
-    nor any other existing file unless `force`."""
+    nor any other existing file unless `force`. `answer` (letter or text) defaults to the run's
+    own: what its sft (or grpo) stage asked for, else its teacher."""
     if fmt not in FORMATS:
         raise ConfigError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if out is not None:  # (an eval folder's mmau-submission may sit beside its predictions)
@@ -49,12 +52,18 @@ def export(run_dir: str | Path, fmt: str, what: str = "sft", out: str | Path | N
     if fmt == "llamafactory" and what == "grpo":
         raise ConfigError("LLaMA-Factory has no GRPO trainer; export --what sft for it, or grpo for swift or trl")
     run = RunDir(run_dir)
+    answer = answer or run_answer(run, what)
     if what == "sft":  # the corpus stands alone: its rows hold their question, options and audio
         pairs = [(row, row.text.strip()) for row in read_jsonl(rundir.needed(run / corpus, "verify"), CorpusRow)]
+        _check_agreement(pairs, answer, run / corpus)
     else:
         samples = {s.id: s for s in read_jsonl(rundir.needed(run.samples, "prepare"), Sample)}
-        pairs = [(samples[row.id], prompts.label_text(samples[row.id].options, row.label, answer))
-                 for row in read_jsonl(rundir.needed(run.consensus, "teach"), Consensus) if row.unanimous]
+        unanimous = [row for row in read_jsonl(rundir.needed(run.consensus, "teach"), Consensus) if row.unanimous]
+        unknown = [row.id for row in unanimous if row.id not in samples]
+        if unknown:
+            raise ValueError(f"{run.consensus}: {len(unknown)} rows name samples that {run.samples} does not hold "
+                             f"(first: id {unknown[0]!r}); run `sightsound teach` on this run again")
+        pairs = [(samples[row.id], prompts.label_text(samples[row.id].options, row.label, answer)) for row in unanimous]
     rows = [_row(fmt, what, record, value, answer) for record, value in pairs]
     path = Path(out) if out else run.export(fmt, what)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,6 +71,29 @@ def export(run_dir: str | Path, fmt: str, what: str = "sft", out: str | Path | N
     if fmt == "llamafactory":
         _register(path)
     return path
+
+
+def run_answer(run: RunDir, what: str) -> str:
+    """How the run asked for multiple-choice answers: its `what` stage's `answer`, else teach's, else letter."""
+    for stage in (what, "teach"):
+        path = run.config(stage)
+        if path.exists():
+            value = (yaml.safe_load(path.read_text()) or {}).get("answer")
+            if value in ("letter", "text"):
+                return value
+    return "letter"
+
+
+def _check_agreement(pairs: list, answer: str, corpus: Path) -> None:
+    """Refuse prompts that ask for one answer form over traces that answer in the other."""
+    letters = sum(bare_letter(extract_answer(text), len(row.options)) is not None
+                  for row, text in pairs if row.options)
+    asked = len([row for row, _ in pairs if row.options])
+    style = "letter" if asked and letters > asked / 2 else "text" if asked else answer
+    if style != answer:
+        raise ConfigError(f"{corpus}: its traces answer with the option {'letter' if style == 'letter' else 'text'}, "
+                          f"but --answer {answer} would ask for the {answer}; drop --answer (the run's own is "
+                          f"{style}) so that prompts and answers agree")
 
 
 def check_out(run_dir: Path, out: Path, force: bool, inside_ok: bool = False) -> None:
@@ -103,7 +135,12 @@ def _row(fmt: str, what: str, sample: Sample | CorpusRow, value: str, answer: st
 def _register(path: Path) -> None:
     """LLaMA-Factory's dataset_info.json beside the file, with this dataset's entry added."""
     info_path = path.parent / LLAMAFACTORY_INFO
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    try:
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    except ValueError as exc:
+        raise ValueError(f"{info_path}: not valid JSON ({exc}); fix or delete it") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{info_path}: LLaMA-Factory's dataset registry is a JSON object, not {type(info).__name__}")
     info[path.stem] = {"file_name": path.name, "formatting": "sharegpt",
                        "columns": {"messages": "messages", "audios": "audios"},
                        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
@@ -111,9 +148,15 @@ def _register(path: Path) -> None:
     info_path.write_text(json.dumps(info, indent=2) + "\n")
 
 
+MMAU_OUTPUT_KEY = "model_output"  # what the official evaluation.py scores
+
+
 def mmau_submission(eval_dir: str | Path, out: str | Path | None = None, metadata: str | Path | None = None) -> Path:
     """The leaderboard file for an evaluation on MMAU (default `EVAL_DIR/mmau-submission.json`):
-    the benchmark file prepare read (or `metadata`), each record with its `model_prediction`."""
+    the benchmark file prepare read (or `metadata`), each record with its prediction under
+    `model_output` — the key the official scorer reads (`output_key = 'model_output'` in
+    Sakshi113/MMAU's evaluation.py; a record without it is skipped) — and under `model_prediction`,
+    the name its README gives."""
     eval_dir = Path(eval_dir)
     rows = {row["id"]: row for row in read_jsonl(rundir.needed(RunDir(eval_dir).predictions, "eval"))}
     datasets_seen = {row["meta"].get("dataset") for row in rows.values()}
@@ -128,12 +171,12 @@ def mmau_submission(eval_dir: str | Path, out: str | Path | None = None, metadat
             raise ValueError(f"{source} record {number}: missing field 'id'")
         row = rows.get(str(record["id"]))
         missing += row is None
-        record["model_prediction"] = "" if row is None else _prediction_text(row)
+        record[MMAU_OUTPUT_KEY] = record["model_prediction"] = "" if row is None else _prediction_text(row)
     path = Path(out) if out else eval_dir / MMAU_SUBMISSION
     write_json(path, records)
     if missing:
         print(f"export: WARNING: {missing} of {len(records)} questions have no prediction (skipped by prepare or "
-              f"not evaluated); they are written with an empty model_prediction, which the leaderboard scores wrong")
+              f"not evaluated); they are written with an empty prediction, which the leaderboard scores wrong")
     return path
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from sightsound import media
 from sightsound.datasets.synth.world import SynthConfig, write_mp4
 from sightsound.stages import synth
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def tone(freq: float, seconds: float, rate: int, channels: int = 1) -> np.ndarray:
@@ -104,3 +106,35 @@ def kill_when_written(proc, path: Path, lines: int, timeout: float = 300) -> Non
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+# configs/demo.yaml made small: a few clips, a few steps, and a checker that accepts every trace
+# (a briefly trained checker may reject all of them, and SFT needs a corpus).
+REDUCED = ["bootstrap.world.clips=24", "bootstrap.heldout_limit=6",
+           "bootstrap.teacher={steps: 40, lr: 3.0e-3, batch_size: 8}",
+           "bootstrap.checker={steps: 20}", "bootstrap.student={steps: 4, batch_size: 8}",
+           "synth.clips=8", "teach.n=2", "teach.temperature=0.01", "teach.max_new_tokens=48", "teach.chunk=2",
+           "verify.threshold=0.0", "sft.steps=3", "sft.batch_size=2", "sft.save_every=2",
+           "grpo.steps=2", "grpo.group_size=2", "grpo.prompts_per_step=2", "grpo.max_completion_tokens=16",
+           "grpo.save_every=1", "eval.max_new_tokens=24"]
+
+
+def reduced(tmp_path: Path, models: Path, *extra: str) -> list[str]:
+    return [f"run.out={tmp_path}", f"bootstrap.out={models}", *REDUCED, *extra]
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """configs/demo.yaml, reduced, run once from nothing (sft started as a separate process, as
+    `run.launch` starts multi-GPU training), then run again."""
+    from sightsound import pipeline
+
+    root = tmp_path_factory.mktemp("demo")
+    models, run_dir = root / "models", root / "run"
+    overrides = reduced(run_dir, models, f"run.launch={{sft: {sys.executable}}}")
+    plan = pipeline.load_plan(ROOT / "configs" / "demo.yaml", overrides)
+    pipeline.run(plan)
+    first = json.loads((run_dir / "manifests" / "run.json").read_text())
+    stamps = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    pipeline.run(pipeline.load_plan(ROOT / "configs" / "demo.yaml", overrides))
+    return {"dir": run_dir, "models": models, "first": first, "stamps": stamps}

@@ -214,7 +214,10 @@ def test_mmau_test_set_is_answered_unscored_and_exported_for_the_leaderboard(tin
     assert cli(["export", str(tmp_path / "e"), "--format", "mmau-submission"]) == 0
     submission = json.loads((tmp_path / "e" / "mmau-submission.json").read_text())
     assert [r["id"] for r in submission] == ["t0", "t1", "t2", "t3"]  # the benchmark file's order, every record
-    assert all(set(r) == set(MMAU_RECORD) | {"model_prediction"} for r in submission)
+    # The official scorer (Sakshi113/MMAU evaluation.py) reads `output_key = 'model_output'` and
+    # skips records without it; its README names the field `model_prediction`: both are written.
+    assert all(set(r) == set(MMAU_RECORD) | {"model_prediction", "model_output"} for r in submission)
+    assert all(r["model_output"] == r["model_prediction"] for r in submission)
     predictions = {r["id"]: r for r in read_jsonl(tmp_path / "e" / "predictions.jsonl")}
     for record in submission[:3]:  # the chosen option's text, else the model's own answer
         row = predictions[record["id"]]

@@ -104,3 +104,32 @@ def test_an_export_never_replaces_the_runs_own_files_nor_an_existing_file_unless
     assert "exists; pass --force to replace it" in capsys.readouterr().err and mine.read_text() == "keep me\n"
     assert cli(["export", str(run_dir), "--format", "trl", "--out", str(mine), "--force"]) == 0
     assert cli(["export", str(run_dir), "--format", "trl", "--out", str(run_dir / "export" / "x.jsonl")]) == 0
+
+
+def test_damaged_registries_and_unknown_samples_are_named(run_dir, tmp_path):
+    out = tmp_path / "lf" / "corpus.jsonl"
+    out.parent.mkdir()
+    for damaged in ("{not json", "[1, 2]"):
+        (out.parent / "dataset_info.json").write_text(damaged)
+        with pytest.raises(ValueError, match=r"dataset_info\.json: "):
+            exports.export(run_dir, "llamafactory", out=out, force=True)
+    with (run_dir / "consensus.jsonl").open("a") as fh:
+        row = json.loads((run_dir / "consensus.jsonl").read_text().splitlines()[0])
+        fh.write(json.dumps({**row, "id": "ghost", "unanimous": True}) + "\n")
+    with pytest.raises(ValueError, match=r"consensus.jsonl: 1 rows name samples .* \(first: id .ghost.\)"):
+        exports.export(run_dir, "swift", "grpo")
+
+
+def test_the_default_answer_form_is_the_runs_own_and_prompts_agree_with_answers(run_dir):
+    (run_dir / "config").mkdir()
+    (run_dir / "config" / "grpo.yaml").write_text("answer: text\n")
+    row = lines(exports.export(run_dir, "swift", "grpo"))[0]  # the run's grpo asked for text
+    assert row["solution"] == "flute" and "words of the option" in row["messages"][0]["content"]
+    assert lines(exports.export(run_dir, "swift", "grpo", answer="letter", force=True))[0]["solution"] == "A"
+
+    (run_dir / "config" / "sft.yaml").write_text("answer: letter\n")
+    row = lines(exports.export(run_dir, "swift"))[0]  # traces answer "A", the prompt asks for a letter
+    assert row["messages"][-1]["content"].endswith("<answer>A</answer>")
+    assert "option's letter" in row["messages"][0]["content"] or "letter" in row["messages"][0]["content"]
+    with pytest.raises(ConfigError, match="traces answer with the option letter, but --answer text"):
+        exports.export(run_dir, "swift", answer="text", force=True)

@@ -20,6 +20,7 @@ from sightsound import datasets, media
 from sightsound.cli import main as cli
 from sightsound.config import ConfigError, load_config
 from sightsound.datasets.reading import DatasetError, Entry, Skip
+from sightsound.store import read_jsonl
 from tests.conftest import make_corrupt, make_wav
 
 # --- metadata records -----------------------------------------------------------------------------
@@ -267,3 +268,51 @@ def test_a_bad_command_line_is_one_clear_error_never_a_traceback(tmp_path, capsy
 
 def test_the_fuzz_suite_is_at_least_a_hundred_cases():
     assert len(RECORD_CASES) + len(CONFIG_CASES) + len(BAD_TYPES) + len(COMMAND_LINES) + 9 + 12 >= 100
+
+
+# --- damaged intermediate files -------------------------------------------------------------------
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _garble(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3] + b"\x00\xff{not json\n" + data[len(data) // 3:])
+
+
+DAMAGES = {"truncated": _truncate, "zero-byte": lambda p: p.write_bytes(b""), "invalid": _garble}
+# Each stage's outputs, and the damage done to them; a glob picks the first file it names.
+DAMAGED_OUTPUTS = [
+    ("samples.jsonl", "truncated"), ("samples.jsonl", "zero-byte"), ("samples.jsonl", "invalid"),
+    ("skipped.jsonl", "invalid"), ("media/*.wav", "zero-byte"), ("media/*.frames.npy", "invalid"),
+    ("traces.jsonl", "truncated"), ("traces.jsonl", "invalid"), ("consensus.jsonl", "zero-byte"),
+    ("verdicts.jsonl", "truncated"), ("corpus.jsonl", "zero-byte"), ("corpus.jsonl", "invalid"),
+    ("manifests/teach.json", "invalid"), ("manifests/sft.json", "zero-byte"),
+    ("sft/final/adapter_model.safetensors", "zero-byte"), ("sft/checkpoint-*/state/optimizer.bin", "zero-byte"),
+    ("grpo/final/model.safetensors", "truncated"), ("eval/in-domain/sft/predictions.jsonl", "truncated"),
+    ("eval/in-domain/samples.jsonl", "invalid"), ("config/teach.yaml", "invalid"),
+]
+
+
+@pytest.mark.parametrize("name, damage", DAMAGED_OUTPUTS, ids=[f"{n}-{d}" for n, d in DAMAGED_OUTPUTS])
+def test_a_damaged_output_is_repaired_by_a_rerun_or_named_never_a_traceback(demo_run, tmp_path, capsys, name, damage):
+    import shutil
+
+    from tests.conftest import ROOT, reduced
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(demo_run["dir"], run_dir, symlinks=True)
+    target = sorted(run_dir.glob(name))[0]
+    DAMAGES[damage](target)
+    capsys.readouterr()
+    code = cli(["run", str(ROOT / "configs" / "demo.yaml"), *reduced(run_dir, demo_run["models"])])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and "this is a bug" not in err, err
+    if code == 0:  # repaired: the run is whole again, every record as before (paths aside: it is a copy)
+        for records in ("samples.jsonl", "consensus.jsonl", "corpus.jsonl"):
+            rows = lambda d: sorted(json.dumps(r, sort_keys=True).replace(str(run_dir), "RUN")  # noqa: E731
+                                    .replace(str(demo_run["dir"]), "RUN") for r in read_jsonl(d / records))
+            assert rows(run_dir) == rows(demo_run["dir"]), records
+    else:  # named: one line with the damaged file's name and where in it
+        assert code == 1 and len(err.strip().splitlines()) == 1 and target.name in err, err

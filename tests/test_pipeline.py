@@ -14,26 +14,10 @@ from sightsound.config import ConfigError
 from sightsound.inference import scorer_for
 from sightsound.store import read_jsonl
 from sightsound.manifest import read_manifest
-from tests.conftest import kill_when_written
+from tests.conftest import ROOT, kill_when_written, reduced
 
-ROOT = Path(__file__).resolve().parents[1]
 PIPELINES = [ROOT / "configs" / "demo.yaml", ROOT / "configs" / "demo-table2.yaml", ROOT / "configs" / "sightsound-r1.yaml",
              *sorted((ROOT / "configs" / "ablations").glob("*.yaml"))]
-
-# configs/demo.yaml made small: a few clips, a few steps, and a checker that accepts every trace
-# (a briefly trained checker may reject all of them, and SFT needs a corpus).
-REDUCED = ["bootstrap.world.clips=24", "bootstrap.heldout_limit=6",
-           "bootstrap.teacher={steps: 40, lr: 3.0e-3, batch_size: 8}",
-           "bootstrap.checker={steps: 20}", "bootstrap.student={steps: 4, batch_size: 8}",
-           "synth.clips=8", "teach.n=2", "teach.temperature=0.01", "teach.max_new_tokens=48", "teach.chunk=2",
-           "verify.threshold=0.0", "sft.steps=3", "sft.batch_size=2", "sft.save_every=2",
-           "grpo.steps=2", "grpo.group_size=2", "grpo.prompts_per_step=2", "grpo.max_completion_tokens=16",
-           "grpo.save_every=1", "eval.max_new_tokens=24"]
-
-
-def reduced(tmp_path: Path, models: Path, *extra: str) -> list[str]:
-    return [f"run.out={tmp_path}", f"bootstrap.out={models}", *REDUCED, *extra]
-
 
 def own_runs(plan: pipeline.Plan) -> dict:
     """Each stage's own run's config (eval has none: its runs are per model and benchmark)."""
@@ -181,21 +165,6 @@ def test_unknown_stage_and_bad_override(tmp_path):
 
 
 # --- a reduced demo, end to end ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def demo_run(tmp_path_factory):
-    """configs/demo.yaml, reduced, run once from nothing (sft started as a separate process, as
-    `run.launch` starts multi-GPU training), then run again."""
-    root = tmp_path_factory.mktemp("demo")
-    models, run_dir = root / "models", root / "run"
-    overrides = reduced(run_dir, models, f"run.launch={{sft: {sys.executable}}}")
-    plan = pipeline.load_plan(ROOT / "configs" / "demo.yaml", overrides)
-    pipeline.run(plan)
-    first = json.loads((run_dir / "manifests" / "run.json").read_text())
-    stamps = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
-    pipeline.run(pipeline.load_plan(ROOT / "configs" / "demo.yaml", overrides))
-    return {"dir": run_dir, "models": models, "first": first, "stamps": stamps}
 
 
 def test_reduced_demo_writes_every_file(demo_run):
