@@ -286,7 +286,7 @@ def save_config(cfg, path: str | Path) -> bool:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(mask_credentials(to_dict(cfg)), sort_keys=False)
-    if path.exists() and path.read_text() == text:
+    if path.is_file() and path.read_bytes() == text.encode():  # (a damaged file is simply rewritten)
         return False
     path.write_text(text)
     return True

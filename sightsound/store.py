@@ -45,8 +45,8 @@ def read_jsonl(path: str | Path, cls=None) -> Iterator:
             continue
         try:
             data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: line {number} is not valid JSON: {exc}") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: line {number} is not valid JSON: {exc}") from None
         if cls is None:
             yield data
             continue

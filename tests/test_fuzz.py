@@ -295,24 +295,35 @@ DAMAGED_OUTPUTS = [
 ]
 
 
-@pytest.mark.parametrize("name, damage", DAMAGED_OUTPUTS, ids=[f"{n}-{d}" for n, d in DAMAGED_OUTPUTS])
+QUICK = {("samples.jsonl", "truncated"), ("media/*.wav", "zero-byte"), ("traces.jsonl", "invalid"),
+         ("consensus.jsonl", "zero-byte"), ("corpus.jsonl", "invalid"), ("manifests/teach.json", "invalid"),
+         ("sft/final/adapter_model.safetensors", "zero-byte"), ("eval/in-domain/sft/predictions.jsonl", "truncated")}
+
+
+@pytest.mark.parametrize("name, damage", [
+    pytest.param(n, d, id=f"{n}-{d}", marks=() if (n, d) in QUICK else pytest.mark.slow) for n, d in DAMAGED_OUTPUTS])
 def test_a_damaged_output_is_repaired_by_a_rerun_or_named_never_a_traceback(demo_run, tmp_path, capsys, name, damage):
+    """The reduced demo's own run directory, damaged in place (a copy elsewhere would be another run:
+    its paths are in its config), rerun, compared with a backup, then restored as it was."""
     import shutil
 
     from tests.conftest import ROOT, reduced
 
-    run_dir = tmp_path / "run"
-    shutil.copytree(demo_run["dir"], run_dir, symlinks=True)
-    target = sorted(run_dir.glob(name))[0]
-    DAMAGES[damage](target)
-    capsys.readouterr()
-    code = cli(["run", str(ROOT / "configs" / "demo.yaml"), *reduced(run_dir, demo_run["models"])])
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err and "this is a bug" not in err, err
-    if code == 0:  # repaired: the run is whole again, every record as before (paths aside: it is a copy)
-        for records in ("samples.jsonl", "consensus.jsonl", "corpus.jsonl"):
-            rows = lambda d: sorted(json.dumps(r, sort_keys=True).replace(str(run_dir), "RUN")  # noqa: E731
-                                    .replace(str(demo_run["dir"]), "RUN") for r in read_jsonl(d / records))
-            assert rows(run_dir) == rows(demo_run["dir"]), records
-    else:  # named: one line with the damaged file's name and where in it
-        assert code == 1 and len(err.strip().splitlines()) == 1 and target.name in err, err
+    run_dir, backup = demo_run["dir"], tmp_path / "backup"
+    shutil.copytree(run_dir, backup, symlinks=True)  # copy2: contents and modification times
+    try:
+        target = sorted(run_dir.glob(name))[0]
+        DAMAGES[damage](target)
+        capsys.readouterr()
+        code = cli(["run", str(ROOT / "configs" / "demo.yaml"), *reduced(run_dir, demo_run["models"])])
+        out, err = capsys.readouterr()
+        assert "Traceback" not in err and "this is a bug" not in err, err
+        if code == 0:  # repaired: the run is whole again, every record as before
+            for records in ("samples.jsonl", "consensus.jsonl", "corpus.jsonl"):
+                rows = lambda d: sorted(json.dumps(r, sort_keys=True) for r in read_jsonl(d / records))  # noqa: E731
+                assert rows(run_dir) == rows(backup), records
+        else:  # named: one line with the damaged file's name and where in it
+            assert code == 1 and len(err.strip().splitlines()) == 1 and target.name in err, err
+    finally:
+        shutil.rmtree(run_dir)
+        shutil.copytree(backup, run_dir, symlinks=True)

@@ -31,7 +31,7 @@ from sightsound.engine import EngineConfig, map_jobs
 from sightsound.manifest import open_stage
 from sightsound.records import Sample
 from sightsound.rundir import RunDir
-from sightsound.store import JsonlWriter, keep_only, read_jsonl, sha256_file
+from sightsound.store import JsonlWriter, keep_only, read_jsonl, sha256_file, write_jsonl
 
 
 @dataclass
@@ -70,7 +70,7 @@ def main(cfg: PrepareConfig) -> dict:
     left_out: Counter = Counter()  # categories not asked for → questions
     with JsonlWriter(run.samples) as samples, JsonlWriter(run.skipped) as skipped:
         bar = tqdm(total=metadata.total, desc="prepare", unit="rec", disable=not cfg.progress)
-        todo = queue(metadata, cfg, samples, skipped, left_out, bar)
+        todo, ids = queue(metadata, cfg, samples, skipped, left_out, bar)
         setup = functools.partial(Decoder, media_root, allowed, run.media, cfg)
         while todo and (cfg.limit is None or len(samples.ids) < cfg.limit):
             # with a limit, only as many clips as samples are still wanted (again, if some fail)
@@ -86,7 +86,7 @@ def main(cfg: PrepareConfig) -> dict:
                         samples.write(result)
                 bar.update(len(chunk))
         bar.close()
-    return count_and_finish(stage, cfg, run, left_out)
+    return count_and_finish(stage, cfg, run, left_out, {sample_id: n for n, sample_id in enumerate(ids)})
 
 
 def _nonempty(path: Path) -> bool:
@@ -105,10 +105,10 @@ def _lost_media(run: RunDir) -> list[str]:
 
 
 def queue(metadata, cfg: PrepareConfig, samples: JsonlWriter, skipped: JsonlWriter, left_out: Counter,
-          bar) -> list[Entry]:
+          bar) -> tuple[list[Entry], list[str]]:
     """Write what needs no decoding (a bad record, a repeat), count what is not asked for, and
     return the entries whose clips are to be decoded, in metadata order (less those an interrupted
-    earlier run wrote already)."""
+    earlier run wrote already), and the ids of every sample asked for, in metadata order."""
     seen: dict[str, int] = {}  # id → how many repeats of it so far
     todo: list[Entry] = []
     for entry in metadata.entries:
@@ -126,12 +126,18 @@ def queue(metadata, cfg: PrepareConfig, samples: JsonlWriter, skipped: JsonlWrit
                 todo.append(entry)
                 continue  # a queued record is counted when it is decoded
         bar.update(1)
-    return todo
+    return todo, list(seen)
 
 
-def count_and_finish(stage, cfg: PrepareConfig, run: RunDir, left_out: Counter) -> dict:
-    """Count the samples and the skipped records (by reason), warn about cut audio, write the manifest."""
+def count_and_finish(stage, cfg: PrepareConfig, run: RunDir, left_out: Counter, order: dict[str, int]) -> dict:
+    """Count the samples and the skipped records (by reason), warn about cut audio, write the manifest.
+    Samples are kept in metadata order (`order`: id → position), whatever order a resumed run
+    decoded them in, so that the file — and every stage that hashes it — is the same."""
     rows, skips = list(read_jsonl(run.samples)), list(read_jsonl(run.skipped))
+    ordered = sorted(rows, key=lambda row: order.get(row["id"], len(order)))
+    if ordered != rows:
+        write_jsonl(run.samples, ordered)
+        rows = ordered
     n_samples, n_skipped = len({row["id"] for row in rows}), len({row["id"] for row in skips})
     reasons = Counter(line["kind"] for line in skips)
     cut = sum("audio_cut_at_seconds" in row["meta"] for row in rows)

@@ -29,7 +29,7 @@ from sightsound.manifest import StageRun, model_inputs, open_stage
 from sightsound.models import Generation, ModelConfig, Request, Sampling, load_backend
 from sightsound.records import Consensus, Sample, Trace
 from sightsound.rundir import RunDir
-from sightsound.store import JsonlWriter, keep_only, read_jsonl, sha256_file
+from sightsound.store import JsonlWriter, keep_only, read_jsonl, record_id, sha256_file
 
 
 IDENTICAL_WARNING = 0.5  # warn when at least this share of samples got n identical traces
@@ -68,6 +68,7 @@ def main(cfg: TeachConfig) -> dict:
         return stage.manifest
 
     samples = list(read_jsonl(run.samples, Sample))[: cfg.limit]
+    _forget_votes_without_traces(run, cfg.n)
     with JsonlWriter(run.traces) as traces, JsonlWriter(run.consensus) as consensus, \
             JsonlWriter(run.teach_errors) as errors:
         jobs = []  # (chunk number, its samples, the ids still to do): the number seeds the chunk's draws
@@ -97,6 +98,20 @@ def main(cfg: TeachConfig) -> dict:
         bar.close()
 
     return count_and_finish(stage, cfg, samples)
+
+
+def _forget_votes_without_traces(run: RunDir, n: int) -> None:
+    """A vote is written after its sample's traces, so one whose traces are not all on disk (a
+    damaged traces.jsonl) is dropped: the sample is asked again (its draws are seeded by its
+    chunk, so its traces come back the same) and voted on again."""
+    if not (run.consensus.exists() and run.traces.exists()):
+        return
+    have = {record_id(t) for t in read_jsonl(run.traces)}
+    complete = lambda row: bool(row.get("error")) or all(f"{row['id']}#{i}" in have for i in range(n))  # noqa: E731
+    rows = list(read_jsonl(run.consensus))
+    if not all(map(complete, rows)):
+        keep_only(run.consensus, complete)
+        print(f"teach: {sum(not complete(r) for r in rows)} samples lost some of their traces; asking again")
 
 
 def sample_chunk(cfg: TeachConfig, backend, job) -> tuple[dict[str, Generation], dict[str, str]]:
