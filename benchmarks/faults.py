@@ -109,7 +109,10 @@ def checkpoint_written(folder: Path, k: int):
 
 
 def records(path: Path) -> list[str]:
-    return [json.dumps(r, sort_keys=True) for r in read_jsonl(path)] if path.exists() else []
+    """Each record as sorted JSON, less `server` (which of the servers answered: the fault-free and the
+    faulty run each have their own loopback server, on its own port)."""
+    return [json.dumps({k: v for k, v in r.items() if k != "server"}, sort_keys=True)
+            for r in read_jsonl(path)] if path.exists() else []
 
 
 def ids(path: Path) -> list[str]:

