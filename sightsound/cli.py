@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import traceback
+import warnings
 
 from sightsound import __version__, formats, pipeline, rundir
 from sightsound.config import ConfigError, field_comments, load_config
@@ -142,8 +143,10 @@ def _configs(args):
     from sightsound.config import PACKAGED, packaged_configs
 
     print(f"configs shipped with sightsound ({PACKAGED}); give a name or a path to `sightsound run`:")
-    for name, first_line in packaged_configs().items():
-        print(f"  {name:34} {first_line}")
+    import textwrap
+
+    for name, description in packaged_configs().items():
+        print(textwrap.fill(description, width=100, initial_indent=f"  {name:34} ", subsequent_indent=" " * 37))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -282,6 +285,8 @@ def main(argv=None) -> int:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    # Deprecation notices of the libraries we call are for us, not for users of the command line.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|accelerate|torch)\b")
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:

@@ -48,13 +48,20 @@ def find_config(name: str | Path) -> Path:
 
 
 def packaged_configs() -> dict[str, str]:
-    """Each packaged pipeline config's name and the first line of its header comment."""
+    """Each packaged pipeline config's name and the first sentence of its header comment (which may
+    run over several comment lines)."""
     found = {}
     for path in sorted(PACKAGED.rglob("*.yaml")):
         if path.parent.name == "accelerate":
             continue
-        first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
-        found[str(path.relative_to(PACKAGED).with_suffix(""))] = first
+        paragraph = []
+        for line in path.read_text().splitlines():
+            text = line.lstrip("#").strip()
+            if not line.startswith("#") or (not text and paragraph):
+                break
+            paragraph += [text] if text else []
+        joined = " ".join(paragraph)
+        found[str(path.relative_to(PACKAGED).with_suffix(""))] = re.split(r"(?<=\.)\s", joined, maxsplit=1)[0]
     return found
 
 

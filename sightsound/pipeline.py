@@ -224,8 +224,8 @@ def run(plan: Plan, start: str | None = None, until: str | None = None) -> Path:
                         "seconds": round(time.time() - began, 2)})
         print(f"run: {name} {'done' if ran else 'already done'} ({timings[-1]['seconds']:.1f} s)")
     total = sum(t["seconds"] for t in timings)
-    print(f"run: finished in {total:.1f} s → {run_dir}" + (f" ({run.report('.md')})" if "report" in
-                                                          plan.stages else ""))
+    print(f"run: finished in {total:.1f} s → {run_dir}" + (f" ({run.report('.md')})" if "report" in stages
+                                                          else f" (stages {', '.join(stages)}; no report yet)"))
     return run_dir
 
 

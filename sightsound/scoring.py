@@ -39,6 +39,9 @@ def score_predictions(path: str | Path, scorer: str = "default", *,
     """The result dict described in docs/reference.md ("sightsound/scoring.py") (nothing is written)."""
     if scorer not in SCORERS:
         raise ConfigError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such predictions file; `sightsound eval` writes one "
+                                "(EVAL_DIR/<model>/predictions.jsonl)")
     match_kwargs = {"similarity_threshold": similarity_threshold, "embedder": embedder}
     records, categories = [], {}
     unmatched = 0

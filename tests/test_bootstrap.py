@@ -67,3 +67,15 @@ def test_which_questions_are_asked_again_of_every_other_heard_source():
         others = set(asked.options) - {target}
         assert len(asked.options) == 4 and not others & {"drum", "horn", "violin"}  # the rest are silent
         assert asked.audio == which.audio and asked.category == "Which"
+
+
+def test_the_bootstrap_forecasts_its_minutes_from_its_size():
+    from sightsound import pipeline
+    from tests.conftest import ROOT
+
+    demo = pipeline.load_plan(ROOT / "configs" / "demo.yaml").stages["bootstrap"][0][1]
+    assert bootstrap._minutes(demo) == 6  # measured: 343 s on 2 cores
+    small = pipeline.load_plan(ROOT / "configs" / "demo.yaml", ["bootstrap.world.clips=24",
+                                                               "bootstrap.student={steps: 4}",
+                                                               "bootstrap.teacher={steps: 4}"]).stages["bootstrap"][0][1]
+    assert bootstrap._minutes(small) == 1

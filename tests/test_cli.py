@@ -43,6 +43,14 @@ def test_version_and_the_packaged_configs(capsys):
     for name in ("demo", "demo-table2", "sightsound-r1", "ablations/sft"):
         assert f"  {name} " in out
     assert "accelerate/" not in out  # launcher settings are not pipeline configs
+    # a description is its whole first sentence, wrapped, even when the comment breaks it across lines
+    assert "The built-in demo: the whole SightSound-R1 pipeline on this" in out
+    assert all(len(line) <= 100 for line in out.splitlines()[1:])
+
+
+def test_a_missing_predictions_file_says_what_writes_one(tmp_path, capsys):
+    assert cli(["score", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "r.json")]) == 1
+    assert "no such predictions file; `sightsound eval` writes one" in capsys.readouterr().err
 
 
 def test_configs_are_found_by_path_or_by_name_from_any_folder(tmp_path, monkeypatch):
