@@ -412,3 +412,15 @@ def test_sft_replay_mixes_in_its_share_of_examples(tmp_path):
     with pytest.raises(ConfigError, match="replay_share"):
         sft.load_examples(tmp_path, sft.SFTConfig(target="examples", examples=cfg.examples, replay=cfg.replay,
                                                   replay_share=1.0))
+
+
+def test_a_tracker_that_cannot_start_stops_training_unless_optional(toy_run, tiny_models, tmp_path, capsys):
+    from sightsound.config import ConfigError
+
+    run = copy_run(toy_run, tmp_path)
+    with pytest.raises(ConfigError, match="report_to 'no_such_tracker': the no_such_tracker package is not installed"):
+        sft.main(sft_config(run, tiny_models, steps=1, report_to=["tensorboard", "no_such_tracker"]))
+    assert not (run / "sft").exists()  # stopped before anything was written
+    sft.main(sft_config(run, tiny_models, steps=1, report_to=["tensorboard", "no_such_tracker"], trackers_optional=True))
+    assert "no_such_tracker is not installed; training without it" in capsys.readouterr().out
+    assert list((run / "sft" / "tensorboard").rglob("events.out.tfevents*"))  # the installed one still logs

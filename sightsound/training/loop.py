@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sightsound.config import check_name, to_dict
+from sightsound.config import ConfigError, check_name, to_dict
 from sightsound.inference import Asking, answer_all
 from sightsound.manifest import StageRun, open_stage
 from sightsound.models.hf import HFBackend
@@ -49,6 +49,7 @@ class TrainingConfig:
     val_max_new_tokens: int = 256
     subdir: str = "train"  # the folder inside the run directory it trains into (a plain name)
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])  # accelerate trackers: tensorboard, wandb (pip install wandb), ...
+    trackers_optional: bool = False  # true: a report_to tracker whose package is missing is skipped with a warning
     progress: bool = True
 
     def __post_init__(self):
@@ -61,7 +62,7 @@ def open_training(run_dir: Path, cfg, inputs: dict, grad_accum: int = 1):
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    accelerator = Accelerator(gradient_accumulation_steps=grad_accum, log_with=list(cfg.report_to) or None,
+    accelerator = Accelerator(gradient_accumulation_steps=grad_accum, log_with=usable_trackers(cfg) or None,
                               project_dir=str(Path(run_dir) / cfg.subdir))
     stage = open_stage(run_dir, cfg.subdir, cfg, inputs, [Path(run_dir) / cfg.subdir],
                        main_process=accelerator.is_main_process)
@@ -229,10 +230,34 @@ def _step(path: Path) -> int:
     return int(path.name.split("-")[1])
 
 
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",),
+                    "comet_ml": ("comet_ml",), "aim": ("aim",), "clearml": ("clearml",), "dvclive": ("dvclive",),
+                    "swanlab": ("swanlab",), "trackio": ("trackio",)}
+
+
+def usable_trackers(cfg) -> list[str]:
+    """`report_to`, checked before training starts: a tracker whose package is not installed stops
+    the stage (a run that was meant to be tracked and is not is found out too late), unless
+    `trackers_optional`, when it is left out with a warning."""
+    import importlib.util
+
+    usable = []
+    for name in cfg.report_to:
+        packages = TRACKER_PACKAGES.get(name, (name,))
+        if any(importlib.util.find_spec(p) is not None for p in packages):
+            usable.append(name)
+        elif cfg.trackers_optional:
+            print(f"{cfg.subdir}: WARNING: report_to {name!r}: {packages[0]} is not installed; training without it")
+        else:
+            raise ConfigError(f"report_to {name!r}: the {packages[0]} package is not installed (pip install "
+                              f"{packages[0]}); or drop it from report_to, or set trackers_optional: true")
+    return usable
+
+
 def start_trackers(accelerator, stage: StageRun, cfg) -> None:
     """accelerate's trackers (`report_to`): TensorBoard events in `<subdir>/tensorboard/`; wandb in
     project `sightsound`, the run named after the run directory and subdir."""
-    if not cfg.report_to:
+    if not accelerator.log_with:
         return
     config = {k: v for k, v in to_dict(cfg).items() if isinstance(v, (int, float, str, bool))}
     accelerator.init_trackers("tensorboard", config=config, init_kwargs={
