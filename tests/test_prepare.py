@@ -249,3 +249,19 @@ def test_a_link_in_the_media_tree_to_a_file_outside_is_refused_found_by_name_too
         with pytest.raises(media.MediaError, match=f"outside the dataset's folders .*a link to {outside.resolve()}"):
             prepare.find_media(stems, index, allowed)
     assert prepare.find_media(["linked"], index, None) == (None, data / "linked.wav")  # allow_outside_media
+
+
+def test_a_limited_run_counts_its_progress_in_samples_to_the_limit(world, tmp_path, monkeypatch):
+    bars = []
+    real = prepare.tqdm
+
+    def recording(*args, **kw):
+        bar = real(*args, **{**kw, "disable": False})
+        bars.append(bar)
+        return bar
+
+    monkeypatch.setattr(prepare, "tqdm", recording)
+    prepare.main(prepare.PrepareConfig(out=str(tmp_path / "run"), dataset="synth", root=str(world), num_frames=0,
+                                       limit=5, progress=True))
+    shown = bars[-1]
+    assert (shown.n, shown.total, shown.unit) == (5, 5, "sample")  # 5/5, not 5 of every record in the file

@@ -69,8 +69,12 @@ def main(cfg: PrepareConfig) -> dict:
         media_root.resolve(), (root if root.is_dir() else root.parent).resolve()]
     left_out: Counter = Counter()  # categories not asked for → questions
     with JsonlWriter(run.samples) as samples, JsonlWriter(run.skipped) as skipped:
-        bar = tqdm(total=metadata.total, desc="prepare", unit="rec", disable=not cfg.progress)
+        # every record read, or with a `limit`, the samples wanted (a limited run reads all, decodes few)
+        bar = tqdm(total=metadata.total, desc="prepare", unit="rec", disable=not cfg.progress or cfg.limit is not None)
         todo, ids = queue(metadata, cfg, samples, skipped, left_out, bar)
+        if cfg.limit is not None:
+            bar = tqdm(total=min(cfg.limit, len(ids)), initial=min(cfg.limit, len(samples.ids)), desc="prepare",
+                       unit="sample", disable=not cfg.progress)
         setup = functools.partial(Decoder, media_root, allowed, run.media, cfg)
         while todo and (cfg.limit is None or len(samples.ids) < cfg.limit):
             # with a limit, only as many clips as samples are still wanted (again, if some fail)
@@ -84,7 +88,8 @@ def main(cfg: PrepareConfig) -> dict:
                                            result.kind))
                     else:
                         samples.write(result)
-                bar.update(len(chunk))
+                        bar.update(cfg.limit is not None)  # a limited bar counts samples
+                bar.update(len(chunk) if cfg.limit is None else 0)
         bar.close()
     return count_and_finish(stage, cfg, run, left_out, {sample_id: n for n, sample_id in enumerate(ids)})
 
