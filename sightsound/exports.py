@@ -17,11 +17,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
 from sightsound import prompts, rundir
 from sightsound.answers import bare_letter, extract_answer
-from sightsound.config import ConfigError
+from sightsound.config import ConfigError, read_yaml
 from sightsound.datasets.reading import load_json_list
 from sightsound.manifest import read_manifest
 from sightsound.records import Consensus, CorpusRow, Sample
@@ -77,33 +75,32 @@ def run_answer(run: RunDir, what: str) -> str:
     """How the run asked for multiple-choice answers: its `what` stage's `answer`, else teach's, else letter."""
     for stage in (what, "teach"):
         path = run.config(stage)
-        if path.exists():
-            value = (yaml.safe_load(path.read_text()) or {}).get("answer")
-            if value in ("letter", "text"):
-                return value
+        value = read_yaml(path).get("answer") if path.exists() else None
+        if value in ("letter", "text"):
+            return value
     return "letter"
 
 
 def _check_agreement(pairs: list, answer: str, corpus: Path) -> None:
     """Refuse prompts that ask for one answer form over traces that answer in the other."""
-    letters = sum(bare_letter(extract_answer(text), len(row.options)) is not None
-                  for row, text in pairs if row.options)
-    asked = len([row for row, _ in pairs if row.options])
-    style = "letter" if asked and letters > asked / 2 else "text" if asked else answer
+    answered = [bare_letter(extract_answer(text), len(row.options)) is not None for row, text in pairs if row.options]
+    if not answered:
+        return
+    style = "letter" if sum(answered) > len(answered) / 2 else "text"
     if style != answer:
-        raise ConfigError(f"{corpus}: its traces answer with the option {'letter' if style == 'letter' else 'text'}, "
-                          f"but --answer {answer} would ask for the {answer}; drop --answer (the run's own is "
-                          f"{style}) so that prompts and answers agree")
+        raise ConfigError(f"{corpus}: its traces answer with the option {style}, but --answer {answer} would ask "
+                          f"for the {answer}; drop --answer (the run's own is {style}) so that prompts and answers agree")
 
 
 def check_out(run_dir: Path, out: Path, force: bool, inside_ok: bool = False) -> None:
     """Refuse to write an export among a run's own files, or over an existing file unless `force`."""
     root, target = run_dir.resolve(), out.resolve()
-    owned = (root / rundir.EXPORT).resolve()
-    if target.exists() and not inside_ok and root in target.parents and owned not in target.parents:
+    if not target.exists():
+        return
+    if not inside_ok and root in target.parents and (root / rundir.EXPORT).resolve() not in target.parents:
         raise ConfigError(f"--out {out} is one of the run directory's own files; write the export elsewhere, "
                           f"or under {run_dir / rundir.EXPORT}")
-    if target.exists() and not force:
+    if not force:
         raise ConfigError(f"--out {out} exists; pass --force to replace it")
 
 

@@ -164,9 +164,12 @@ def write_jsonl(path: str | Path, rows) -> None:
 
 def keep_only(path: str | Path, keep) -> None:
     """Rewrite a JSONL file atomically with only the records for which `keep(record)` is true
-    (e.g. error logs, once a later run has resolved some of their errors)."""
+    (e.g. error logs, once a later run has resolved some of their errors); untouched when all are."""
     if Path(path).exists():
-        write_jsonl(path, [row for row in read_jsonl(path) if keep(row)])
+        rows = list(read_jsonl(path))
+        kept = [row for row in rows if keep(row)]
+        if len(kept) < len(rows):
+            write_jsonl(path, kept)
 
 
 def _replace(path: Path, text: str) -> None:

@@ -82,14 +82,14 @@ def main(cfg: PrepareConfig) -> dict:
                                                                  todo[cfg.limit - len(samples.ids):])
             jobs = [wanted[start:start + cfg.chunk] for start in range(0, len(wanted), cfg.chunk)]
             for chunk, results in map_jobs(cfg.engine, setup, _decode_chunk, jobs):
+                before = len(samples.ids)
                 for entry, result in zip(chunk, results, strict=True):
                     if isinstance(result, media.MediaError):  # named by metadata file and record, then the media's words
                         skipped.write(Skip(entry.sample.id, f"{metadata.source} (id {entry.sample.id}): {result}",
                                            result.kind))
                     else:
                         samples.write(result)
-                        bar.update(cfg.limit is not None)  # a limited bar counts samples
-                bar.update(len(chunk) if cfg.limit is None else 0)
+                bar.update(len(chunk) if cfg.limit is None else len(samples.ids) - before)  # records, or samples
         bar.close()
     return count_and_finish(stage, cfg, run, left_out, {sample_id: n for n, sample_id in enumerate(ids)})
 
