@@ -131,7 +131,7 @@ def _export(args):
     from sightsound import exports
 
     path = exports.export(args.run_dir, args.fmt, args.what, args.out, args.corpus, args.answer, args.metadata,
-                          force=args.force)
+                          force=args.force, media_root=args.media_root)
     if args.fmt == "mmau-submission":
         print(f"export: MMAU leaderboard file → {path}")
         return
@@ -226,6 +226,8 @@ def _add_export(sub) -> None:
     p.add_argument("--out", help="the file written (default: RUN_DIR/export/FORMAT-WHAT.jsonl; "
                                  "EVAL_DIR/mmau-submission.json)")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
+    p.add_argument("--media-root", help="write audio paths relative to this folder (default: absolute, where "
+                                        "the run's media are now)")
     p.add_argument("--metadata", help="mmau-submission: the benchmark file (default: the one prepare read)")
     p.add_argument("--corpus", default=rundir.CORPUS, help="which corpus file of the run (sft)")
     p.add_argument("--answer", choices=["letter", "text"],

@@ -266,10 +266,45 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def config_hash(cfg, exclude=("out", "progress", "report_to", "log_completions_every", "engine")) -> str:
-    """Stable hash of what a stage's output depends on (where it goes and how it is watched are excluded)."""
+def config_hash(cfg, exclude=("out", "progress", "report_to", "log_completions_every", "engine"),
+                root: Path | None = None) -> str:
+    """Stable hash of what a stage's output depends on (where it goes and how it is watched are
+    excluded; paths inside the run directory `root` are hashed as `{run}/…`, so a moved run is
+    still the same run)."""
     data = {k: v for k, v in to_dict(cfg).items() if k not in exclude}
+    if root is not None:
+        data = portable(data, root)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def portable(value, root: Path):
+    """`value` with every path under the run directory `root` (as written, or resolved) spelled
+    `{run}/…` — also after a `model:` prefix — in strings, lists and mappings (keys included):
+    what a run's manifests compare, so that moving or copying a run does not make it stale."""
+    prefixes = dict.fromkeys((str(root).rstrip("/"), str(Path(root).resolve())))
+    return _map_strings(value, lambda text: _swap(text, prefixes, "{run}"))
+
+
+def unportable(value, root: Path):
+    """`portable` undone: `{run}` spelled as the run directory `root` is now."""
+    return _map_strings(value, lambda text: _swap(text, ["{run}"], str(root)))
+
+
+def _swap(text: str, prefixes, by: str) -> str:
+    """`text` with a leading path `prefix` (at the start, or after a `model:`-style tag) replaced."""
+    for prefix in prefixes:
+        text = re.sub(rf"(?:^|(?<=:)){re.escape(prefix)}(?=/|$)", lambda _: by, text)
+    return text
+
+
+def _map_strings(value, change):
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, dict):
+        return {_map_strings(k, change): _map_strings(v, change) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map_strings(v, change) for v in value)
+    return value
 
 
 _USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
@@ -278,13 +313,7 @@ _USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 def mask_credentials(value):
     """`value` with the user and password of every URL in it (`http://user:pass@host`) masked as
     `***@`, in strings, lists and mappings: what is written to a run directory or an error."""
-    if isinstance(value, str):
-        return _USERINFO.sub(r"\1***@", value)
-    if isinstance(value, dict):
-        return {k: mask_credentials(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(mask_credentials(v) for v in value)
-    return value
+    return _map_strings(value, lambda text: _USERINFO.sub(r"\1***@", text))
 
 
 def save_config(cfg, path: str | Path) -> bool:

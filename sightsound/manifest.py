@@ -32,25 +32,21 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from sightsound.config import config_hash, save_config
+from sightsound.config import config_hash, portable, save_config, unportable
 from sightsound.rundir import RunDir
 from sightsound.store import write_json
 
 
 def model_inputs(*models: str | None) -> dict:
-    """A fingerprint of each local model folder (its files' names, sizes and modification times; a
-    LoRA adapter's base folder too), for a stage's `inputs`: a model retrained in place makes the
-    stages that used it run again. Hub ids are left out (their name is in the config already)."""
+    """A `fingerprint` of each local model folder (a LoRA adapter's base folder too), for a stage's
+    `inputs`: a model retrained in place makes the stages that used it run again; a copied one does
+    not. Hub ids are left out (their name is in the config already)."""
     out = {}
     for model in models:
         folder = Path(model) if model else None
         if folder is None or not folder.is_dir():
             continue
-        digest = hashlib.sha256()
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            stat = path.stat()
-            digest.update(f"{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-        out[f"model:{folder}"] = digest.hexdigest()
+        out[f"model:{folder}"] = fingerprint(folder)["sha256"]
         adapter = folder / "adapter_config.json"
         if adapter.exists():
             out |= model_inputs(json.loads(adapter.read_text()).get("base_model_name_or_path"))
@@ -279,7 +275,8 @@ def open_stage(run_dir, stage: str, cfg, inputs: dict, outputs: list[Path], *,
     run_dir = Path(run_dir)
     for path in outputs:
         inside(run_dir, path)
-    digest = config_hash(cfg, exclude)
+    root = run_root(run_dir)
+    digest, inputs = config_hash(cfg, exclude, root=root), portable(inputs, root)
     run = StageRun(run_dir, stage, digest, inputs, time.time(), outputs=list(map(Path, outputs)))
     if main_process:
         lock_stage(run_dir, stage)
@@ -307,6 +304,22 @@ def open_stage(run_dir, stage: str, cfg, inputs: dict, outputs: list[Path], *,
     mark_started(run_dir, stage, digest, inputs)
     save_config(cfg, RunDir(run_dir).config(stage))
     return run
+
+
+def run_root(run_dir: Path) -> Path:
+    """The run directory a stage folder belongs to: the highest of it and up to three parents that
+    holds `manifests/` (an evaluation's `RUN/eval/<benchmark>/<model>` belongs to `RUN`). Paths
+    under it are hashed relative to it, so the run can be moved or copied and still be done."""
+    root = run_dir
+    for parent in list(run_dir.parents)[:3]:
+        if RunDir(parent).manifests.is_dir():
+            root = parent
+    return root
+
+
+def input_files(run_dir, manifest: dict) -> dict[str, str]:
+    """The `inputs` of a stage's manifest in `run_dir`, with `{run}/…` spelled as the path it is now."""
+    return unportable(manifest.get("inputs") or {}, run_root(Path(run_dir)))
 
 
 def inside(run_dir: Path, path: Path) -> Path:

@@ -5,7 +5,9 @@ type here, and is written and read through `sightsound.store` with that type.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 
@@ -24,6 +26,19 @@ class Sample:
     audio: str | None = None  # 16 kHz mono wav
     video: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def portable(self, folder: Path) -> Sample:
+        """As written to a file in `folder`: media inside it (a run's cached `media/`, its world)
+        named relative to it, so the run can be moved or copied."""
+        return self._media(lambda path: relative_path(path, folder))
+
+    def located(self, folder: Path) -> Sample:
+        """As read from a file in `folder`: relative media paths made absolute against it."""
+        return self._media(lambda path: absolute_path(path, folder))
+
+    def _media(self, convert) -> Sample:
+        meta = {**self.meta, "frames": convert(self.meta["frames"])} if self.meta.get("frames") else self.meta
+        return replace(self, audio=convert(self.audio), video=convert(self.video), meta=meta)
 
 
 @dataclass
@@ -74,6 +89,29 @@ class CorpusRow:
     text: str  # the whole trace
     label: int | str | None  # the teacher's answer (unanimous, or the trace's own for n = 1 corpora)
     label_text: str | None
+
+    def portable(self, folder: Path) -> CorpusRow:
+        return replace(self, audio=relative_path(self.audio, folder))
+
+    def located(self, folder: Path) -> CorpusRow:
+        return replace(self, audio=absolute_path(self.audio, folder))
+
+
+def relative_path(path: str | None, folder: Path) -> str | None:
+    """`path` relative to `folder` when it lies inside it (as written, or resolved), else as it is."""
+    if not path or "://" in path or not os.path.isabs(path):
+        return path
+    for base in dict.fromkeys((os.path.abspath(folder), str(Path(folder).resolve()))):
+        if os.path.commonpath([path, base]) == base:
+            return Path(os.path.relpath(path, base)).as_posix()
+    return path
+
+
+def absolute_path(path: str | None, folder: Path) -> str | None:
+    """A relative `path` joined to `folder` (the file it was read from), absolute; others as they are."""
+    if not path or "://" in path or os.path.isabs(path):
+        return path
+    return os.path.normpath(os.path.join(os.path.abspath(folder), path))
 
 
 # Starts the `reply` of a verdict whose text was neither yes nor no (an api checker's; it is a rejection).

@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import Iterator
 
 
-def to_json(record) -> dict:
+def to_json(record, folder: Path | None = None) -> dict:
+    """A record as one JSON object. A record type with `portable(folder)` (records.Sample,
+    records.CorpusRow) names its media relative to the file's `folder`; `located(folder)` reverses
+    it on reading, so a run directory can be moved or copied."""
+    if folder is not None and hasattr(record, "portable"):
+        record = record.portable(folder)
     return dataclasses.asdict(record) if dataclasses.is_dataclass(record) else dict(record)
 
 
@@ -51,9 +56,10 @@ def read_jsonl(path: str | Path, cls=None) -> Iterator:
             yield data
             continue
         try:
-            yield cls(**data)
+            record = cls(**data)
         except TypeError as exc:
             raise ValueError(f"{path}: line {number} does not fit {cls.__name__}: {exc}") from exc
+        yield record.located(path.parent) if hasattr(record, "located") else record
 
 
 class JsonlWriter:
@@ -87,7 +93,7 @@ class JsonlWriter:
         key = str(self.id_of(record))
         if key in self.ids:
             return False
-        line = (json.dumps(to_json(record), ensure_ascii=False) + "\n").encode()
+        line = (json.dumps(to_json(record, self.path.parent), ensure_ascii=False) + "\n").encode()
         written = os.write(self._fd, line)  # one write on O_APPEND: the line lands whole or torn at the end
         if written != len(line):
             raise OSError(f"{self.path}: short write ({written} of {len(line)} bytes)")
@@ -159,7 +165,7 @@ def write_json(path: str | Path, data) -> None:
 
 def write_jsonl(path: str | Path, rows) -> None:
     """Write a whole JSONL file atomically (a file that must be whole or absent, e.g. the corpus)."""
-    _replace(Path(path), "".join(json.dumps(to_json(row), ensure_ascii=False) + "\n" for row in rows))
+    _replace(Path(path), "".join(json.dumps(to_json(row, Path(path).parent), ensure_ascii=False) + "\n" for row in rows))
 
 
 def keep_only(path: str | Path, keep) -> None:

@@ -151,3 +151,16 @@ def test_extends_cycles_and_odd_values_are_one_clear_error(tmp_path, files, mess
         (tmp_path / name).write_text(text)
     with pytest.raises(ConfigError, match=message):
         read_pipeline_yaml(tmp_path / "a.yaml")
+
+
+def test_paths_inside_the_run_directory_are_hashed_relative_to_it(tmp_path):
+    from sightsound.config import portable
+
+    run, models = tmp_path / "runs" / "demo", str(tmp_path / "runs" / "demo-models")
+    value = {"root": f"{run}/world", "model": models, f"model:{run}/sft/final": "h", "all": [str(run)]}
+    assert portable(value, run) == {"root": "{run}/world", "model": models, "model:{run}/sft/final": "h",
+                                    "all": ["{run}"]}  # demo-models is beside the run, not in it
+    here = PrepareConfig(dataset="synth", root=f"{run}/world", out=str(run))
+    moved = PrepareConfig(dataset="synth", root=f"{tmp_path}/b/world", out=f"{tmp_path}/b")
+    assert config_hash(here, root=run) == config_hash(moved, root=tmp_path / "b")
+    assert config_hash(here) != config_hash(moved)

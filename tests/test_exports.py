@@ -51,6 +51,10 @@ def test_swift_rows_carry_one_audio_tag_per_audio(run_dir):
 
 
 def test_llamafactory_rows_are_sharegpt_and_registered(run_dir):
+    """LLaMA-Factory's documented dataset schema (hiyouga/LLaMA-Factory, data/README.md, "Sharegpt
+    Format" with an `audios` column): a `dataset_info.json` entry with `file_name`, `formatting:
+    sharegpt`, `columns` {messages, audios} and the role tags; one `<audio>` tag in the messages per
+    audio file. (LLaMA-Factory pins older transformers and torch releases than ours.)"""
     path = exports.export(run_dir, "llamafactory", out=run_dir / "lf" / "avqa_cot.jsonl")
     info = json.loads((path.parent / "dataset_info.json").read_text())["avqa_cot"]
     assert info["file_name"] == "avqa_cot.jsonl" and info["formatting"] == "sharegpt"
@@ -68,15 +72,44 @@ def test_trl_rows_are_conversational_prompt_completion(run_dir):
     assert row["prompt"][0]["content"] == exports.prompt_text(sample, "letter")  # the audio variant of the question
     assert "in the video" not in row["prompt"][0]["content"]
     assert row["audio"] == str(run_dir / "clip0.wav")
-    grpo = lines(exports.export(run_dir, "trl", "grpo"))[0]
-    assert set(grpo) == {"prompt", "solution", "audio", "id"} and grpo["solution"] == prompts.label_text(
-        ["flute", "drum", "bell"], 0, "letter")
+    with pytest.raises(ConfigError, match="no audio"):  # TRL's GRPOTrainer passes images only
+        exports.export(run_dir, "trl", "grpo")
+
+
+def test_trl_sft_trainer_feeds_the_audio_through_our_collator(run_dir, tiny_models, tmp_path):
+    """TRL's own SFTTrainer, on our TRL export, with the collator its documentation allows for
+    other modalities (skip_prepare_dataset, remove_unused_columns=False): a step trains, the
+    audio tower encodes every row's clip, and only the completion is in the loss."""
+    from datasets import load_dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from sightsound.models.loading import load_model
+    from sightsound.training.trl_audio import AudioCollator
+    from tests.conftest import make_wav
+
+    for i in range(2):
+        make_wav(run_dir / f"clip{i}.wav", freq=300 + 200 * i, rate=16_000)
+    rows = load_dataset("json", data_files=str(exports.export(run_dir, "trl")))["train"]
+    model, processor = load_model(tiny_models["student"], training=True)
+    heard = []
+    tower = next(module for module in model.modules() if type(module).__name__ == "Qwen2AudioEncoder")
+    tower.register_forward_hook(lambda module, args, out: heard.append(args[0].shape[0]))
+    collator = AudioCollator(processor)
+    batch = collator([rows[0]])
+    assert "input_features" in batch and (batch["labels"] != -100).sum() < batch["attention_mask"].sum()
+    args = SFTConfig(output_dir=str(tmp_path / "trl"), max_steps=1, per_device_train_batch_size=2,
+                     remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True},
+                     report_to=[], use_cpu=True, save_strategy="no", logging_steps=1)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=processor.tokenizer,
+                         data_collator=collator)
+    trainer.train()
+    assert sum(heard) == 2 and trainer.state.log_history[0]["loss"] > 0
 
 
 def test_every_export_loads_with_datasets(run_dir):
     from datasets import load_dataset
 
-    for fmt, what in (("swift", "sft"), ("swift", "grpo"), ("llamafactory", "sft"), ("trl", "sft"), ("trl", "grpo")):
+    for fmt, what in (("swift", "sft"), ("swift", "grpo"), ("llamafactory", "sft"), ("trl", "sft")):
         path = exports.export(run_dir, fmt, what)
         table = load_dataset("json", data_files=str(path), split="train")
         assert table.num_rows == (2 if what == "sft" else 1), (fmt, what)
@@ -133,3 +166,62 @@ def test_the_default_answer_form_is_the_runs_own_and_prompts_agree_with_answers(
     assert "option's letter" in row["messages"][0]["content"] or "letter" in row["messages"][0]["content"]
     with pytest.raises(ConfigError, match="traces answer with the option letter, but --answer text"):
         exports.export(run_dir, "swift", answer="text", force=True)
+
+
+def _load_swift_plugin(path):
+    """Import a written plugin file as ms-swift's `--external_plugins` does (by path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sightsound_swift_rewards_under_test", path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+def test_swift_grpo_export_writes_a_reward_plugin_ms_swift_registers(run_dir, monkeypatch):
+    """ms-swift's custom rewards, as its documentation and code define them: a plugin file passed
+    with `--external_plugins` adds classes to the `orms` registry (ms-swift 4: `swift.rewards`,
+    swift/rewards/orm.py; 3.x: `swift.plugin`), each subclassing `ORM` (its `__init__(args=None,
+    **kwargs)`), built as `orms[name](args=args)` and called as `reward(completions, **columns)`
+    with the dataset's columns batched (swift/rl_core/grpo_algorithm.py, compute_rewards_per_func).
+    This stands in for that registry; the test below uses ms-swift's own where it is installed."""
+    import sys
+    import types
+
+    class ORM:  # ms-swift's base class, as documented
+        def __init__(self, args=None, **kwargs):
+            self.args = args
+
+    registry = types.ModuleType("swift.rewards")
+    registry.ORM, registry.orms = ORM, {"accuracy": object}
+    monkeypatch.setitem(sys.modules, "swift", types.ModuleType("swift"))
+    monkeypatch.setitem(sys.modules, "swift.rewards", registry)
+    path = exports.export(run_dir, "swift", "grpo", answer="text")
+    plugin = path.parent / exports.SWIFT_PLUGIN
+    assert "--reward_funcs sightsound_accuracy sightsound_format" in plugin.read_text()
+    _load_swift_plugin(plugin)
+    assert {"sightsound_accuracy", "sightsound_format", "accuracy"} == set(registry.orms)
+    rows = lines(path)
+    columns = {"solution": [rows[0]["solution"]] * 3, "options": [rows[0]["options"]] * 3, "trainer_state": None}
+    completions = ["<think>a flute</think><answer>flute</answer>", "<think>x</think><answer>drum</answer>", "flute"]
+    accuracy = registry.orms["sightsound_accuracy"](args=None)
+    assert accuracy(completions, **columns) == [1.0, 0.0, 0.0]  # the stock reward read "flute" as no number: 0
+    assert registry.orms["sightsound_format"]()(completions, **columns) == [1.0, 1.0, 0.0]
+
+
+def test_swift_reward_plugin_in_ms_swift_itself(run_dir):
+    """Where ms-swift is installed (a throwaway environment: it pins transformers < 5.20, trl < 1),
+    its own scorer (`compute_rewards_per_func`, what its GRPO trainer calls) pays our registered
+    rewards on sampled completions of the export's rows, reading `solution` and `options`."""
+    pytest.importorskip("swift.rewards", reason="ms-swift is not installed in this environment")
+    from swift.rewards import orms
+    from swift.rl_core.data import GRPOSample
+    from swift.rl_core.grpo_algorithm import compute_rewards_per_func
+
+    path = exports.export(run_dir, "swift", "grpo", answer="text")
+    _load_swift_plugin(path.parent / exports.SWIFT_PLUGIN)
+    row = lines(path)[0]
+    said = ["<think>I hear a flute.</think><answer>flute</answer>", "<think>I hear a drum.</think><answer>drum</answer>"]
+    samples = [GRPOSample(messages=[*row["messages"], {"role": "assistant", "content": text}], audios=row["audios"],
+                          extra={"solution": row["solution"], "options": row["options"]}) for text in said]
+    rewards = compute_rewards_per_func(samples, [orms["sightsound_accuracy"](), orms["sightsound_format"]()],
+                                       None, "cpu")
+    assert rewards.tolist() == [[1.0, 1.0], [0.0, 1.0]]

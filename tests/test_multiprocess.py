@@ -50,8 +50,8 @@ rl.REWARDS["length"] = lambda completion, label, options: len(completion) / 100
 
 
 def recording_save(original):
-    def save_model(accelerator, model, processor, path, merge=False):
-        original(accelerator, model, processor, path, merge=merge)
+    def save_model(accelerator, model, processor, path, merge=False, merged_from=None):
+        original(accelerator, model, processor, path, merge=merge, merged_from=merged_from)
         if Path(path).name == "final":
             rank = accelerator.process_index
             weights = {name: p.detach().cpu().clone()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -197,6 +198,76 @@ def test_rerunning_the_demo_redoes_nothing(demo_run):
     changed = [str(p.relative_to(run_dir)) for p, stamp in demo_run["stamps"].items() if p.stat().st_mtime_ns != stamp]
     assert changed == []
     assert not [p for p in run_dir.rglob("*") if p.is_file() and p not in demo_run["stamps"]]
+
+
+def test_a_moved_run_is_still_done_and_exports_its_own_media(demo_run, tmp_path, capsys):
+    """Move a finished run (the original hidden, so nothing can point back at it): rerunning its
+    config at the new place redoes no stage, and its exports name the media where they are now."""
+    from sightsound import exports
+
+    original, moved = demo_run["dir"], tmp_path / "elsewhere" / "run"
+    shutil.copytree(original, moved)
+    hidden = original.with_name("hidden")
+    original.rename(hidden)
+    try:
+        assert '"audio": "media/' in (moved / "samples.jsonl").read_text()  # named relative to the run
+        capsys.readouterr()
+        pipeline.run(pipeline.load_plan(ROOT / "configs" / "demo.yaml", reduced(moved, demo_run["models"])))
+        said = capsys.readouterr().out
+        assert [line for line in said.splitlines() if line.startswith("run: ") and " done (" in line
+                and "already done" not in line] == []
+        for fmt, what in (("swift", "sft"), ("trl", "sft"), ("swift", "grpo")):
+            rows = list(read_jsonl(exports.export(moved, fmt, what)))
+            audio = [row.get("audio") or row["audios"][0] for row in rows]
+            assert audio and all(Path(a).is_file() and Path(a).is_relative_to(moved.resolve()) for a in audio)
+        relative = list(read_jsonl(exports.export(moved, "swift", out=tmp_path / "r.jsonl", media_root=moved)))
+        assert {Path(row["audios"][0]).parts[0] for row in relative} == {"media"}
+    finally:
+        hidden.rename(original)
+
+
+def test_lora_grpo_keeps_its_adapter_beside_the_merged_model(demo_run):
+    """The demo's LoRA GRPO saves final/ merged and final/adapter/, whose base is the SFT model it
+    started from (itself a LoRA adapter: our loader merges it first)."""
+    from sightsound.models.loading import load_model
+
+    final, sft_final = demo_run["dir"] / "grpo" / "final", demo_run["dir"] / "sft" / "final"
+    settings = json.loads((final / "adapter" / "adapter_config.json").read_text())
+    assert settings["base_model_name_or_path"] == str(sft_final.resolve())
+    assert (final / "config.json").exists() and not (final / "adapter_config.json").exists()  # merged
+    assert type(load_model(final / "adapter")[0]).__name__ == "PeftModel"
+
+
+def test_a_merged_lora_model_keeps_an_adapter_peft_loads_on_its_start(tiny_models, tmp_path):
+    """save_model(merged_from=…): the merged model, and in adapter/ the adapter, which PEFT puts on
+    the model it was trained on to give the merged model's logits (the adapter made non-zero)."""
+    import torch
+    from accelerate import Accelerator
+    from peft import PeftModel
+
+    from sightsound.models.loading import load_model
+    from sightsound.training.loop import save_model
+    from sightsound.training.student import LoraConfig, add_lora
+
+    start = tiny_models["student"]
+    model, processor = load_model(start)
+    model = add_lora(model, LoraConfig(enabled=True, rank=4, alpha=8))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.05)
+    save_model(Accelerator(cpu=True), model, processor, tmp_path / "final", merged_from=str(start))
+    ids = torch.tensor([[11, 12, 13, 14, 15, 16]])
+    with torch.no_grad():
+        merged = load_model(tmp_path / "final")[0](input_ids=ids).logits
+        before = load_model(start)[0](input_ids=ids).logits
+        on_start = PeftModel.from_pretrained(load_model(start)[0], str(tmp_path / "final" / "adapter"))
+        ours = load_model(tmp_path / "final" / "adapter")[0]
+        moved = (merged - before).abs().max()
+        assert moved > 1e-3
+        for loaded in (on_start, ours):
+            assert (loaded(input_ids=ids).logits - merged).abs().max() < moved / 100
 
 
 RUN_UNTIL_TEACH = """

@@ -116,7 +116,7 @@ def test_manifest_status_cycle(tmp_path):
     assert not list(Path(tmp_path, "manifests").glob("*.tmp"))
 
 
-def test_model_inputs_change_when_a_model_is_retrained_in_place(tmp_path):
+def test_model_inputs_change_when_a_model_is_retrained_in_place_not_when_copied(tmp_path):
     import json
     import os
 
@@ -129,5 +129,27 @@ def test_model_inputs_change_when_a_model_is_retrained_in_place(tmp_path):
     first = model_inputs(str(adapter), "Qwen/Qwen2-Audio-7B-Instruct", None)
     assert set(first) == {f"model:{adapter}", f"model:{base}"}  # the hub id and None are left out
     assert model_inputs(str(adapter)) == first  # unchanged files, same fingerprint
-    os.utime(base / "model.safetensors", ns=(1, 1))  # the base saved again
+    os.utime(base / "model.safetensors", ns=(1, 1))  # copied (another modification time): the same model
+    assert model_inputs(str(adapter)) == first
+    (base / "model.safetensors").write_bytes(b"weighty")  # the base trained again (same size, other bytes)
     assert model_inputs(str(adapter))[f"model:{base}"] != first[f"model:{base}"]
+
+
+def test_media_inside_a_run_are_written_relative_to_it_and_read_back_absolute(tmp_path):
+    from sightsound.records import Sample
+    from sightsound.store import JsonlWriter, read_jsonl
+
+    run, elsewhere = tmp_path / "run", tmp_path / "data" / "clip.mp4"
+    frames = run / "media" / "c.4x56.frames.npy"
+    sample = Sample("1", "synth", "train", "q?", ["a", "b"], 0, "a", "Which", audio=str(run / "media" / "c.wav"),
+                    video=str(elsewhere), meta={"frames": str(frames)})
+    with JsonlWriter(run / "samples.jsonl") as out:
+        out.write(sample)
+    stored = next(read_jsonl(run / "samples.jsonl"))
+    assert (stored["audio"], stored["video"], stored["meta"]["frames"]) == (
+        "media/c.wav", str(elsewhere), "media/c.4x56.frames.npy")
+    moved = tmp_path / "moved"
+    run.rename(moved)
+    again = next(read_jsonl(moved / "samples.jsonl", Sample))
+    assert again.audio == str(moved / "media" / "c.wav") and again.video == str(elsewhere)
+    assert again.meta["frames"] == str(moved / "media" / "c.4x56.frames.npy")

@@ -16,7 +16,7 @@ from sightsound.cli import main as cli
 from sightsound.config import load_config
 from sightsound.datasets.synth import oracle, world
 from sightsound.models import ModelConfig, Request
-from sightsound.records import Sample, Trace, Verdict
+from sightsound.records import CorpusRow, Sample, Trace, Verdict
 from sightsound.store import read_jsonl, to_json
 from sightsound.manifest import read_manifest
 from sightsound.checking import checkers
@@ -109,7 +109,7 @@ def test_local_checker_decides_from_the_yes_no_probabilities(prepared, tiny_mode
         assert v.accept == (v.score >= 0.5) and v.reply == f"p_yes={v.score:.4f}"
 
     consensus = {r["id"]: r for r in read_jsonl(run_dir / "consensus.jsonl")}
-    corpus = list(read_jsonl(run_dir / "corpus.jsonl"))
+    corpus = [to_json(row) for row in read_jsonl(run_dir / "corpus.jsonl", CorpusRow)]  # media paths made absolute
     accepted = [(s, t) for s, t in items if verdicts[t.id].accept]
     assert [row["id"] for row in corpus] == [t.id for _, t in accepted]
     for row, (s, t) in zip(corpus, accepted):  # SFT needs nothing else: (audio, question, options) → text

@@ -37,17 +37,24 @@ def local_path(name: str, folder: Path | None = None) -> str:
 def load_model(path: str | Path, dtype: str = "float32", device_map: str | None = None,
                trust_remote_code: bool = False, training: bool = False):
     """(model, processor) for a full checkpoint or a LoRA adapter folder (base + adapter, trainable
-    when `training`). A released Qwen2.5-Omni checkpoint loads as its thinker (the part that
-    writes text; audio in, text out), which is what a student trains: what training saves is the
-    thinker alone (its talker, which speaks the text, is neither trained nor saved)."""
+    when `training`; a base that is itself an adapter — LoRA GRPO's `final/adapter/` on LoRA SFT's
+    model — is loaded and merged first). A released Qwen2.5-Omni checkpoint loads as its thinker
+    (the part that writes text; audio in, text out), which is what a student trains: what training
+    saves is the thinker alone (its talker, which speaks the text, is neither trained nor saved)."""
     import torch
     import transformers
     from transformers import AutoConfig
 
     path = Path(local_path(str(path)))
-    adapter = (path / "adapter_config.json").exists()
-    base = local_path(json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"], path) \
-        if adapter else str(path)
+    if (path / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        base = local_path(json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"], path)
+        model, processor = load_model(base, dtype, device_map, trust_remote_code)
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        return PeftModel.from_pretrained(model, str(path), is_trainable=training), processor
+    base = str(path)
     config = AutoConfig.from_pretrained(base, trust_remote_code=trust_remote_code)
     family = FAMILIES.get(config.model_type)
     if family is None or family.architecture is None:
@@ -60,10 +67,6 @@ def load_model(path: str | Path, dtype: str = "float32", device_map: str | None 
                                         trust_remote_code=trust_remote_code)
     if family.thinker:  # the thinker writes the text; the talker only speaks it
         model = model.thinker
-    if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(path), is_trainable=training)
     return model, load_processor(base, trust_remote_code)
 
 

@@ -23,7 +23,7 @@ from sightsound import answers, datasets, formats, scoring
 from sightsound.config import ConfigError
 from sightsound.engine import EngineConfig, map_jobs
 from sightsound.inference import Asking, answer_all, inputs_of, scorer_for
-from sightsound.manifest import model_inputs, open_stage, read_manifest
+from sightsound.manifest import input_files, model_inputs, open_stage, read_manifest
 from sightsound.models import ModelConfig, load_backend
 from sightsound.prompts import METHODS
 from sightsound.records import Sample
@@ -163,4 +163,4 @@ def _by(rows: list[dict], key) -> dict:
 def _dataset_files(samples_path: Path) -> dict:
     """The benchmark files the samples came from, with their sha256 (prepare's manifest)."""
     manifest = read_manifest(samples_path.parent, "prepare")
-    return manifest["inputs"] if manifest else {}
+    return input_files(samples_path.parent, manifest) if manifest else {}

@@ -77,10 +77,11 @@ def main(cfg: GRPOConfig) -> dict:
         log = completions if completions is not None and (number + 1) % every == 0 else None
         return grpo_step(accelerator, policy, reference, processor, optimizer, trainable, batch, cfg, number, log)
 
-    # With LoRA GRPO the adapter sits on the SFT model merged in memory, which no folder holds: the
-    # saved models are merged, so they load as they were trained.
+    # With LoRA GRPO the adapter sits on the SFT model merged in memory: the saved models are merged,
+    # so they load as they were trained, and the adapter is beside (PEFT loads it on that model).
     state = train(accelerator, stage, cfg, policy, processor, step, name="grpo", items=len(items),
-                  batch_size=cfg.prompts_per_step, val_method="zero_shot_cot", merge=cfg.lora.enabled,
+                  batch_size=cfg.prompts_per_step, val_method="zero_shot_cot",
+                  merged_from=cfg.model if cfg.lora.enabled else None,
                   show={"reward": ".3f", "kl": ".4f"})
     if completions is not None:
         completions.close()

@@ -29,7 +29,7 @@ from sightsound import datasets, media
 from sightsound.datasets.reading import Entry, Skip
 from sightsound.engine import EngineConfig, map_jobs
 from sightsound.manifest import open_stage
-from sightsound.records import Sample
+from sightsound.records import Sample, absolute_path
 from sightsound.rundir import RunDir
 from sightsound.store import JsonlWriter, keep_only, read_jsonl, sha256_file, write_jsonl
 
@@ -61,7 +61,7 @@ def main(cfg: PrepareConfig) -> dict:
                        note=lambda m: f"{m['counts']['samples']} samples", check=lambda: _lost_media(run))
     if stage.done:
         return stage.manifest
-    keep_only(run.samples, _media_intact)  # a sample whose cached clip is gone or empty is decoded again
+    keep_only(run.samples, lambda row: _media_intact(row, run.root))  # a lost or empty cached clip is decoded again
 
     media_root = Path(cfg.media or cfg.root)
     root = Path(cfg.root)  # media named by path must lie under the media's folder or the metadata's
@@ -98,14 +98,16 @@ def _nonempty(path: Path) -> bool:
     return path.is_file() and path.stat().st_size > 0
 
 
-def _media_intact(row: dict) -> bool:
-    """Whether a sample's cached audio and frames are still there and not empty."""
-    return all(_nonempty(Path(p)) for p in (row.get("audio"), (row.get("meta") or {}).get("frames")) if p)
+def _media_intact(row: dict, folder: Path) -> bool:
+    """Whether a sample's cached audio and frames (named relative to the run's `folder`) are still
+    there and not empty."""
+    paths = (row.get("audio"), (row.get("meta") or {}).get("frames"))
+    return all(_nonempty(Path(absolute_path(p, folder))) for p in paths if p)
 
 
 def _lost_media(run: RunDir) -> list[str]:
     """'N samples lost their cached media', when some did."""
-    lost = sum(not _media_intact(row) for row in read_jsonl(run.samples)) if run.samples.exists() else 0
+    lost = sum(not _media_intact(row, run.root) for row in read_jsonl(run.samples)) if run.samples.exists() else 0
     return [f"{lost} samples lost their cached media"] if lost else []
 
 

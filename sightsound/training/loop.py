@@ -27,6 +27,7 @@ from sightsound.config import ConfigError, check_name, to_dict
 from sightsound.inference import Asking, answer_all
 from sightsound.manifest import StageRun, open_stage
 from sightsound.models.hf import HFBackend
+from sightsound.models.loading import local_path
 from sightsound.records import Sample
 from sightsound.rundir import RunDir, TrainingDir
 from sightsound.store import JsonlWriter, read_jsonl, write_json
@@ -73,11 +74,13 @@ def open_training(run_dir: Path, cfg, inputs: dict, grad_accum: int = 1):
 
 
 def train(accelerator, stage: StageRun, cfg, model, processor, step, *, name: str, items: int, batch_size: int,
-          batches_per_step: int = 1, val_method: str, merge: bool = False, show: dict[str, str]) -> dict:
+          batches_per_step: int = 1, val_method: str, merged_from: str | None = None,
+          show: dict[str, str]) -> dict:
     """Run `step` until `cfg.steps`, resuming from the newest checkpoint; returns the trainer state
     (step, best_accuracy, best_step). `batch_size` examples per process make a batch, and a step
-    takes `batches_per_step` of them; `merge` saves best/ and final/ with LoRA folded in; `show`
-    names the metrics on the progress bar, with their formats."""
+    takes `batches_per_step` of them; `merged_from` (the model a LoRA run started from) saves best/
+    and final/ with LoRA folded in, and the adapter beside, in `adapter/`; `show` names the
+    metrics on the progress bar, with their formats."""
     folder = RunDir(stage.run_dir).training(cfg.subdir)
     out = folder.root
     state = {"step": 0, "best_accuracy": None, "best_step": None}
@@ -104,7 +107,7 @@ def train(accelerator, stage: StageRun, cfg, model, processor, step, *, name: st
             row["val_accuracy"] = validate(accelerator, model, processor, cfg, val_method)
             if state["best_accuracy"] is None or row["val_accuracy"] > state["best_accuracy"]:
                 state.update(best_accuracy=row["val_accuracy"], best_step=state["step"])
-                save_model(accelerator, model, processor, folder.best, merge=merge)
+                save_model(accelerator, model, processor, folder.best, merged_from=merged_from)
             model.train()
         if main and (state["step"] % cfg.log_every == 0 or "val_accuracy" in row or last_step):
             metrics.write(row)
@@ -113,7 +116,7 @@ def train(accelerator, stage: StageRun, cfg, model, processor, step, *, name: st
         if state["step"] % cfg.save_every == 0 or last_step:
             save_checkpoint(accelerator, out, state, cfg.keep_checkpoints)
     bar.close()
-    save_model(accelerator, model, processor, folder.final, merge=merge)
+    save_model(accelerator, model, processor, folder.final, merged_from=merged_from)
     if main:
         metrics.close()
     accelerator.end_training()  # closes the trackers
@@ -162,18 +165,31 @@ def validate(accelerator, model, processor, cfg, method: str) -> float:
     return float(accelerator.gather(torch.tensor([accuracy], device=accelerator.device))[0])
 
 
-def save_model(accelerator, model, processor, path: Path, merge: bool = False) -> None:
-    """An ordinary HF folder (a LoRA adapter, or with `merge` the full merged model) + processor."""
+ADAPTER = "adapter"  # a merged LoRA model's own adapter, in its folder
+
+
+def save_model(accelerator, model, processor, path: Path, merge: bool = False, merged_from: str | None = None) -> None:
+    """An ordinary HF folder + processor: a LoRA adapter as it is, or with `merge` the full merged
+    model; with `merged_from` (the model the adapter was trained on) the merged model and the
+    adapter in `path/adapter/`, its `base_model_name_or_path` that model, so PEFT loads it too."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        if merge and hasattr(unwrapped, "merge_and_unload"):
-            import copy
-
-            unwrapped = copy.deepcopy(unwrapped).merge_and_unload()
+        lora = hasattr(unwrapped, "merge_and_unload")
         if path.exists():
             shutil.rmtree(path)
-        unwrapped.save_pretrained(path)
+        if lora and (merge or merged_from):
+            import copy
+
+            copy.deepcopy(unwrapped).merge_and_unload().save_pretrained(path)
+            if merged_from:
+                unwrapped.save_pretrained(path / ADAPTER)
+                settings = path / ADAPTER / "adapter_config.json"
+                config = json.loads(settings.read_text())
+                config["base_model_name_or_path"] = local_path(merged_from)
+                settings.write_text(json.dumps(config, indent=2) + "\n")
+        else:
+            unwrapped.save_pretrained(path)
         if hasattr(processor, "save_pretrained"):
             processor.save_pretrained(path)
     accelerator.wait_for_everyone()
