@@ -9,7 +9,10 @@ names that the run has, and left out when it has none.
 Verdicts: **holds** (significant, p < 0.05, the paper's way), **contradicted** (significant, the
 other way), **not shown** otherwise; a claim that something is *kept* ("maintains") holds unless it
 is significantly lost. **format-limited**: significant, but not the same way on the questions both
-models answered parsably — decided by answers that name no option, not by hearing. In a report
+models answered parsably — decided by answers that name no option, not by hearing. **not a finding
+(one answer by rote)**: a model answers `scoring.ONE_ANSWER` or more of the benchmark's questions
+with the one answer it gives each question type (`scoring.one_answer`), so the comparison measures
+that answer's base rate, whatever its significance. In a report
 pooled over seeds (question ids `seed<k>#...`, from `sightsound run` with `run.seeds`), a verdict
 also needs every seed's difference to point the same way, else it is **not shown (seeds
 disagree)**. A claim tested on several benchmarks holds when every part holds, is contradicted
@@ -22,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sightsound.formats import p_is, with_interval
-from sightsound.scoring import SIGNIFICANCE, paired_test, wilson_interval
+from sightsound.scoring import ONE_ANSWER, SIGNIFICANCE, paired_test, wilson_interval
 
 ROLES = {  # role → what the model is (Tables 1 and 2's rows)
     "teacher": "the vision-language teacher on silent video (zero-shot audio-CoT)",
@@ -41,6 +44,7 @@ BENCHMARK_ROLES = ("in_domain", "sound", "acoustic", "music_like")  # the paper'
 # MMAU speech/music and MUSIC-AVQA
 
 FORMAT_LIMITED = "format-limited"
+ONE_ANSWER_VERDICT = "not a finding (one answer by rote)"
 NOT_SHOWN = "not shown (not significant)"
 SEEDS_DISAGREE = "not shown (seeds disagree)"
 SEED_MARK = "#"  # a pooled report's question ids: "seed0#<id>"
@@ -151,15 +155,16 @@ def _change(test: dict) -> str:
 
 
 def build_claims(marks: dict[tuple[str, str], dict], roles: dict[str, str], benchmarks: dict[str, str | None],
-                 verify: dict | None = None, parsed: dict | None = None) -> list[Claim]:
+                 verify: dict | None = None, parsed: dict | None = None, answers: dict | None = None) -> list[Claim]:
     """The claims table. `marks[(benchmark, model)]` maps question id → correct; `roles` maps a role
     of ROLES to a model name; `benchmarks` a role of BENCHMARK_ROLES to a benchmark name; `verify`
     is the verify stage's manifest (for the corpus's precision); `parsed[(benchmark, model)]` maps
-    question id → whether the answer was parsable (for the format-limited rule)."""
+    question id → whether the answer was parsable (for the format-limited rule); `answers[(benchmark,
+    model)]` is its `scoring.one_answer` share (for the rote-answer rule)."""
     unknown = sorted(set(benchmarks) - set(BENCHMARK_ROLES))
     if unknown:
         raise ValueError(f"unknown benchmark role {unknown[0]!r} (roles: {', '.join(BENCHMARK_ROLES)})")
-    run = _Measured(marks, roles, benchmarks, verify, parsed or {})
+    run = _Measured(marks, roles, benchmarks, verify, parsed or {}, answers or {})
     found = [c for c in (_paired_claim(run, claim) for claim in PAIRED_CLAIMS) if c]
     return found + _corpus_precision(run) + _test_time_scaling(run) + _teacher_errors(run)
 
@@ -173,6 +178,7 @@ class _Measured:
     benchmarks: dict[str, str | None]
     verify: dict | None
     parsed: dict[tuple[str, str], dict]
+    answers: dict[tuple[str, str], float | None]
 
     def paired(self, bench_role: str, first: str, second: str) -> dict | None:
         """The paired test of two roles' models on the benchmark playing `bench_role`, with
@@ -183,6 +189,8 @@ class _Measured:
         if not (bench and a and b):
             return None
         test = paired_test(a, b)
+        test["one_answer"] = any((self.answers.get((bench, self.roles[role])) or 0) >= ONE_ANSWER
+                                 for role in (first, second))
         pa, pb = self.parsed.get((bench, self.roles[first])), self.parsed.get((bench, self.roles[second]))
         if pa and pb:
             both = {q for q in pa if pa[q] and pb.get(q)}
@@ -197,9 +205,12 @@ class _Measured:
 
 
 def judged(test: dict, expected: int = 1) -> str:
-    """The verdict of a paired test, with the format-limited rule (a significant difference that is
-    not significant the same way on the questions both models answered parsably was decided by
-    unparsable answers) and the seeds rule (every seed's difference the same way)."""
+    """The verdict of a paired test, with the rote-answer rule (a model answering by rote makes no
+    finding), the format-limited rule (a significant difference that is not significant the same way
+    on the questions both models answered parsably was decided by unparsable answers) and the seeds
+    rule (every seed's difference the same way)."""
+    if test.get("one_answer"):
+        return ONE_ANSWER_VERDICT
     found = verdict(test["difference"], test["p_value"], expected)
     inner = test.get("parsable_test")
     if found in ("holds", "contradicted") and inner is not None \
@@ -215,7 +226,7 @@ def judged(test: dict, expected: int = 1) -> str:
 def combined(parts: list[tuple[str, str]]) -> str:
     """One verdict from the verdicts of a claim's parts, (benchmark, verdict) each."""
     verdicts = [v for _, v in parts]
-    for strongest in (FORMAT_LIMITED, "contradicted"):
+    for strongest in (FORMAT_LIMITED, ONE_ANSWER_VERDICT, "contradicted"):
         if strongest in verdicts:
             return strongest
     if all(v.startswith("holds") for v in verdicts):

@@ -90,6 +90,33 @@ def unparsable(rows) -> dict:
     return {"count": bad, "share": round(bad / len(rows), 4) if rows else None}
 
 
+ONE_ANSWER = 0.95  # a model giving one option to this share of a question type's questions answers by rote
+
+
+def one_answer(chosen) -> dict:
+    """{share, categories} for (category, chosen option text) pairs of a model's answers (None when
+    it named no option; left out): per category, the share of its answers that are its most common
+    one; `share` over all categories, weighted by their answers. At `ONE_ANSWER` or above, the model
+    gives one answer to a question type whatever the clip (the tiny student's "high" to every pitch
+    question): an accuracy, or a comparison, decided by such answers measures the rote answer's
+    base rate, not hearing."""
+    per: dict[str, dict[str, int]] = {}
+    for category, text in chosen:
+        if text is not None:
+            counts = per.setdefault(str(category), {})
+            counts[text] = counts.get(text, 0) + 1
+    tops = {name: (max(counts.values()), sum(counts.values())) for name, counts in per.items()}
+    answered = sum(total for _, total in tops.values())
+    return {"share": round(sum(top for top, _ in tops.values()) / answered, 4) if answered else None,
+            "categories": {name: round(top / total, 4) for name, (top, total) in sorted(tops.items())}}
+
+
+def chosen_option(row) -> str | None:
+    """The option a prediction row (`options`, `pred_index`) chose, as text; None when none."""
+    index = row.get("pred_index")
+    return row["options"][index] if row.get("options") and index is not None else None
+
+
 def judge(row, scorer: str = "default", **match_kwargs) -> tuple[int | None, bool | None]:
     """(pred_index, correct) for one prediction (`response`, `options`, `answer`) by a scorer;
     `correct` is None when the row is unlabelled (its option is still read, for a submission)."""

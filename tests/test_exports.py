@@ -102,7 +102,12 @@ def test_trl_sft_trainer_feeds_the_audio_through_our_collator(run_dir, tiny_mode
                      report_to=[], use_cpu=True, save_strategy="no", logging_steps=1)
     trainer = SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=processor.tokenizer,
                          data_collator=collator)
-    trainer.train()
+    try:
+        trainer.train()
+    finally:  # TRL's trainer leaves accelerate's process-wide state set (it changed later tests' SFT losses)
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
     assert sum(heard) == 2 and trainer.state.log_history[0]["loss"] > 0
 
 

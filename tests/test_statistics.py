@@ -224,13 +224,43 @@ def test_a_difference_decided_by_unparsable_answers_is_format_limited():
         grpo_claim] == "contradicted"
 
 
+def test_one_answer_is_the_share_of_answers_each_question_type_gets_most():
+    from sightsound.scoring import one_answer
+
+    rote = [("Pitch", "high")] * 20 + [("Louder", "no")] * 19 + [("Louder", "yes"), ("Louder", None)]
+    found = one_answer(rote)
+    assert found["categories"] == {"Louder": 0.95, "Pitch": 1.0} and found["share"] == round(39 / 40, 4)
+    hearing = [("Pitch", "high")] * 11 + [("Pitch", "low")] * 9
+    assert one_answer(hearing)["share"] == 0.55 and one_answer([])["share"] is None
+
+
+def test_a_comparison_with_a_model_answering_by_rote_is_not_a_finding():
+    """GRPO improves on SFT by 20 points, significantly — but the SFT model said "high" to every
+    question, so its 40% is that answer's base rate and the comparison is no finding."""
+    ids = [f"q{i}" for i in range(100)]
+    marks = {("acoustic", "sft"): {q: i < 40 for i, q in enumerate(ids)},
+             ("acoustic", "grpo"): {q: i < 60 for i, q in enumerate(ids)}}
+    roles, benches = {"tts_agfv_sft": "sft", "grpo": "grpo"}, {"sound": "acoustic"}
+    claim = "GRPO improves on its SFT start"
+    assert {c.claim: c.verdict for c in claims.build_claims(marks, roles, benches)}[claim] == "holds"
+    answers = {("acoustic", "sft"): 1.0, ("acoustic", "grpo"): 0.55}
+    found = {c.claim: c.verdict for c in claims.build_claims(marks, roles, benches, answers=answers)}
+    assert found[claim] == claims.ONE_ANSWER_VERDICT
+    answers[("acoustic", "sft")] = 0.94  # under the threshold: the verdict stands
+    assert {c.claim: c.verdict for c in claims.build_claims(marks, roles, benches, answers=answers)}[claim] == "holds"
+
+
 def test_a_synthetic_benchmark_is_reported_per_category_and_their_average():
     cell = lambda right, n: tally([True] * right + [False] * (n - right))  # noqa: E731
     result = {"dataset": "synth", "benchmark": "music-like", "label": "m", "method": "direct", **cell(30, 60),
-              "per_category": {"Order": cell(20, 30), "Exist": cell(10, 30)}, "unparsable": {"share": 0.05}}
+              "per_category": {"Order": cell(20, 30), "Exist": cell(10, 30)}, "unparsable": {"share": 0.05},
+              "one_answer": {"share": 0.6}}
     headers, [row] = report.build_table([result])
-    assert headers[2:] == ["music-like Order", "music-like Exist", "music-like Avg", "music-like unparsable"]
+    assert headers[2:] == ["music-like Order", "music-like Exist", "music-like Avg", "music-like unparsable",
+                           "music-like one answer"]
     assert row[2].startswith("66.7") and row[3].startswith("33.3") and row[4].startswith("50.0") and row[5] == "5.0%"
+    assert row[6] == "60.0%"
+    del result["one_answer"]
     result["per_category"] = {"Order": cell(20, 30)}  # one category: the benchmark's accuracy alone
     assert report.build_table([result])[0][2:] == ["music-like", "music-like unparsable"]
 

@@ -19,7 +19,7 @@ from sightsound.report.render import render_html, render_markdown
 from sightsound.report.settings import ReportConfig
 from sightsound.report.tables import build_table, write_csv
 from sightsound.rundir import RunDir
-from sightsound.scoring import tally
+from sightsound.scoring import one_answer, tally
 
 QUALITY = ("accepted_traces", "accepted_correct", "rejected_traces", "rejected_correct")
 
@@ -31,19 +31,22 @@ def write_pooled_report(run_dir: str | Path, seed_dirs: dict[int, Path], setting
     benches = list(settings.benchmark_roles().values())
     per_seed = {seed: read_results(Path(folder), settings.rows, benches) for seed, folder in seed_dirs.items()}
     keys = list(dict.fromkeys(key for found in per_seed.values() for key in found))
-    marks, parsed, results = {}, {}, []
+    marks, parsed, results, answers = {}, {}, [], {}
     for key in keys:
         present = {seed: found[key] for seed, found in per_seed.items() if key in found}
-        marks[key] = {f"seed{s}{paper_claims.SEED_MARK}{q}": v for s, e in present.items() for q, v in e.correct.items()}
-        parsed[key] = {f"seed{s}{paper_claims.SEED_MARK}{q}": v for s, e in present.items() for q, v in e.parsable.items()}
-        results.append(_pooled_result([e.result for e in present.values()], parsed[key]))
+        marks[key], parsed[key] = ({f"seed{s}{paper_claims.SEED_MARK}{q}": v for s, e in present.items()
+                                    for q, v in getattr(e, field).items()} for field in ("correct", "parsable"))
+        chosen = [(f"seed{s}{paper_claims.SEED_MARK}{category}", text)  # rote answers are a seed's own
+                  for s, e in present.items() for category, text in e.chosen.values()]
+        results.append(_pooled_result([e.result for e in present.values()], parsed[key], one_answer(chosen)))
+        answers[key] = results[-1]["one_answer"]["share"]
     verify = _pooled_quality([read_manifest(Path(f), "verify", strict=False) for f in seed_dirs.values()])
     sections = [
         ("Seeds", [("text", f"{len(seed_dirs)} seeds, each a whole run (world, initialisation and sampling): "
                             + ", ".join(f"`{Path(f).name}`" for f in seed_dirs.values()) + ".")]),
         ("Evaluation, pooled over seeds", build.evaluation_blocks(results, settings.in_domain)),
         ("Per seed", _spread_blocks(per_seed, keys)),
-        ("The paper's claims, as measured", build.claims_blocks(marks, settings, verify, parsed)),
+        ("The paper's claims, as measured", build.claims_blocks(marks, settings, verify, parsed, answers)),
     ]
     title = f"SightSound-R1 run over {len(seed_dirs)} seeds: {Path(run_dir).resolve().name}"
     intro = ("Every number below is read from the seeds' run directories; accuracies pool every seed's questions, "
@@ -56,7 +59,7 @@ def write_pooled_report(run_dir: str | Path, seed_dirs: dict[int, Path], setting
     return text
 
 
-def _pooled_result(results: list[dict], parsed: dict[str, bool]) -> dict:
+def _pooled_result(results: list[dict], parsed: dict[str, bool], answered_once: dict) -> dict:
     """One result from the seeds' results of a model on a benchmark: counts summed, intervals anew."""
     first = dict(results[0])
     correct, total = sum(r.get("correct") or 0 for r in results), sum(r.get("count") or 0 for r in results)
@@ -68,7 +71,7 @@ def _pooled_result(results: list[dict], parsed: dict[str, bool]) -> dict:
     bad = sum(not ok for ok in parsed.values())
     first.update(_counts(correct, total), per_category={n: _counts(c, t) for n, (c, t) in categories.items()},
                  unparsable={"count": bad, "share": round(bad / len(parsed), 4) if parsed else None},
-                 dataset_files={})
+                 one_answer=answered_once, dataset_files={})
     return first
 
 

@@ -17,7 +17,7 @@ from sightsound.report.reading import eval_manifests, read_jsonl
 from sightsound.report.settings import ReportConfig
 from sightsound.report.tables import build_table, result_notes
 from sightsound.rundir import RUN_MANIFEST, RunDir
-from sightsound.scoring import paired_test
+from sightsound.scoring import ONE_ANSWER, paired_test
 
 
 def pipeline_blocks(manifests: dict[str, dict], run_dir: Path) -> list:
@@ -223,15 +223,18 @@ def premise_blocks(manifests: dict, marks: dict, settings: ReportConfig) -> list
             ("table", ["Premise", "Paper", "This run"], rows)]
 
 
-def claims_blocks(marks: dict, settings: ReportConfig, verify: dict | None, parsed: dict | None = None) -> list:
-    found = paper_claims.build_claims(marks, settings.claims, settings.benchmark_roles(), verify, parsed)
+def claims_blocks(marks: dict, settings: ReportConfig, verify: dict | None, parsed: dict | None = None,
+                  answers: dict | None = None) -> list:
+    found = paper_claims.build_claims(marks, settings.claims, settings.benchmark_roles(), verify, parsed, answers)
     if not found:
         return []
     roles = "; ".join(f"{role} = `{name}`" for role, name in settings.claims.items())
     note = ("Each claim of the paper this run can test, the paper's figure, ours (accuracy with its 95% interval, "
             "the difference and its p-value) and a verdict: holds (significant, the paper's way), contradicted "
-            "(significant, the other way), not shown (not significant), or format-limited (significant, but not "
-            "on the questions both models answered parsably: decided by unparsable answers, not by hearing). "
+            "(significant, the other way), not shown (not significant), format-limited (significant, but not "
+            "on the questions both models answered parsably: decided by unparsable answers, not by hearing), or "
+            f"{paper_claims.ONE_ANSWER_VERDICT}: a model answers {100 * ONE_ANSWER:.0f}% or more of that "
+            "benchmark's questions with the one answer it gives each question type, whatever the clip. "
             "Models: " + roles + ".")
     return [("text", note), ("table", ["Claim", "Paper", "This run", "Verdict"],
                              [[c.claim, c.paper, c.ours, c.verdict] for c in found])]

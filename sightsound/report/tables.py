@@ -5,7 +5,9 @@ Music / Avg and MUSIC-AVQA Temp / Comp / Cnt / Exist / Avg as in Table 2, each c
 average for a benchmark that asks for it (the synthetic world's), plain accuracy for AVQA (Table 1)
 and any other dataset. A cell is a percentage with one decimal and its 95% Wilson
 interval, "57.5 (52.6–62.2)", from the per-sample predictions of `sightsound eval`; a missing one is "—".
-Each benchmark's "unparsable" column is the share of answers the extractor could not read.
+Each benchmark's "unparsable" column is the share of answers the extractor could not read; its
+"one answer" column the share of answers that are the one its question type gets most (100%: the
+model gives each question type one answer, whatever the clip; `scoring.one_answer`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def columns_of(result: dict) -> dict[str, dict | None]:
         cells[f"{title} Avg"] = paper["avg"]
     if (result.get("unparsable") or {}).get("share") is not None:  # beside every accuracy: answers naming no option
         cells[f"{name} unparsable"] = {"share": result["unparsable"].get("share")}
+    if (result.get("one_answer") or {}).get("share") is not None:  # and answers by rote (scoring.one_answer)
+        cells[f"{name} one answer"] = {"share": result["one_answer"]["share"]}
     return cells
 
 
