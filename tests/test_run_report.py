@@ -136,3 +136,35 @@ def test_empty_or_broken_run_dir_still_reports(tmp_path):
     assert "4 of 4 traces accepted (100.0%) by local" in text and "Teacher:" not in text and "caught" not in text
     assert (run / "plots" / "grpo.png").read_bytes().startswith(b"\x89PNG")
     assert not (run / "plots" / "sft_loss.png").exists()
+
+
+def test_the_html_page_renders_bold_and_lets_wide_tables_scroll(tmp_path):
+    from sightsound.report.render import render_html
+
+    page = render_html("t", "intro", [("S", [("text", "**Table 2 analogue.** see `x`"),
+                                             ("table", ["a", "b"], [["1", "2"]])])], tmp_path)
+    assert "<strong>Table 2 analogue.</strong> see <code>x</code>" in page and "**" not in page
+    assert '<div class="wide"><table>' in page and ".wide { overflow-x: auto; }" in page
+
+
+def test_the_accuracy_plot_shows_only_evaluated_models_each_named_apart(tmp_path, monkeypatch):
+    """A model not evaluated on a benchmark has no empty row there; labels that repeat (the
+    student by three methods) carry their method."""
+    from matplotlib.figure import Figure
+
+    from sightsound.report.plots import plot_accuracy
+
+    cell = {"accuracy": 0.5, "count": 10, "ci95": [0.2, 0.8]}
+    results = {("in-domain", "direct"): {**cell, "label": "student", "method": "direct"},
+               ("in-domain", "cot"): {**cell, "label": "student", "method": "zero_shot_cot"},
+               ("sound", "direct"): {**cell, "label": "student", "method": "direct"}}
+    shown, original = {}, Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        shown.update({ax.get_title(): [t.get_text() for t in ax.get_yticklabels()] for ax in fig.axes})
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    plot_accuracy(results, tmp_path / "plots" / "accuracy.png")
+    assert shown == {"in-domain (10 questions)": ["student (direct)", "student (zero_shot_cot)"],
+                     "sound (10 questions)": ["student (direct)"]}

@@ -70,33 +70,36 @@ def plot_grpo(rows: list[dict], out: Path, folder: str = "grpo") -> str:
 
 
 def plot_accuracy(results: dict[tuple[str, str], dict], out: Path) -> str:
-    """One panel per benchmark: each model's accuracy as a horizontal bar with its 95% interval as
-    an error bar, models top to bottom in report order; returns the path relative to the run directory."""
-    benches = list(dict.fromkeys(bench for bench, _ in results))
-    models = list(dict.fromkeys(model for _, model in results))
+    """One panel per benchmark: the accuracy of each model evaluated on it as a horizontal bar with
+    its 95% interval as an error bar, models top to bottom in report order, each named by its label
+    (and its method, where labels repeat); returns the path relative to the run directory."""
+    shown = {}
+    for (bench, model), r in results.items():
+        if r.get("count"):
+            shown.setdefault(bench, []).append(model)
+    benches = list(shown)
     labels = {model: r.get("label") or model for (_, model), r in results.items()}
-    fig = _figure(1.0 + 0.45 * len(models) * len(benches))
-    axes = fig.subplots(len(benches), 1, squeeze=False)[:, 0]
+    repeated = {label for label in labels.values() if list(labels.values()).count(label) > 1}
+    methods = {model: r.get("method") for (_, model), r in results.items()}
+    names = {m: f"{labels[m]} ({methods[m]})" if labels[m] in repeated and methods[m] else labels[m] for m in labels}
+    fig = _figure(1.0 + 0.45 * sum(len(models) + 2 for models in shown.values()))
+    axes = fig.subplots(len(benches), 1, squeeze=False,
+                        gridspec_kw={"height_ratios": [len(shown[b]) + 2 for b in benches]})[:, 0]
     for ax, bench in zip(axes, benches):
-        ys, values, low, high = [], [], [], []
-        for y, model in enumerate(models):
-            r = results.get((bench, model))
-            if r is None or not r.get("count"):
-                continue
-            interval = cell_interval(r) or [r["accuracy"], r["accuracy"]]
-            ys.append(y)
-            values.append(100 * r["accuracy"])
-            low.append(100 * (r["accuracy"] - interval[0]))
-            high.append(100 * (interval[1] - r["accuracy"]))
-        ax.barh(ys, values, xerr=[low, high], color="tab:blue", alpha=0.75, capsize=4)
-        for y, value, up in zip(ys, values, high):
+        rows = [results[(bench, model)] for model in shown[bench]]
+        values = [100 * r["accuracy"] for r in rows]
+        intervals = [cell_interval(r) or [r["accuracy"], r["accuracy"]] for r in rows]
+        low = [100 * (r["accuracy"] - i[0]) for r, i in zip(rows, intervals)]
+        high = [100 * (i[1] - r["accuracy"]) for r, i in zip(rows, intervals)]
+        ax.barh(range(len(rows)), values, xerr=[low, high], color="tab:blue", alpha=0.75, capsize=4)
+        for y, (value, up) in enumerate(zip(values, high)):
             inside = value >= 12  # a short bar's number goes past its error bar, in black
             ax.text(1 if inside else value + up + 1, y, f"{value:.1f}", va="center",
                     color="white" if inside else "black", fontsize="small")
-        ax.set_yticks(range(len(models)), [labels[m] for m in models])
+        ax.set_yticks(range(len(rows)), [names[m] for m in shown[bench]])
         ax.invert_yaxis()
         ax.set_xlim(0, 100)
-        count_of = max((results[(bench, m)].get("count") or 0) for m in models if (bench, m) in results)
+        count_of = max((r.get("count") or 0) for r in rows)
         ax.set(title=f"{bench} ({count_of} questions)", xlabel="accuracy (%), 95% interval")
         ax.grid(axis="x", alpha=0.3)
     return _save(fig, out)

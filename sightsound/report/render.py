@@ -13,7 +13,8 @@ from pathlib import Path
 from sightsound.report.tables import markdown
 
 CSS = """body { font-family: system-ui, sans-serif; max-width: 72em; margin: 2em auto; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; }
+.wide { overflow-x: auto; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: left; }
 th { background: #f0f0f0; }
 tr:nth-child(even) td { background: #fafafa; }
@@ -30,13 +31,15 @@ def render_markdown(title: str, intro: str, sections: list) -> str:
 
 def render_html(title: str, intro: str, sections: list, run_dir: Path) -> str:
     """One standalone HTML page: the same content as the Markdown, the plots embedded as base64 PNGs."""
-    def text(value: str) -> str:  # escaped, with `code` spans kept as code
-        return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(value))
+    def text(value: str) -> str:  # escaped, with `code` spans kept as code and **bold** as bold
+        value = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(value))
+        return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", value)
 
-    def table(headers: list[str], rows: list[list[str]]) -> str:
-        return "\n".join(["<table><thead><tr>" + "".join(f"<th>{text(h)}</th>" for h in headers) + "</tr></thead><tbody>",
+    def table(headers: list[str], rows: list[list[str]]) -> str:  # a wide one scrolls sideways
+        return "\n".join(['<div class="wide"><table><thead><tr>' + "".join(f"<th>{text(h)}</th>" for h in headers)
+                          + "</tr></thead><tbody>",
                           *("<tr>" + "".join(f"<td>{text(cell)}</td>" for cell in row) + "</tr>" for row in rows),
-                          "</tbody></table>"])
+                          "</tbody></table></div>"])
 
     def image(path: str, caption: str) -> str:
         data = base64.b64encode((run_dir / path).read_bytes()).decode("ascii")

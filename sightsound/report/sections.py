@@ -159,7 +159,9 @@ def evaluation_blocks(results: list[dict], in_domain: str | None = None) -> list
         if part and table1:  # without an in-domain benchmark, the one table above
             blocks += [("text", f"**{caption}.**"), ("table", *build_table(part))]
     return [("text", "Accuracy (%) per benchmark column, with its 95% Wilson interval, from `sightsound eval` "
-                     "predictions; each benchmark's unparsable column is the share of answers naming no option.")
+                     "predictions; each benchmark's unparsable column is the share of answers naming no option, "
+                     "and its one answer column the share that are the answer the model gives each question type "
+                     "most (100%: one answer to every question of a type, whatever the clip).")
             ] + blocks + [("text", note) for note in result_notes(results)]
 
 
