@@ -91,7 +91,9 @@ _SWIFT_PLUGIN_TEXT = '''"""sightsound's GRPO rewards for ms-swift, written by `s
 ms-swift's stock `accuracy` reward parses math (math_verify): an option word or letter such as
 "D", "one" or "high" reads as nothing and pays 0 on every row. These are the rewards `sightsound
 grpo` trained this run with, registered in ms-swift's reward registry (`orms`), as its guide to
-custom rewards describes; sightsound must be installed where ms-swift runs:
+custom rewards describes. sightsound must be importable where ms-swift runs; ms-swift 4.6 pins
+older transformers and peft than sightsound declares, so install it there with
+`pip install --no-deps sightsound` (the rewards need neither):
 
     swift rlhf --rlhf_type grpo --external_plugins {plugin} --dataset {dataset} \\
         --reward_funcs {names} --reward_weights {weights} ...

@@ -49,8 +49,11 @@ def prepare_for_training(model, gradient_checkpointing: bool = False, freeze: li
     for name, parameter in model.named_parameters():
         if any(p.search(name) for p in patterns):
             parameter.requires_grad_(False)
-    if gradient_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if gradient_checkpointing:  # the name transformers 5.23 gave it; before, gradient_checkpointing_enable
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False  # a cache is of no use while training, and clashes with recomputation
     return model
 
