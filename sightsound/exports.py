@@ -28,7 +28,7 @@ from sightsound.config import ConfigError, read_yaml
 from sightsound.datasets.reading import load_json_list
 from sightsound.manifest import input_files, read_manifest
 from sightsound.records import Consensus, CorpusRow, Sample
-from sightsound.rl import reward_function
+from sightsound.rl import DEFAULT_REWARDS, reward_function
 from sightsound.rundir import RunDir
 from sightsound.store import read_jsonl, sha256_file, write_json
 
@@ -136,7 +136,7 @@ def run_rewards(run: RunDir) -> dict:
     """The rewards (name → weight) the run's grpo stage was set to, else sightsound's defaults."""
     path = run.config("grpo")
     rewards = read_yaml(path).get("rewards") if path.exists() else None
-    return dict(rewards) if isinstance(rewards, dict) and rewards else {"accuracy": 1.0, "format": 1.0}
+    return dict(rewards) if isinstance(rewards, dict) and rewards else dict(DEFAULT_REWARDS)
 
 
 def write_swift_plugin(path: Path, rewards: dict, dataset: Path) -> None:

@@ -100,6 +100,7 @@ def accuracy_reward(completion: str, label, options) -> float:
 
 
 REWARDS = {"accuracy": accuracy_reward, "format": format_reward}
+DEFAULT_REWARDS = {"accuracy": 1.0, "format": 1.0}  # name → weight: what `grpo.rewards` is unless set
 
 
 def reward_function(name: str):

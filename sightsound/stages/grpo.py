@@ -35,7 +35,7 @@ class GRPOConfig(TrainingConfig):
     out: str = "runs/demo"  # the run directory (its samples and consensus)
     model: str = "runs/demo/sft/final"  # the SFT student: an adapter or a full folder
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(enabled=False))  # paper: full-parameter
-    rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0, "format": 1.0})
+    rewards: dict[str, float] = field(default_factory=lambda: dict(rl.DEFAULT_REWARDS))
     group_size: int = 8  # G (paper: 8)
     prompts_per_step: int = 4  # per device (paper: 4 prompts x 8 completions on each of 6 GPUs)
     lr: float = 1e-6  # paper
