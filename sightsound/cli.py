@@ -137,6 +137,9 @@ def _export(args):
         return
     lines = sum(1 for _ in path.open())
     print(f"export: {lines} {args.what} rows in {args.fmt}'s format → {path}")
+    if args.fmt == "swift" and args.what == "grpo":
+        print(f"export: the run's rewards for ms-swift (--external_plugins; its docstring has the command) → "
+              f"{path.parent / exports.SWIFT_PLUGIN}")
 
 
 def _configs(args):
