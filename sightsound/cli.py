@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import traceback
 import warnings
@@ -146,8 +147,6 @@ def _configs(args):
     from sightsound.config import PACKAGED, packaged_configs
 
     print(f"configs shipped with sightsound ({PACKAGED}); give a name or a path to `sightsound run`:")
-    import textwrap
-
     for name, description in packaged_configs().items():
         print(textwrap.fill(description, width=100, initial_indent=f"  {name:34} ", subsequent_indent=" " * 37))
 

@@ -29,7 +29,7 @@ from sightsound import datasets, media
 from sightsound.datasets.reading import Entry, Skip
 from sightsound.engine import EngineConfig, map_jobs
 from sightsound.manifest import open_stage
-from sightsound.records import Sample, absolute_path
+from sightsound.records import Sample
 from sightsound.rundir import RunDir
 from sightsound.store import JsonlWriter, keep_only, read_jsonl, sha256_file, write_jsonl
 
@@ -99,10 +99,10 @@ def _nonempty(path: Path) -> bool:
 
 
 def _media_intact(row: dict, folder: Path) -> bool:
-    """Whether a sample's cached audio and frames (named relative to the run's `folder`) are still
-    there and not empty."""
-    paths = (row.get("audio"), (row.get("meta") or {}).get("frames"))
-    return all(_nonempty(Path(absolute_path(p, folder))) for p in paths if p)
+    """Whether a sample row's cached audio and frames (named relative to the run's `folder`, as
+    `Sample.located` reads them) are still there and not empty."""
+    sample = Sample(**row).located(folder)
+    return all(_nonempty(Path(p)) for p in (sample.audio, sample.meta.get("frames")) if p)
 
 
 def _lost_media(run: RunDir) -> list[str]:
