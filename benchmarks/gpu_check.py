@@ -11,17 +11,23 @@ training pieces (`training.student`: LoRA on the decoder, gradient checkpointing
 log-probs, each clip encoded once per group; `rl.grpo_loss`):
 
 - SFT: LoRA rank 8 on the language model, `--sft-batch` sequences (paper: 8 per GPU) of prompt +
-  `--response-tokens`, loss on the response, AdamW — `--steps` timed steps after one warm-up.
-- GRPO: full-parameter with a frozen reference copy (the paper's), `--prompts` prompts (paper: 4 per
-  GPU) × G=`--group` (8) completions: rollouts with `generate` (exactly `--completion-tokens`
-  tokens each), the reference's and the policy's log-probs, eq. 2's loss, backward, AdamW.
+  `--response-tokens`, loss on the response (`response_loss`, as the sft stage computes it), AdamW — `--steps` timed steps after one warm-up.
+- GRPO rollouts: `sample_groups` makes exactly `--completion-tokens` tokens for each of `--prompts`
+  x `--group` rows, once with transformers' `generate` and once with `--decoder` (default
+  `compiled`: the static cache and CUDA graphs of `training.decoding`), each its median of `--steps`
+  after a warm-up (which includes compiling). Printed in ms a token, against the memory-bound floor:
+  the decoder's weights and every row's key/value cache read once per token at the copy bandwidth
+  measured here (a 1 GiB device copy).
+- GRPO update: full-parameter with a frozen reference copy (the paper's), the reference's and the
+  policy's log-probs of those completions, eq. 2's loss, backward, AdamW. The whole step is the
+  rollouts (`--decoder`) plus the update.
 
 Printed per stage: seconds per step, tokens per second (every token the step trains on; for GRPO
 each prompt once and its G completions, as scoring runs them), peak GPU memory
 (`torch.cuda.max_memory_allocated`), and model FLOPs utilisation: model FLOPs per trained token — 2N forward + 2N backward through activations + 2N for weight gradients
 when all weights train (N = parameters), not counting recomputation or attention — over the step
-time and the GPU's dense bf16 peak (`PEAK_TFLOPS`, or `--peak-tflops`). GRPO's rollouts are timed
-apart and not in its MFU. `sightsound estimate`'s figures for the same shapes (one process) are
+time and the GPU's dense bf16 peak (`PEAK_TFLOPS`, or `--peak-tflops`). GRPO's rollouts are not in
+its MFU. `sightsound estimate`'s figures for the same shapes (one process) are
 printed beside the measured peaks.
 """
 
@@ -93,7 +99,7 @@ def mfu(flops_per_token: float, tokens: int, seconds: float, args) -> float:
 
 
 def sft(args) -> dict:
-    from sightsound.training.student import LoraConfig, add_lora, prepare_for_training
+    from sightsound.training.student import LoraConfig, add_lora, prepare_for_training, response_loss
 
     config, model = build(args)
     model = add_lora(model, LoraConfig(rank=8, alpha=16, dropout=0.05))
@@ -113,7 +119,7 @@ def sft(args) -> dict:
     for step in range(args.steps + 1):
         reset(args) if step == 1 else None
         started = time.perf_counter()
-        model(**batch).loss.backward()
+        response_loss(model, batch).backward()  # as the sft stage computes it: no [B, T, V] logits
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         sync(args)
@@ -124,30 +130,74 @@ def sft(args) -> dict:
             "mfu": mfu(4 * n, tokens, seconds, args), "tokens": tokens}
 
 
+def bandwidth(args) -> float:
+    """Bytes a second the device copies (each byte read once and written once), from a 1 GiB copy."""
+    if args.device != "cuda":
+        return float("nan")
+    src = torch.empty(2 ** 29, dtype=torch.bfloat16, device="cuda")
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(10):
+        dst.copy_(src)
+    torch.cuda.synchronize()
+    return 10 * 2 * src.numel() * src.element_size() / (time.perf_counter() - started)
+
+
+def floor_ms(model, args, prompt_tokens: int, rate: float) -> float:
+    """The memory-bound floor of one decode step, in ms: every decoder weight a step reads (the layers
+    and the LM head; not the audio encoder, and of the embedding only a row per sequence) and every
+    row's key/value cache at the rollout's mean context, each read once at the measured copy rate."""
+    text = model.config.text_config
+    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    size = torch.finfo(args.dtype).bits // 8
+    weights = size * sum(p.numel() for name, p in model.named_parameters()
+                         if not any(part in name for part in ("audio_tower", "projector", "embed_tokens")))
+    context = prompt_tokens + args.completion_tokens / 2
+    cache = args.prompts * args.group * text.num_hidden_layers * 2 * heads * head_dim * context * size
+    return 1e3 * (weights + cache) / rate
+
+
+def rollouts(args, policy, prompt, decoder: str) -> float:
+    """Median seconds of `sample_groups` making exactly `--completion-tokens` tokens per row."""
+    from sightsound.training.student import sample_groups
+
+    eos = policy.generation_config.eos_token_id
+    settings = dict(do_sample=True, temperature=1.0, max_new_tokens=args.completion_tokens, use_cache=True,
+                    pad_token_id=0, suppress_tokens=eos if isinstance(eos, list) else [eos])  # never ends early
+    times = []
+    policy.eval()
+    for _ in range(args.steps + 1):
+        started = time.perf_counter()
+        with torch.no_grad():
+            output = sample_groups(policy, prompt, args.group, decoder=decoder, **settings)
+        sync(args)
+        times.append(time.perf_counter() - started)
+        assert output.shape[1] == prompt["input_ids"].shape[1] + args.completion_tokens
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
 def grpo(args) -> dict:
     import copy
 
     from sightsound import rl
-    from sightsound.training.student import completion_logps, prepare_for_training, sample_groups
+    from sightsound.training.student import completion_logps, prepare_for_training
 
     config, policy = build(args)
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
     policy = prepare_for_training(policy, gradient_checkpointing=True)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-6, weight_decay=0.0)
     g = torch.Generator().manual_seed(1)
-    prompt, _ = inputs(config, args, args.prompts, 0, g)
-    G, rollouts, times = args.group, [], []
+    prompt, completions = inputs(config, args, args.prompts * args.group, args.completion_tokens, g)
+    prompt = {k: v[::args.group] for k, v in prompt.items()}  # each prompt once; its G completions below
+    G, times = args.group, []
+    decoders = {name: rollouts(args, policy, prompt, name) for name in dict.fromkeys(["generate", args.decoder])}
+    reset(args)
     for step in range(args.steps + 1):
         reset(args) if step == 1 else None
         started = time.perf_counter()
-        policy.eval()
-        with torch.no_grad():
-            output = sample_groups(policy, prompt, G, do_sample=True, temperature=1.0,
-                                   max_new_tokens=args.completion_tokens, min_new_tokens=args.completion_tokens,
-                                   use_cache=True, pad_token_id=0)
-        sync(args)
-        rolled = time.perf_counter()
-        completions = output[:, prompt["input_ids"].shape[1]:]
         mask = torch.ones_like(completions)
         advantages = torch.randn(completions.shape[0], generator=g).to(args.device)
         policy.train()
@@ -158,13 +208,15 @@ def grpo(args) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         sync(args)
-        rollouts.append(rolled - started)
-        times.append(time.perf_counter() - rolled)
+        times.append(time.perf_counter() - started)
     seconds = sorted(times[1:])[len(times[1:]) // 2]
     # the tokens the scoring passes run: each prompt once for its group, then its G completions
     tokens = args.prompts * (prompt["input_ids"].shape[1] + G * args.completion_tokens)
     n = sum(p.numel() for p in policy.parameters())
-    return {"seconds": seconds, "rollout_seconds": sorted(rollouts[1:])[len(rollouts[1:]) // 2],
+    floor = floor_ms(policy, args, prompt["input_ids"].shape[1], bandwidth(args))
+    return {"seconds": seconds, "rollouts": decoders, "rollout_seconds": decoders[args.decoder],
+            "ms_per_token": {k: 1e3 * v / args.completion_tokens for k, v in decoders.items()}, "floor_ms": floor,
+            "step_seconds": seconds + decoders[args.decoder],
             "tokens_per_s": tokens / seconds, "peak_gib": peak_gib(args), "mfu": mfu(6 * n, tokens, seconds, args),
             "tokens": tokens}
 
@@ -184,6 +236,7 @@ def estimates(args) -> dict:
                 **shapes))["total"],
             "grpo": memory.estimate(config, grpo_counts, memory.Setup(
                 stage="grpo", reference=True, sequences=args.prompts * args.group, clips=args.prompts,
+                cache_kept=args.decoder == "compiled",
                 completion_tokens=args.completion_tokens, **shapes))["total"]}
 
 
@@ -199,11 +252,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--completion-tokens", type=int, default=512)
     parser.add_argument("--steps", type=int, default=2, help="timed steps per stage, after one warm-up")
+    parser.add_argument("--decoder", choices=["generate", "static", "compiled"],
+                        help="GRPO's rollout decoder timed beside generate (default: compiled; --smoke: static)")
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak (default: from its name)")
     parser.add_argument("--smoke", action="store_true", help="CPU, float32, a tiny model folder as --config")
     args = parser.parse_args(argv)
     args.device = "cpu" if args.smoke else "cuda"
     args.dtype = torch.float32 if args.smoke else torch.bfloat16
+    args.decoder = args.decoder or ("static" if args.smoke else "compiled")
     if args.smoke:
         args.window_frames = 200  # the tiny models' 2 s window
     elif not torch.cuda.is_available():
@@ -219,9 +275,14 @@ def main(argv=None) -> dict:
     predicted = estimates(args)
     print(f"{device}; {args.config}; random weights, {'float32' if args.smoke else 'bfloat16'}, gradient checkpointing")
     for stage, r in results.items():
-        extra = f", rollouts {r['rollout_seconds']:.1f} s" if "rollout_seconds" in r else ""
-        print(f"  {stage:4}: {r['seconds']:.2f} s a step{extra}; {r['tokens_per_s']:,.0f} tokens/s; "
-              f"peak {r['peak_gib']:.1f} GiB (estimate {predicted[stage] / 1024 ** 3:.1f}); MFU {r['mfu']:.1%}")
+        print(f"  {stage:4}: {r['seconds']:.2f} s a step{' (update only)' if stage == 'grpo' else ''}; "
+              f"{r['tokens_per_s']:,.0f} tokens/s; peak {r['peak_gib']:.1f} GiB "
+              f"(estimate {predicted[stage] / 1024 ** 3:.1f}); MFU {r['mfu']:.1%}")
+    r = results["grpo"]
+    speeds = ", ".join(f"{name} {ms:.1f} ms" for name, ms in r["ms_per_token"].items())
+    print(f"  rollouts ({args.prompts * args.group} rows x {args.completion_tokens} tokens): {speeds} a token; "
+          f"memory-bound floor {r['floor_ms']:.1f} ms ({r['ms_per_token'][args.decoder] / r['floor_ms']:.2f}x it)")
+    print(f"  GRPO step, rollouts ({args.decoder}) + update: {r['step_seconds']:.2f} s")
     return results
 
 

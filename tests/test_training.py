@@ -85,6 +85,28 @@ def test_frozen_modules_stay_as_they_were_and_checkpointing_changes_no_gradient(
         assert (grads[1][name] - grad).norm() <= 1e-5 * grad.norm().clamp(min=1e-12), name
 
 
+def test_sft_loss_without_full_logits_equals_the_models_own(tiny_models, toy_run):
+    """`response_loss` (the LM head on the response positions only, a few rows at a time) gives the
+    model's own loss and the same gradients, with LoRA as SFT trains."""
+    from sightsound.training.student import response_loss
+
+    _, processor = load_model(tiny_models["student"])
+    examples, _ = sft.load_examples(toy_run, sft.SFTConfig(target="cot"))
+    batch = build_batch(processor, examples[:3])
+    results = []
+    for loss_of in (lambda m: m(**batch).loss, lambda m: response_loss(m, batch, rows=7)):
+        torch.manual_seed(0)
+        model = add_lora(load_model(tiny_models["student"])[0], LoraConfig(rank=4, dropout=0.0))
+        model.train()
+        loss = loss_of(model)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (expected, expected_grads), (loss, grads) = results
+    assert torch.allclose(loss, expected, rtol=1e-5) and grads.keys() == expected_grads.keys() and grads
+    for name, grad in expected_grads.items():
+        assert (grads[name] - grad).norm() <= 1e-4 * grad.norm().clamp(min=1e-12), name
+
+
 def test_labels_cover_the_response_only(tiny_models, toy_run):
     _, processor = load_model(tiny_models["student"])
     examples, _ = sft.load_examples(toy_run, sft.SFTConfig(target="cot"))
@@ -319,6 +341,40 @@ def test_each_prompt_and_clip_runs_once_per_group_in_scoring_and_in_rollouts(tin
     assert torch.equal(generated, plain) and torch.equal(generated_sampled, plain_sampled)
 
 
+def test_static_cache_decoding_gives_generates_tokens(tiny_models, tmp_path):
+    """GRPO's static-cache decoder (`decoder="static"`) returns what `generate` returns after the
+    same grouped prefill: greedy token for token, and sampled (temperature, top-p, suppressed
+    tokens) under the same seed; rows that end early are padded and decoding stops when all have
+    ended (an EOS chosen so that one row ends at once and others later)."""
+    from sightsound.training import decoding
+    from sightsound.training.student import sample_groups
+
+    model, backend, messages = two_audio_prompts(tiny_models, tmp_path, [(0.9, 400), (1.5, 2000)], ["Hear?", "Which?"])
+    model.eval()
+    prompt = dict(backend.encode(messages))
+    pad = backend.processor.tokenizer.pad_token_id
+    greedy = dict(do_sample=False, max_new_tokens=40, pad_token_id=pad)
+    with torch.no_grad():
+        plain = sample_groups(model, prompt, 3, **greedy)
+        completion = plain[:, prompt["input_ids"].shape[1]:]
+        eos = int(completion[0, 0])  # row 0 ends at its first token
+        cases = [greedy, dict(greedy, eos_token_id=eos),
+                 dict(do_sample=True, temperature=0.7, top_p=0.9, top_k=None, max_new_tokens=40, pad_token_id=pad,
+                      suppress_tokens=[int(completion[1, 0])], eos_token_id=eos)]
+        for settings in cases:
+            assert decoding.supported(model, settings) is None
+            torch.manual_seed(5)
+            expected = sample_groups(model, prompt, 3, **settings)
+            torch.manual_seed(5)
+            static = sample_groups(model, prompt, 3, decoder="static", **settings)
+            assert torch.equal(static, expected), settings
+        ended = sample_groups(model, prompt, 3, decoder="static", **cases[1])
+    assert ended.shape[1] < plain.shape[1] or (ended[:, prompt["input_ids"].shape[1]:] == eos).any()
+    assert decoding.supported(model, dict(greedy, repetition_penalty=1.2)) == "repetition_penalty=1.2"
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        sample_groups(model, prompt, 3, decoder="fast", **greedy)
+
+
 def test_completion_mask_runs_through_the_first_eos():
     ids = torch.tensor([[4, 5, 2, 7, 2], [4, 5, 6, 7, 8], [2, 0, 0, 0, 0]])
     assert grpo.completion_mask(ids, [2]).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
@@ -329,7 +385,7 @@ def test_grpo_runs_logs_and_saves_a_loadable_model(toy_run, tiny_models, tmp_pat
     sft.main(sft_config(run, tiny_models, steps=2, save_every=100))
     manifest = grpo.main(grpo.GRPOConfig(out=str(run), model=str(run / "sft" / "final"), steps=2, group_size=4,
                                          prompts_per_step=2, lr=1e-4, max_completion_tokens=12, save_every=1,
-                                         log_completions_every=2, progress=False))
+                                         log_completions_every=2, decoder="static", progress=False))
     logged = list(read_jsonl(run / "grpo" / "completions.jsonl"))  # step 2 only: 2 prompts x G=4
     assert [r["step"] for r in logged] == [2] * 8 and len({r["id"] for r in logged}) == 8
     assert set(logged[0]["rewards"]) == {"accuracy", "format"} and abs(sum(r["advantage"] for r in logged[:4])) < 1e-4
@@ -342,6 +398,28 @@ def test_grpo_runs_logs_and_saves_a_loadable_model(toy_run, tiny_models, tmp_pat
     backend = load_backend(ModelConfig(model=str(run / "grpo" / "final")))
     assert type(backend.model).__name__ == "Qwen2AudioForConditionalGeneration"
     assert read_manifest(run, "grpo")["counts"]["prompts"] == 16
+
+
+def test_rollouts_decode_compiled_on_a_gpu_and_with_generate_when_sharded():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    def accelerator(kind, device="cuda", zero_stage=None):
+        plugin = SimpleNamespace(zero_stage=zero_stage) if zero_stage else None
+        return SimpleNamespace(distributed_type=kind, device=torch.device(device),
+                               state=SimpleNamespace(deepspeed_plugin=plugin))
+
+    auto = grpo.GRPOConfig()
+    assert grpo.rollout_decoder(auto, accelerator(DistributedType.MULTI_GPU)) == "compiled"
+    assert grpo.rollout_decoder(auto, accelerator(DistributedType.NO, "cpu")) == "generate"
+    assert grpo.rollout_decoder(auto, accelerator(DistributedType.DEEPSPEED, zero_stage=2)) == "compiled"
+    assert grpo.rollout_decoder(auto, accelerator(DistributedType.DEEPSPEED, zero_stage=3)) == "generate"
+    assert grpo.rollout_decoder(grpo.GRPOConfig(decoder="static"), accelerator(DistributedType.NO, "cpu")) == "static"
+    with pytest.raises(ConfigError, match="sharded"):
+        grpo.rollout_decoder(grpo.GRPOConfig(decoder="compiled"), accelerator(DistributedType.FSDP))
+    with pytest.raises(ConfigError, match="grpo.decoder must be one of"):
+        grpo.GRPOConfig(decoder="vllm")
 
 
 def format_rate(model_dir, samples) -> float:

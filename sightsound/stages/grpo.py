@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from sightsound import formats, prompts, rl
+from sightsound.config import ConfigError
 from sightsound.manifest import model_inputs
 from sightsound.models.families import placeholder_ids
 from sightsound.models.loading import encode, load_model
@@ -27,7 +28,7 @@ from sightsound.records import Consensus, Sample
 from sightsound.rundir import RunDir
 from sightsound.store import JsonlWriter, read_jsonl, sha256_file
 from sightsound.training.loop import TrainingConfig, finish_training, open_training, train
-from sightsound.training.student import LoraConfig, add_lora, completion_logps, prepare_for_training, sample_groups
+from sightsound.training.student import DECODERS, LoraConfig, add_lora, completion_logps, prepare_for_training, sample_groups
 
 
 @dataclass
@@ -43,6 +44,7 @@ class GRPOConfig(TrainingConfig):
     temperature: float = 1.0  # paper
     top_p: float = 1.0
     max_completion_tokens: int = 256
+    decoder: str = "auto"  # rollouts: generate | static | compiled (static cache + CUDA graphs); auto: compiled on a GPU
     epsilon: float = 0.2  # the clip range; not stated in the paper (TRL's default)
     beta: float = 0.04  # paper
     updates_per_batch: int = 1  # optimizer steps on each batch of completions (1: ratio = 1 at the step)
@@ -51,6 +53,11 @@ class GRPOConfig(TrainingConfig):
     save_every: int = 100
     val_every: int = 100
     subdir: str = "grpo"  # the folder inside the run directory it trains into (a plain name)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.decoder not in ("auto", *DECODERS):
+            raise ConfigError(f"grpo.decoder must be one of auto, {', '.join(DECODERS)}, not {self.decoder!r}")
 
 
 def main(cfg: GRPOConfig) -> dict:
@@ -161,7 +168,8 @@ def rollout(accelerator, policy, processor, batch, cfg: GRPOConfig, step: int):
     with torch.no_grad():
         # A sampled media placeholder (<|AUDIO|>, ...) would make the scoring forward expect media
         # it does not have, so such tokens are never sampled.
-        output = sample_groups(unwrapped, prompt_inputs, cfg.group_size, do_sample=True, temperature=cfg.temperature,
+        output = sample_groups(unwrapped, prompt_inputs, cfg.group_size, decoder=rollout_decoder(cfg, accelerator),
+                               do_sample=True, temperature=cfg.temperature,
                                top_p=cfg.top_p, top_k=None, max_new_tokens=cfg.max_completion_tokens,
                                use_cache=True,  # prepare_for_training turned the config's off for training
                                pad_token_id=processor.tokenizer.pad_token_id,
@@ -171,6 +179,24 @@ def rollout(accelerator, policy, processor, batch, cfg: GRPOConfig, step: int):
     texts = [processor.tokenizer.decode(ids[:n], skip_special_tokens=True)
              for ids, n in zip(completion_ids, mask.sum(dim=1))]
     return prompt_inputs, completion_ids, mask, texts
+
+
+def rollout_decoder(cfg: GRPOConfig, accelerator) -> str:
+    """How rollouts decode: `cfg.decoder`, where "auto" is "compiled" on a CUDA device and
+    "generate" elsewhere (on a CPU nothing is compiled, and a static cache only adds attention over
+    its empty positions). A policy sharded across processes (DeepSpeed ZeRO-3, FSDP) decodes with
+    `generate`, which gathers each layer as it reaches it and keeps the ranks stepping together."""
+    from accelerate.utils import DistributedType
+
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    sharded = accelerator.distributed_type == DistributedType.FSDP or (
+        accelerator.distributed_type == DistributedType.DEEPSPEED and plugin is not None and plugin.zero_stage == 3)
+    if sharded and cfg.decoder in ("static", "compiled"):
+        raise ConfigError(f"grpo.decoder: {cfg.decoder} decodes on whole weights; this policy is sharded "
+                          f"({accelerator.distributed_type.value}), so set grpo.decoder: auto or generate")
+    if sharded or cfg.decoder == "auto":
+        return "compiled" if accelerator.device.type == "cuda" and not sharded else "generate"
+    return cfg.decoder
 
 
 def update(accelerator, policy, reference, optimizer, trainable, cfg: GRPOConfig, prompt_inputs, completion_ids,

@@ -32,7 +32,7 @@ from sightsound.records import Consensus, CorpusRow, Sample
 from sightsound.rundir import RunDir
 from sightsound.store import read_jsonl, sha256_file
 from sightsound.training.loop import TrainingConfig, finish_training, open_training, save_model, train
-from sightsound.training.student import LoraConfig, add_lora, build_batch, prepare_for_training
+from sightsound.training.student import LoraConfig, add_lora, build_batch, prepare_for_training, response_loss
 
 TARGETS = ("cot", "teacher_label", "gt_label", "examples")
 
@@ -86,7 +86,7 @@ def main(cfg: SFTConfig) -> dict:
         for _ in range(cfg.grad_accum):
             batch = build_batch(processor, [examples[i] for i in next_batch()]).to(accelerator.device)
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                loss = response_loss(model, batch)  # model(**batch).loss, without the [B, T, V] logits
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)

@@ -25,12 +25,14 @@ rest is arithmetic on the configured shapes. The parts, per device:
   `grouped_attention` in `models.families` (Qwen2 and Qwen2-Audio; `training.student.use_grouped_attention`):
   B prompts and B x G completions pass through the decoder, and each layer keeps the prompt's keys
   and values once per completion for its attention.
-- logits: SFT's loss goes through every position's logits (the model's own loss, in float32);
-  GRPO's scoring computes log-probs `LOGP_ROWS` completion tokens at a time and never holds more.
+- logits: SFT's loss (`training.student.response_loss`) and GRPO's scoring compute log-probs
+  `LOGP_ROWS` response tokens at a time and never hold more.
 - rollout cache: generation's key/value cache for every sampled sequence (GRPO).
 
 The peak (`total`) is what is always held (weights, gradients, optimizer, reference) plus the
-larger of the training pass (activations and logits) and the rollouts (their cache).
+larger of the training pass (activations and logits) and the rollouts (their cache) — or both,
+when GRPO's rollouts are compiled (`grpo.decoder` auto or compiled, on a GPU, policy not
+sharded): their static cache stays allocated for the next rollout.
 
 These are estimates: allocator fragmentation, NCCL buffers and CUDA's own context (about 0.5–1 GB)
 are not in them. `benchmarks/grpo_memory.py` compares the estimate with a measured peak.
@@ -78,6 +80,7 @@ class Setup:
     stage: str = "sft"  # sft | grpo
     reference: bool = False  # GRPO with a frozen copy of the model (full-parameter, beta > 0)
     grouped: bool = False  # GRPO scoring runs each prompt once for its group (`student.use_grouped_attention`)
+    cache_kept: bool = False  # GRPO's compiled rollouts keep their static cache through the update (`training.decoding`)
 
 
 @dataclass
@@ -167,13 +170,15 @@ def estimate(config, counts: Counts, setup: Setup) -> dict[str, float]:
         encoder = setup.clips * frames * layers_kept
     parts["activations"] = decoder + encoder
 
-    if setup.stage == "sft":  # the model's own loss: every position's logits, and their float32 copy
-        parts["logits"] = tokens * V * (b + 4)
-    else:  # chunked scoring: one chunk's logits in the weights' dtype and float32, and its log-softmax
-        parts["logits"] = min(LOGP_ROWS, setup.sequences * setup.completion_tokens) * V * (b + 8)
+    # SFT's loss and GRPO's scoring, chunked: one chunk's logits in the weights' dtype and float32, and its log-softmax
+    parts["logits"] = min(LOGP_ROWS, setup.sequences * setup.completion_tokens) * V * (b + 8)
+    if setup.stage != "sft":
         parts["rollout_cache"] = tokens * L * 2 * kv_width * b  # keys and values of every sampled sequence
     held = parts["weights"] + parts["gradients"] + parts["optimizer"] + parts["reference"]
-    parts["total"] = held + max(parts["activations"] + parts["logits"], parts.get("rollout_cache", 0.0))
+    if setup.cache_kept:  # allocated all along: beside the training pass, not instead of it
+        parts["total"] = held + parts["rollout_cache"] + parts["activations"] + parts["logits"]
+    else:
+        parts["total"] = held + max(parts["activations"] + parts["logits"], parts.get("rollout_cache", 0.0))
     return parts
 
 
@@ -280,7 +285,8 @@ def stage_estimates(stage: str, cfg, launch: str | None, *, audio_seconds: float
                   completion_tokens=cfg.max_completion_tokens if grpo else response_tokens,
                   audio_seconds=audio_seconds, stage=stage,
                   reference=grpo and not cfg.lora.enabled and cfg.beta > 0,
-                  grouped=grpo and family_of(config.model_type).grouped_attention)
+                  grouped=grpo and family_of(config.model_type).grouped_attention,
+                  cache_kept=grpo and launcher not in ("zero3", "fsdp") and cfg.decoder in ("auto", "compiled"))
     by_checkpointing = {on: estimate(config, counts, dataclasses.replace(setup, gradient_checkpointing=on))
                         for on in (False, True)}
     return {"stage": stage, "model": path, "counts": counts, "setup": setup, "configured": cfg.gradient_checkpointing,
@@ -295,7 +301,8 @@ def describe(result: dict, gpu_gib: float | None = None) -> str:
              f"({c.audio_trainable / 1e6:.0f} M in the audio encoder); {s.dtype}; {launcher}",
              f"  per device: {s.sequences} sequences of {audio_tokens(s.audio_seconds)} audio + {s.prompt_tokens} "
              f"prompt + {s.completion_tokens} completion tokens, {s.clips} clips encoded"
-             + ("; scoring runs each prompt once for its group" if s.grouped else ""),
+             + ("; scoring runs each prompt once for its group" if s.grouped else "")
+             + ("; compiled rollouts keep their cache through the update" if s.cache_kept else ""),
              f"  {'GiB per device':16} {'no checkpointing':>17} {'checkpointing':>14}"]
     for part in PARTS:
         off, on = (result["parts"][flag].get(part) for flag in (False, True))

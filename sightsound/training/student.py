@@ -14,7 +14,6 @@ Both run each prompt (its tokens and its audio) once for its group of G completi
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
 from dataclasses import dataclass
 
@@ -22,8 +21,10 @@ import torch
 import torch.utils.checkpoint
 
 from sightsound.models.families import family_of
+from sightsound.training import decoding
 from sightsound.models.loading import encode, frames_as_images, render
 
+DECODERS = ("generate", "static", "compiled")  # how `sample_groups` decodes (see there)
 LOGP_ROWS = 1024  # completion tokens whose logits exist at once when scoring (1024 x 156k vocab x 4 B = 640 MB)
 
 # LoRA on the decoder's projections only. Plain names like "q_proj" also match the audio encoder's
@@ -120,24 +121,50 @@ def completion_logps(model, prompt_inputs, completion_ids: torch.Tensor, repeats
     else:
         inputs, picks = one_prompt_per_completion(prompt_inputs, completion_ids, repeats, inner.config.model_type)
         encoded_once = audio_encoded_once(model, repeats)
+    with encoded_once:
+        hidden, head = hidden_states(model, inputs)  # [rows, L, H]
+    n, t = completion_ids.shape
+    flat = hidden.reshape(-1, hidden.shape[-1])[picks.reshape(-1)]  # [N*T_c, H]: the state before each token
+    return chosen_logps(head, flat, completion_ids.reshape(n * t), rows).reshape(n, t)
+
+
+def response_loss(model, batch, rows: int = LOGP_ROWS) -> torch.Tensor:
+    """`model(**batch).loss` — the mean negative log-likelihood of the tokens `batch["labels"]`
+    marks (the response; -100 elsewhere) — without the [B, T, V] logits the model's own loss makes
+    (at Qwen2-Audio's 156k vocabulary, 8 sequences of 880 tokens: 2.2 GB in bf16, 4.4 more in
+    float32): only the response positions' hidden states go through the LM head, `rows` at a time,
+    as `completion_logps` does. Equal to the model's loss and its gradients (tests/test_training.py)."""
+    labels = batch["labels"]
+    hidden, head = hidden_states(model, {k: v for k, v in batch.items() if k != "labels"})  # [B, T, H]
+    targets = labels[:, 1:]  # the state at t predicts token t+1
+    keep = targets != -100
+    return -chosen_logps(head, hidden[:, :-1][keep], targets[keep], rows).mean()
+
+
+def hidden_states(model, inputs) -> tuple[torch.Tensor, torch.nn.Module]:
+    """The decoder's last hidden states [B, L, H] for `inputs`, and the LM head they would go through
+    (the forward runs with the head swapped out, so no logits are made)."""
+    inner = getattr(model, "module", model)  # DDP and DeepSpeed wrap the model; its config is inside
     head = inner.get_output_embeddings()
     inner.set_output_embeddings(torch.nn.Identity())  # the forward returns hidden states, not logits
     try:
-        with encoded_once:
-            hidden = model(**inputs, use_cache=False).logits  # [rows, L, H]; no key/value cache is of use here
+        return model(**inputs, use_cache=False).logits, head  # no key/value cache is of use here
     finally:
         inner.set_output_embeddings(head)
-    n, t = completion_ids.shape
-    flat = hidden.reshape(-1, hidden.shape[-1])[picks.reshape(-1)]  # [N*T_c, H]: the state before each token
-    ids = completion_ids.reshape(n * t)
+
+
+def chosen_logps(head, hidden: torch.Tensor, ids: torch.Tensor, rows: int = LOGP_ROWS) -> torch.Tensor:
+    """log p(ids) [K] for hidden states [K, H] through the LM head, `rows` at a time, each chunk's
+    float32 log-softmax reduced to the chosen tokens at once and, when gradients are needed,
+    recomputed in the backward pass rather than kept."""
     chunks = []
-    for start in range(0, n * t, rows):
-        part = (head, flat[start:start + rows], ids[start:start + rows])
-        if torch.is_grad_enabled() and flat.requires_grad:
+    for start in range(0, ids.shape[0], rows):
+        part = (head, hidden[start:start + rows], ids[start:start + rows])
+        if torch.is_grad_enabled() and hidden.requires_grad:
             chunks.append(torch.utils.checkpoint.checkpoint(_chosen_logps, *part, use_reentrant=False))
         else:
             chunks.append(_chosen_logps(*part))
-    return torch.cat(chunks).reshape(n, t)
+    return torch.cat(chunks)
 
 
 # --- one prompt per group: the decoder's attention --------------------------------------------
@@ -251,13 +278,19 @@ def one_prompt_per_completion(prompt_inputs, completion_ids: torch.Tensor, repea
     return inputs, picks
 
 
-def sample_groups(model, prompt_inputs, repeats: int, **sampling) -> torch.Tensor:
+def sample_groups(model, prompt_inputs, repeats: int, decoder: str = "generate", **sampling) -> torch.Tensor:
     """`model.generate(**prompt_inputs, num_return_sequences=repeats, **sampling)` — the prompts
     (left-padded) followed by their completions, [B*repeats, P+T] — with each prompt prefilled once
     for its group on the models `completion_logps` groups: all of a prompt but its last token (and
-    its audio) runs on B rows, its key/value cache is repeated G times, and `generate` goes on from
-    there as it does after its own prefill (positions counted from the attention mask, as it counts
-    them). Other models prefill every row (with Qwen2-Audio's encoder still run once per clip)."""
+    its audio) runs on B rows, and decoding goes on from there as `generate` does after its own
+    prefill (positions counted from the attention mask, as it counts them). Other models prefill
+    every row (with Qwen2-Audio's encoder still run once per clip).
+
+    `decoder`: "generate" decodes with transformers' `generate` (a dynamic cache); "static" with
+    `decoding.decode_static`'s static cache, the same tokens; "compiled" also compiles its step
+    into CUDA graphs. Settings `decode_static` does not reproduce fall back to "generate"."""
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, not {decoder!r}")
     inner = getattr(model, "module", model)
     if repeats == 1 or not family_of(inner.config.model_type).grouped_attention:
         with audio_encoded_once(model, repeats):
@@ -265,29 +298,21 @@ def sample_groups(model, prompt_inputs, repeats: int, **sampling) -> torch.Tenso
     from transformers import DynamicCache
 
     ids, mask = prompt_inputs["input_ids"], prompt_inputs["attention_mask"]
-    cache = {_cache_argument(): DynamicCache()}
+    filled = DynamicCache()
     prefix = {**prompt_inputs, "input_ids": ids[:, :-1], "attention_mask": mask[:, :-1],
               "position_ids": positions(mask[:, :-1])}
-    model(**prefix, **cache, use_cache=True, logits_to_keep=1)  # fills the cache
-    next(iter(cache.values())).batch_repeat_interleave(repeats)
+    model(**prefix, **{decoding.cache_argument(): filled}, use_cache=True, logits_to_keep=1)  # fills the cache
+    if decoder != "generate" and decoding.supported(model, sampling) is None:
+        return decoding.decode_static(model, ids, mask, filled, repeats, compiled=decoder == "compiled", **sampling)
+    filled.batch_repeat_interleave(repeats)
     return model.generate(input_ids=ids.repeat_interleave(repeats, dim=0),
-                          attention_mask=mask.repeat_interleave(repeats, dim=0), **cache, **sampling)
+                          attention_mask=mask.repeat_interleave(repeats, dim=0),
+                          **{decoding.cache_argument(): filled}, **sampling)
 
 
 def positions(attention_mask: torch.Tensor) -> torch.Tensor:
     """Rotary positions of left-padded rows as `generate` counts them: real tokens from 0, pads 0."""
     return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
-
-
-@functools.cache
-def _cache_argument() -> str:
-    """What `generate` and the forward call the key/value cache: `cache` since transformers renamed
-    `past_key_values` (5.x; the old name still works there, with a deprecation warning)."""
-    import inspect
-
-    from transformers import GenerationMixin
-
-    return "cache" if "cache" in inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters else "past_key_values"
 
 
 @contextlib.contextmanager
