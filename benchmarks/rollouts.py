@@ -9,7 +9,7 @@ folder), takes `--prompts` two-second clips' prompts, and times `sample_groups` 
 times each, alternating, under the same seeds. Prints both medians, the ratio static / generate,
 and whether the two returned the same tokens. On a GPU, `benchmarks/gpu_check.py` times the
 compiled decoder against the memory-bound floor; on a CPU nothing is compiled, and this ratio is
-what `grpo.decoder: auto` chose "generate" on.
+why `grpo.decoder: auto` is "static" there.
 """
 
 from __future__ import annotations

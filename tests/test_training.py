@@ -360,7 +360,9 @@ def test_static_cache_decoding_gives_generates_tokens(tiny_models, tmp_path):
         eos = int(completion[0, 0])  # row 0 ends at its first token
         cases = [greedy, dict(greedy, eos_token_id=eos),
                  dict(do_sample=True, temperature=0.7, top_p=0.9, top_k=None, max_new_tokens=40, pad_token_id=pad,
-                      suppress_tokens=[int(completion[1, 0])], eos_token_id=eos)]
+                      suppress_tokens=[int(completion[1, 0])], eos_token_id=eos),
+                 dict(do_sample=True, max_new_tokens=40, pad_token_id=pad),  # generate's defaults: top-k 50, T 1
+                 dict(do_sample=True, top_k=0, max_new_tokens=40, pad_token_id=pad)]  # GRPO's: the whole distribution
         for settings in cases:
             assert decoding.supported(model, settings) is None
             torch.manual_seed(5)
@@ -371,6 +373,8 @@ def test_static_cache_decoding_gives_generates_tokens(tiny_models, tmp_path):
         ended = sample_groups(model, prompt, 3, decoder="static", **cases[1])
     assert ended.shape[1] < plain.shape[1] or (ended[:, prompt["input_ids"].shape[1]:] == eos).any()
     assert decoding.supported(model, dict(greedy, repetition_penalty=1.2)) == "repetition_penalty=1.2"
+    warpers = [type(p).__name__ for p in decoding.logits_processors(decoding.settings(model, cases[3]))]
+    assert warpers == ["TopKLogitsWarper"] and not decoding.logits_processors(decoding.settings(model, cases[4]))
     with pytest.raises(ValueError, match="decoder must be one of"):
         sample_groups(model, prompt, 3, decoder="fast", **greedy)
 
@@ -400,7 +404,7 @@ def test_grpo_runs_logs_and_saves_a_loadable_model(toy_run, tiny_models, tmp_pat
     assert read_manifest(run, "grpo")["counts"]["prompts"] == 16
 
 
-def test_rollouts_decode_compiled_on_a_gpu_and_with_generate_when_sharded():
+def test_rollouts_decode_compiled_on_a_gpu_static_on_a_cpu_and_with_generate_when_sharded():
     from types import SimpleNamespace
 
     from accelerate.utils import DistributedType
@@ -412,10 +416,10 @@ def test_rollouts_decode_compiled_on_a_gpu_and_with_generate_when_sharded():
 
     auto = grpo.GRPOConfig()
     assert grpo.rollout_decoder(auto, accelerator(DistributedType.MULTI_GPU)) == "compiled"
-    assert grpo.rollout_decoder(auto, accelerator(DistributedType.NO, "cpu")) == "generate"
+    assert grpo.rollout_decoder(auto, accelerator(DistributedType.NO, "cpu")) == "static"
     assert grpo.rollout_decoder(auto, accelerator(DistributedType.DEEPSPEED, zero_stage=2)) == "compiled"
     assert grpo.rollout_decoder(auto, accelerator(DistributedType.DEEPSPEED, zero_stage=3)) == "generate"
-    assert grpo.rollout_decoder(grpo.GRPOConfig(decoder="static"), accelerator(DistributedType.NO, "cpu")) == "static"
+    assert grpo.rollout_decoder(grpo.GRPOConfig(decoder="generate"), accelerator(DistributedType.NO)) == "generate"
     with pytest.raises(ConfigError, match="sharded"):
         grpo.rollout_decoder(grpo.GRPOConfig(decoder="compiled"), accelerator(DistributedType.FSDP))
     with pytest.raises(ConfigError, match="grpo.decoder must be one of"):

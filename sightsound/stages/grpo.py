@@ -43,8 +43,9 @@ class GRPOConfig(TrainingConfig):
     steps: int = 1000  # paper: up to 1000
     temperature: float = 1.0  # paper
     top_p: float = 1.0
+    top_k: int = 0  # 0: the whole distribution, as the paper's vLLM rollouts sample (left unset, generate's is 50)
     max_completion_tokens: int = 256
-    decoder: str = "auto"  # rollouts: generate | static | compiled (static cache + CUDA graphs); auto: compiled on a GPU
+    decoder: str = "auto"  # rollouts: generate | static | compiled (static cache + CUDA graphs); auto: compiled on a GPU, else static
     epsilon: float = 0.2  # the clip range; not stated in the paper (TRL's default)
     beta: float = 0.04  # paper
     updates_per_batch: int = 1  # optimizer steps on each batch of completions (1: ratio = 1 at the step)
@@ -56,6 +57,8 @@ class GRPOConfig(TrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.top_k < 0:
+            raise ConfigError(f"grpo.top_k is 0 (the whole distribution) or a number of tokens, not {self.top_k}")
         if self.decoder not in ("auto", *DECODERS):
             raise ConfigError(f"grpo.decoder must be one of auto, {', '.join(DECODERS)}, not {self.decoder!r}")
 
@@ -170,7 +173,7 @@ def rollout(accelerator, policy, processor, batch, cfg: GRPOConfig, step: int):
         # it does not have, so such tokens are never sampled.
         output = sample_groups(unwrapped, prompt_inputs, cfg.group_size, decoder=rollout_decoder(cfg, accelerator),
                                do_sample=True, temperature=cfg.temperature,
-                               top_p=cfg.top_p, top_k=None, max_new_tokens=cfg.max_completion_tokens,
+                               top_p=cfg.top_p, top_k=cfg.top_k, max_new_tokens=cfg.max_completion_tokens,
                                use_cache=True,  # prepare_for_training turned the config's off for training
                                pad_token_id=processor.tokenizer.pad_token_id,
                                suppress_tokens=placeholder_ids(processor.tokenizer))
@@ -182,10 +185,10 @@ def rollout(accelerator, policy, processor, batch, cfg: GRPOConfig, step: int):
 
 
 def rollout_decoder(cfg: GRPOConfig, accelerator) -> str:
-    """How rollouts decode: `cfg.decoder`, where "auto" is "compiled" on a CUDA device and
-    "generate" elsewhere (on a CPU nothing is compiled, and a static cache only adds attention over
-    its empty positions). A policy sharded across processes (DeepSpeed ZeRO-3, FSDP) decodes with
-    `generate`, which gathers each layer as it reaches it and keeps the ranks stepping together."""
+    """How rollouts decode: `cfg.decoder`, where "auto" is "compiled" on a CUDA device and "static"
+    elsewhere (on this project's 2-core CPUs, 0.90–0.97x generate's time, `benchmarks/rollouts.py`).
+    A policy sharded across processes (DeepSpeed ZeRO-3, FSDP) decodes with `generate`, which
+    gathers each layer as it reaches it and keeps the ranks stepping together."""
     from accelerate.utils import DistributedType
 
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
@@ -194,8 +197,10 @@ def rollout_decoder(cfg: GRPOConfig, accelerator) -> str:
     if sharded and cfg.decoder in ("static", "compiled"):
         raise ConfigError(f"grpo.decoder: {cfg.decoder} decodes on whole weights; this policy is sharded "
                           f"({accelerator.distributed_type.value}), so set grpo.decoder: auto or generate")
-    if sharded or cfg.decoder == "auto":
-        return "compiled" if accelerator.device.type == "cuda" and not sharded else "generate"
+    if sharded:
+        return "generate"
+    if cfg.decoder == "auto":
+        return "compiled" if accelerator.device.type == "cuda" else "static"
     return cfg.decoder
 
 

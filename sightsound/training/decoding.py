@@ -45,8 +45,13 @@ _NEUTRAL = {"repetition_penalty": 1.0, "num_beams": 1, "no_repeat_ngram_size": 0
 
 
 def settings(model, sampling: dict):
-    """The model's generation config with `sampling` applied, as `generate` resolves it."""
+    """The generation settings as `generate` resolves them: the model's generation config, what it
+    leaves unset taken from transformers' global defaults, then `sampling` over both (so `top_k`
+    not given is 50, and `top_k=None` given is no top-k)."""
     config = copy.deepcopy(model.generation_config)
+    for name, value in config._get_default_generation_params().items():
+        if getattr(config, name, None) is None:
+            setattr(config, name, value)
     config.update(**sampling)
     return config
 
