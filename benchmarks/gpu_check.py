@@ -7,8 +7,10 @@ Qwen2-Audio-7B-Instruct's architecture is built from its published config
 (`sightsound.training.memory.KNOWN_CONFIGS`; nothing is downloaded) with random bf16 weights.
 Inputs are random tokens around each clip's audio placeholders (`--audio-seconds`, 250 tokens for
 AVQA's 10 s clips) and random Whisper features over the 30 s window. Then, with the project's own
-training pieces (`training.student`: LoRA on the decoder, gradient checkpointing, chunked
-log-probs, each clip encoded once per group; `rl.grpo_loss`):
+training pieces (`training.student`: LoRA on the decoder, gradient checkpointing — for SFT only
+where `gradient_checkpointing: auto` would turn it on, i.e. when the estimate without it passes
+`training.memory.HEADROOM` of the GPU — chunked log-probs, each clip encoded once per group;
+`rl.grpo_loss`):
 
 - SFT: LoRA rank 8 on the language model, `--sft-batch` sequences (paper: 8 per GPU) of prompt +
   `--response-tokens`, loss on the response (`response_loss`, as the sft stage computes it), AdamW — `--steps` timed steps after one warm-up.
@@ -103,7 +105,7 @@ def sft(args) -> dict:
 
     config, model = build(args)
     model = add_lora(model, LoraConfig(rank=8, alpha=16, dropout=0.05))
-    model = prepare_for_training(model, gradient_checkpointing=True)
+    model = prepare_for_training(model, gradient_checkpointing=args.sft_checkpointing)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=5e-5)
@@ -221,14 +223,14 @@ def grpo(args) -> dict:
             "tokens": tokens}
 
 
-def estimates(args) -> dict:
+def estimates(args, checkpointing: bool = True) -> dict:
     from sightsound.training import memory
     from sightsound.training.student import LoraConfig
 
     config = memory.model_config(args.config)
     dtype = "float32" if args.smoke else "bfloat16"
     shapes = dict(dtype=dtype, prompt_tokens=args.prompt_tokens, audio_seconds=args.audio_seconds,
-                  gradient_checkpointing=True)
+                  gradient_checkpointing=checkpointing)
     sft_counts = memory.count_parameters(config, LoraConfig(rank=8))
     grpo_counts = memory.count_parameters(config, LoraConfig(enabled=False))
     return {"sft": memory.estimate(config, sft_counts, memory.Setup(
@@ -268,12 +270,20 @@ def main(argv=None) -> dict:
         name = torch.cuda.get_device_name()
         args.peak_tflops = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
     device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    # SFT checkpoints as `gradient_checkpointing: auto` would here: when the estimate without it needs
+    # more than HEADROOM of the GPU (always on a CPU, to run the path the paper's GPUs take)
+    from sightsound.training import memory
+
+    args.sft_checkpointing = args.device != "cuda" or (
+        estimates(args, checkpointing=False)["sft"] > memory.HEADROOM * memory.device_memory(args.device))
     results = {"sft": sft(args)}
     if args.device == "cuda":
         torch.cuda.empty_cache()
     results["grpo"] = grpo(args)
     predicted = estimates(args)
-    print(f"{device}; {args.config}; random weights, {'float32' if args.smoke else 'bfloat16'}, gradient checkpointing")
+    predicted["sft"] = estimates(args, checkpointing=args.sft_checkpointing)["sft"]
+    print(f"{device}; {args.config}; random weights, {'float32' if args.smoke else 'bfloat16'}; gradient checkpointing: "
+          f"SFT {'on' if args.sft_checkpointing else 'off (auto: the GPU has room)'}, GRPO on")
     for stage, r in results.items():
         print(f"  {stage:4}: {r['seconds']:.2f} s a step{' (update only)' if stage == 'grpo' else ''}; "
               f"{r['tokens_per_s']:,.0f} tokens/s; peak {r['peak_gib']:.1f} GiB "

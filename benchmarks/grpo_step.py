@@ -29,7 +29,9 @@ config runs) vs "TRL grad-ckpt" (TRL's default).
 Same work on both sides: every completion is exactly `--completion-tokens` long. EOS is suppressed
 with `min_new_tokens = max_new_tokens` on both sides (the same `MinNewTokensLengthLogitsProcessor`),
 and the media placeholders that `grpo_step` never samples are suppressed on both sides too. The mean
-completion lengths are printed to show it.
+completion lengths are printed to show it. So both sides decode with `generate` (`sample_groups`
+falls back to it for `min_new_tokens`, which its static decoder does not reproduce;
+`benchmarks/rollouts.py` times that decoder against `generate`).
 
 Time: each variant runs in its own subprocess, `--rounds` times, alternating (ours, TRL, TRL with
 gradient checkpointing, ours, ...): `--warmup` steps, then `--steps` timed steps; the medians over

@@ -3,6 +3,7 @@
 import pytest
 
 from sightsound import cli
+from sightsound.config import ConfigError
 from sightsound.training import memory
 from sightsound.training.student import LoraConfig
 
@@ -87,6 +88,51 @@ def test_the_estimate_groups_grpo_scoring_for_the_models_that_do(paper_student):
     result = memory.stage_estimates("grpo", GRPOConfig(model="Qwen/Qwen2-Audio-7B-Instruct"), None, audio_seconds=30,
                                     prompt_tokens=100, response_tokens=256)
     assert result["setup"].grouped and "each prompt once for its group" in memory.describe(result)
+
+
+def test_gradient_checkpointing_auto_turns_on_only_when_the_gpu_needs_it(monkeypatch):
+    """`gradient_checkpointing: auto` on the paper's shapes: SFT checkpoints on a 48 GB A40 and not
+    on a 141 GB H200; full-parameter GRPO with its reference checkpoints on both; off on a CPU;
+    true and false are kept as configured."""
+    from types import SimpleNamespace
+
+    import torch
+    from accelerate.utils import DistributedType
+
+    from sightsound.stages import grpo, sft
+
+    shapes = lambda: {"prompt_tokens": 120, "response_tokens": 512, "audio_seconds": 10.0}  # noqa: E731
+    one_gpu = SimpleNamespace(device=torch.device("cuda"), distributed_type=DistributedType.NO, num_processes=1,
+                              state=SimpleNamespace(deepspeed_plugin=None))
+    paper = dict(model="Qwen/Qwen2-Audio-7B-Instruct", dtype="bfloat16", gradient_checkpointing="auto")
+    sft_cfg = sft.SFTConfig(**paper, batch_size=8)
+    grpo_cfg = grpo.GRPOConfig(**paper, lora=LoraConfig(enabled=False), max_completion_tokens=512)
+    decisions = {}
+    for gpu, gib in (("A40", 44.4), ("H200", 139.8)):
+        monkeypatch.setattr(memory, "device_memory", lambda device, gib=gib: int(gib * 1024 ** 3))
+        decisions[gpu] = [memory.checkpointing(stage, cfg, one_gpu, shapes)[0]
+                          for stage, cfg in (("sft", sft_cfg), ("grpo", grpo_cfg))]
+    assert decisions == {"A40": [True, True], "H200": [False, True]}
+    on_cpu = SimpleNamespace(device=torch.device("cpu"))
+    assert memory.checkpointing("sft", sft_cfg, on_cpu, shapes) == (False, "auto: not on a GPU")
+    assert memory.checkpointing("sft", sft.SFTConfig(gradient_checkpointing=True), one_gpu, shapes)[0] is True
+    with pytest.raises(ConfigError, match="true, false or auto"):
+        sft.SFTConfig(gradient_checkpointing="sometimes")
+
+
+def test_training_shapes_are_the_longest_prompt_response_and_clip(tiny_models):
+    import numpy as np
+
+    from sightsound.models.loading import load_model, render
+
+    _, processor = load_model(tiny_models["student"])
+    turns = [[{"role": "user", "content": [{"type": "audio", "audio": np.zeros(16_000 * seconds, np.float32)},
+                                           {"type": "text", "text": text}]}]
+             for seconds, text in ((2, "Which?"), (3, "Which of these is sounding, and how many are there?"))]
+    shapes = memory.shapes_of(processor, turns, ["<answer>flute</answer>", 7])
+    assert shapes["audio_seconds"] == 3.0
+    assert shapes["prompt_tokens"] == len(processor.tokenizer(render(processor, turns[1])).input_ids)
+    assert shapes["response_tokens"] == max(7, len(processor.tokenizer("<answer>flute</answer>").input_ids))
 
 
 def test_estimate_command_prints_both_stages_for_the_paper_config(capsys):

@@ -27,6 +27,7 @@ from sightsound.models.loading import encode, load_model
 from sightsound.records import Consensus, Sample
 from sightsound.rundir import RunDir
 from sightsound.store import JsonlWriter, read_jsonl, sha256_file
+from sightsound.training import memory
 from sightsound.training.loop import TrainingConfig, finish_training, open_training, train
 from sightsound.training.student import DECODERS, LoraConfig, add_lora, completion_logps, prepare_for_training, sample_groups
 
@@ -71,7 +72,7 @@ def main(cfg: GRPOConfig) -> dict:
     if stage.done:
         return stage.manifest
 
-    policy, reference, processor = load_policy_and_reference(cfg)
+    policy, reference, processor = load_policy_and_reference(cfg, accelerator, items)
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.0)
     policy, optimizer = accelerator.prepare(policy, optimizer)
@@ -115,17 +116,22 @@ def load_prompts(run_dir: Path) -> tuple[list[tuple[Sample, object]], dict]:
     return items, {str(path): sha256_file(path) for path in (run.samples, run.consensus)}
 
 
-def load_policy_and_reference(cfg: GRPOConfig):
+def load_policy_and_reference(cfg: GRPOConfig, accelerator, items: list):
     """The policy starts as the SFT model (an SFT adapter is merged into its base first). The
     reference is that same model, frozen: a copy, or — with LoRA GRPO — the policy with its new
     adapter disabled (no second copy in memory)."""
     model, processor = load_model(cfg.model, cfg.dtype, training=True)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
+    checkpointing, why = memory.checkpointing("grpo", cfg, accelerator, lambda: memory.shapes_of(
+        processor, [prompts.student_turn(sample, "zero_shot_cot", cfg.answer) for sample, _ in items],
+        [cfg.max_completion_tokens] * len(items)))
+    if cfg.gradient_checkpointing == "auto" and accelerator.is_main_process:
+        print(f"grpo: gradient checkpointing {'on' if checkpointing else 'off'} ({why})")
     if cfg.lora.enabled:
-        return prepare_for_training(add_lora(model, cfg.lora), cfg.gradient_checkpointing, cfg.freeze), None, processor
+        return prepare_for_training(add_lora(model, cfg.lora), checkpointing, cfg.freeze), None, processor
     reference = copy.deepcopy(model).eval().requires_grad_(False)
-    return prepare_for_training(model.requires_grad_(True), cfg.gradient_checkpointing, cfg.freeze), reference, processor
+    return prepare_for_training(model.requires_grad_(True), checkpointing, cfg.freeze), reference, processor
 
 
 def grpo_step(accelerator, policy, reference, processor, optimizer, trainable, batch, cfg: GRPOConfig,

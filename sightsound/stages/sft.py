@@ -32,6 +32,7 @@ from sightsound.records import Consensus, CorpusRow, Sample
 from sightsound.rundir import RunDir
 from sightsound.store import read_jsonl, sha256_file
 from sightsound.training.loop import TrainingConfig, finish_training, open_training, save_model, train
+from sightsound.training import memory
 from sightsound.training.student import LoraConfig, add_lora, build_batch, prepare_for_training, response_loss
 
 TARGETS = ("cot", "teacher_label", "gt_label", "examples")
@@ -72,7 +73,11 @@ def main(cfg: SFTConfig) -> dict:
     model, processor = load_model(cfg.model, cfg.dtype, training=True)
     if cfg.lora.enabled and not hasattr(model, "peft_config"):
         model = add_lora(model, cfg.lora)
-    model = prepare_for_training(model, cfg.gradient_checkpointing, cfg.freeze)
+    checkpointing, why = memory.checkpointing("sft", cfg, accelerator, lambda: memory.shapes_of(
+        processor, [m for m, _ in examples], [r for _, r in examples]))
+    if cfg.gradient_checkpointing == "auto" and accelerator.is_main_process:
+        print(f"sft: gradient checkpointing {'on' if checkpointing else 'off'} ({why})")
+    model = prepare_for_training(model, checkpointing, cfg.freeze)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     from transformers import get_scheduler

@@ -41,7 +41,7 @@ class TrainingConfig:
     answer: str = "letter"  # letter | text: how prompts ask for (and labels give) a multiple-choice answer
     max_grad_norm: float = 1.0
     dtype: str = "float32"  # bfloat16 on GPUs
-    gradient_checkpointing: bool = False  # recompute activations in backward (the paper config turns it on)
+    gradient_checkpointing: bool | str = False  # recompute activations in backward; auto: when the memory estimate needs it
     freeze: list[str] = field(default_factory=list)  # regexes of parameter names kept frozen, e.g. [audio_tower]
     seed: int = 0
     keep_checkpoints: int = 2
@@ -55,6 +55,8 @@ class TrainingConfig:
 
     def __post_init__(self):
         check_name("subdir", self.subdir)
+        if self.gradient_checkpointing not in (True, False, "auto"):
+            raise ConfigError(f"gradient_checkpointing is true, false or auto, not {self.gradient_checkpointing!r}")
 
 
 def open_training(run_dir: Path, cfg, inputs: dict, grad_accum: int = 1):

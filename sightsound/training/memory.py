@@ -265,10 +265,11 @@ def launcher_of(command: str | None) -> tuple[str, int, bool]:
 PARTS = ("weights", "gradients", "optimizer", "reference", "activations", "logits", "rollout_cache", "total")
 
 
-def stage_estimates(stage: str, cfg, launch: str | None, *, audio_seconds: float, prompt_tokens: int,
+def stage_estimates(stage: str, cfg, launch: str | tuple | None, *, audio_seconds: float, prompt_tokens: int,
                     response_tokens: int, fallback_model: str | None = None) -> dict:
-    """A training stage's estimate from its config (an SFTConfig or GRPOConfig): the model, its
-    parameter counts, the setup, and the parts with and without gradient checkpointing."""
+    """A training stage's estimate from its config (an SFTConfig or GRPOConfig) under `launch` (a
+    `run.launch` command, or `launcher_of`'s tuple): the model, its parameter counts, the setup, and
+    the parts with and without gradient checkpointing."""
     path = cfg.model
     try:
         config = model_config(path)
@@ -277,7 +278,7 @@ def stage_estimates(stage: str, cfg, launch: str | None, *, audio_seconds: float
             raise
         config, path = model_config(fallback_model), fallback_model
     counts = count_parameters(config, cfg.lora, cfg.freeze)
-    launcher, processes, offload = launcher_of(launch)
+    launcher, processes, offload = launch if isinstance(launch, tuple) else launcher_of(launch)
     grpo = stage == "grpo"
     setup = Setup(dtype=cfg.dtype, launcher=launcher, processes=processes, offload_optimizer=offload,
                   sequences=cfg.prompts_per_step * cfg.group_size if grpo else cfg.batch_size,
@@ -286,11 +287,72 @@ def stage_estimates(stage: str, cfg, launch: str | None, *, audio_seconds: float
                   audio_seconds=audio_seconds, stage=stage,
                   reference=grpo and not cfg.lora.enabled and cfg.beta > 0,
                   grouped=grpo and family_of(config.model_type).grouped_attention,
-                  cache_kept=grpo and launcher not in ("zero3", "fsdp") and cfg.decoder in ("auto", "compiled"))
+                  cache_kept=grpo and launcher not in ("zero3", "fsdp") and getattr(cfg, "decoder", "") in ("auto", "compiled"))
     by_checkpointing = {on: estimate(config, counts, dataclasses.replace(setup, gradient_checkpointing=on))
                         for on in (False, True)}
     return {"stage": stage, "model": path, "counts": counts, "setup": setup, "configured": cfg.gradient_checkpointing,
             "parts": by_checkpointing}
+
+
+HEADROOM = 0.85  # `gradient_checkpointing: auto` turns it on when the estimate without it passes this share of the GPU
+
+
+def checkpointing(stage: str, cfg, accelerator, shapes) -> tuple[bool, str]:
+    """Whether to train with gradient checkpointing, and why: `cfg.gradient_checkpointing` when it
+    is true or false; with "auto", on when this stage's estimate without it (at the shapes
+    `shapes()` gives, see `shapes_of`) passes `HEADROOM` of this GPU's memory, off on a CPU.
+    Recomputing activations costs about a third more compute, worth paying only when memory needs it."""
+    if cfg.gradient_checkpointing != "auto":
+        return bool(cfg.gradient_checkpointing), "as configured"
+    if accelerator.device.type != "cuda":
+        return False, "auto: not on a GPU"
+    total = device_memory(accelerator.device)
+    need = stage_estimates(stage, cfg, launcher_of_accelerator(accelerator), **shapes())["parts"][False]["total"]
+    verdict = need > HEADROOM * total
+    return verdict, (f"auto: {need / 1024 ** 3:.1f} GiB estimated without it, {'over' if verdict else 'within'} "
+                     f"{HEADROOM:.0%} of this GPU's {total / 1024 ** 3:.1f} GiB")
+
+
+def device_memory(device) -> int:
+    """Bytes of memory on a CUDA device."""
+    import torch
+
+    return torch.cuda.get_device_properties(device).total_memory
+
+
+def launcher_of_accelerator(accelerator) -> tuple[str, int, bool]:
+    """`launcher_of`'s (launcher, processes, optimizer offloaded) for a running accelerator."""
+    kind = accelerator.distributed_type.value
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if kind == "DEEPSPEED" and plugin is not None:
+        zero = plugin.deepspeed_config.get("zero_optimization", {})
+        offload = str((zero.get("offload_optimizer") or {}).get("device", "none")).lower() not in ("none", "")
+        return ("zero3" if plugin.zero_stage == 3 else "zero2"), accelerator.num_processes, offload
+    launcher = {"FSDP": "fsdp", "MULTI_GPU": "ddp"}.get(kind, "single")
+    return launcher, accelerator.num_processes, False
+
+
+def shapes_of(processor, conversations: list[list[dict]], responses: list[int | str], limit: int = 256) -> dict:
+    """`stage_estimates`' shapes for training on these conversations: the longest prompt (text
+    tokens), response (tokens of a text, or a count) and audio clip among up to `limit` of them,
+    picked evenly."""
+    import soundfile as sf
+
+    from sightsound.models.loading import render
+
+    step = max(1, len(conversations) // limit)
+    picked = list(range(0, len(conversations), step))[:limit]
+    tokens = processor.tokenizer
+    prompt = max((len(tokens(render(processor, conversations[i])).input_ids) for i in picked), default=0)
+    response = max((r if isinstance(r, int) else len(tokens(r).input_ids) for r in (responses[i] for i in picked)),
+                   default=0)
+    seconds = [sf.info(part["path"]).duration if "path" in part else len(part["audio"]) / 16_000
+               for i in picked for message in conversations[i] for part in _parts(message) if part["type"] == "audio"]
+    return {"prompt_tokens": prompt, "response_tokens": response, "audio_seconds": max(seconds, default=0.0)}
+
+
+def _parts(message: dict) -> list[dict]:
+    return message["content"] if isinstance(message.get("content"), list) else []
 
 
 def describe(result: dict, gpu_gib: float | None = None) -> str:
@@ -309,8 +371,14 @@ def describe(result: dict, gpu_gib: float | None = None) -> str:
         if off is None:
             continue
         lines.append(f"  {part:16} {gib(off):>17} {gib(on):>14}")
-    chosen = result["parts"][result["configured"]]["total"]
-    verdict = f"  configured (gradient_checkpointing: {str(result['configured']).lower()}): {gib(chosen)} GiB"
+    flag, note = result["configured"], ""
+    if flag == "auto":  # on unless the GPU given has room without it (no GPU given: on)
+        need = result["parts"][False]["total"]
+        flag = gpu_gib is None or need > HEADROOM * gpu_gib * GIB
+        note = (f", {'on' if flag else 'off'} on {gpu_gib:g} GiB" if gpu_gib else "") + (
+            f"; off on GPUs of {gib(need / HEADROOM)} GiB or more")
+    chosen = result["parts"][flag]["total"]
+    verdict = f"  configured (gradient_checkpointing: {str(result['configured']).lower()}{note}): {gib(chosen)} GiB"
     if gpu_gib:
         verdict += f" — {'fits' if chosen <= gpu_gib * GIB else 'does NOT fit'} in {gpu_gib:g} GiB"
     return "\n".join(lines + [verdict])
