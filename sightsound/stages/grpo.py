@@ -28,7 +28,7 @@ from sightsound.records import Consensus, Sample
 from sightsound.rundir import RunDir
 from sightsound.store import JsonlWriter, read_jsonl, sha256_file
 from sightsound.training import memory
-from sightsound.training.loop import TrainingConfig, finish_training, open_training, train
+from sightsound.training.loop import TrainingConfig, checkpointing, finish_training, open_training, train
 from sightsound.training.student import DECODERS, LoraConfig, add_lora, completion_logps, prepare_for_training, sample_groups
 
 
@@ -123,15 +123,13 @@ def load_policy_and_reference(cfg: GRPOConfig, accelerator, items: list):
     model, processor = load_model(cfg.model, cfg.dtype, training=True)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    checkpointing, why = memory.checkpointing("grpo", cfg, accelerator, lambda: memory.shapes_of(
+    recompute = checkpointing("grpo", cfg, accelerator, lambda: memory.shapes_of(
         processor, [prompts.student_turn(sample, "zero_shot_cot", cfg.answer) for sample, _ in items],
         [cfg.max_completion_tokens] * len(items)))
-    if cfg.gradient_checkpointing == "auto" and accelerator.is_main_process:
-        print(f"grpo: gradient checkpointing {'on' if checkpointing else 'off'} ({why})")
     if cfg.lora.enabled:
-        return prepare_for_training(add_lora(model, cfg.lora), checkpointing, cfg.freeze), None, processor
+        return prepare_for_training(add_lora(model, cfg.lora), recompute, cfg.freeze), None, processor
     reference = copy.deepcopy(model).eval().requires_grad_(False)
-    return prepare_for_training(model.requires_grad_(True), checkpointing, cfg.freeze), reference, processor
+    return prepare_for_training(model.requires_grad_(True), recompute, cfg.freeze), reference, processor
 
 
 def grpo_step(accelerator, policy, reference, processor, optimizer, trainable, batch, cfg: GRPOConfig,

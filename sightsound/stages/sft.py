@@ -31,7 +31,7 @@ from sightsound.models.loading import load_model, video_frames
 from sightsound.records import Consensus, CorpusRow, Sample
 from sightsound.rundir import RunDir
 from sightsound.store import read_jsonl, sha256_file
-from sightsound.training.loop import TrainingConfig, finish_training, open_training, save_model, train
+from sightsound.training.loop import TrainingConfig, checkpointing, finish_training, open_training, save_model, train
 from sightsound.training import memory
 from sightsound.training.student import LoraConfig, add_lora, build_batch, prepare_for_training, response_loss
 
@@ -73,11 +73,9 @@ def main(cfg: SFTConfig) -> dict:
     model, processor = load_model(cfg.model, cfg.dtype, training=True)
     if cfg.lora.enabled and not hasattr(model, "peft_config"):
         model = add_lora(model, cfg.lora)
-    checkpointing, why = memory.checkpointing("sft", cfg, accelerator, lambda: memory.shapes_of(
+    recompute = checkpointing("sft", cfg, accelerator, lambda: memory.shapes_of(
         processor, [m for m, _ in examples], [r for _, r in examples]))
-    if cfg.gradient_checkpointing == "auto" and accelerator.is_main_process:
-        print(f"sft: gradient checkpointing {'on' if checkpointing else 'off'} ({why})")
-    model = prepare_for_training(model, checkpointing, cfg.freeze)
+    model = prepare_for_training(model, recompute, cfg.freeze)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     from transformers import get_scheduler

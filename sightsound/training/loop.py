@@ -59,6 +59,17 @@ class TrainingConfig:
             raise ConfigError(f"gradient_checkpointing is true, false or auto, not {self.gradient_checkpointing!r}")
 
 
+def checkpointing(name: str, cfg, accelerator, shapes) -> bool:
+    """`cfg.gradient_checkpointing` resolved (`memory.checkpointing`: "auto" decides from the memory
+    estimate at the shapes `shapes()` gives), and said when it was auto."""
+    from sightsound.training import memory
+
+    on, why = memory.checkpointing(name, cfg, accelerator, shapes)
+    if cfg.gradient_checkpointing == "auto" and accelerator.is_main_process:
+        print(f"{name}: gradient checkpointing {'on' if on else 'off'} ({why})")
+    return on
+
+
 def open_training(run_dir: Path, cfg, inputs: dict, grad_accum: int = 1):
     """(accelerator, stage run): the stage is `done` when it already finished with this config and
     these inputs. Another config's training is not resumed: its folder is cleared first."""

@@ -21,8 +21,8 @@ import torch
 import torch.utils.checkpoint
 
 from sightsound.models.families import family_of
-from sightsound.training import decoding
 from sightsound.models.loading import encode, frames_as_images, render
+from sightsound.training import decoding
 
 DECODERS = ("generate", "static", "compiled")  # how `sample_groups` decodes (see there)
 LOGP_ROWS = 1024  # completion tokens whose logits exist at once when scoring (1024 x 156k vocab x 4 B = 640 MB)
