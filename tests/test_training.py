@@ -107,6 +107,37 @@ def test_sft_loss_without_full_logits_equals_the_models_own(tiny_models, toy_run
         assert (grads[name] - grad).norm() <= 1e-4 * grad.norm().clamp(min=1e-12), name
 
 
+def test_batches_grouped_by_length_pad_less_and_resume_the_same():
+    """`Batches(lengths=...)`: every item once per epoch, far less padding than a plain shuffle,
+    the same order when resumed; without lengths the order is the plain seeded shuffle it was."""
+    import random
+
+    from sightsound.training.loop import Batches
+
+    lengths = [random.Random(i).randint(20, 500) for i in range(4096)]
+    size, batches = 8, 4096 // 8
+
+    def padding(order):
+        drawn = [order.next() for _ in range(batches)]
+        assert sorted(i for batch in drawn for i in batch) == list(range(4096))  # one epoch, each item once
+        return sum(size * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in drawn), drawn
+
+    plain, plain_batches = padding(Batches(4096, size, seed=3))
+    grouped, grouped_batches = padding(Batches(4096, size, seed=3, lengths=lengths))
+    assert grouped < 0.1 * plain
+    expected = list(range(4096))
+    random.Random(3).shuffle(expected)
+    assert [i for b in plain_batches for i in b] == expected
+    resumed = Batches(4096, size, seed=3, skip=100, lengths=lengths)
+    assert [resumed.next() for _ in range(batches - 100)] == grouped_batches[100:]
+
+
+def test_sft_trains_on_batches_grouped_by_length(toy_run, tiny_models, tmp_path):
+    run = copy_run(toy_run, tmp_path)
+    manifest = sft.main(sft_config(run, tiny_models, steps=2, save_every=100, group_by_length=True))
+    assert manifest["counts"]["steps"] == 2 and (run / "sft" / "final").exists()
+
+
 def test_labels_cover_the_response_only(tiny_models, toy_run):
     _, processor = load_model(tiny_models["student"])
     examples, _ = sft.load_examples(toy_run, sft.SFTConfig(target="cot"))

@@ -27,7 +27,7 @@ import torch
 from sightsound import formats, prompts, rundir
 from sightsound.config import ConfigError
 from sightsound.manifest import model_inputs
-from sightsound.models.loading import load_model, video_frames
+from sightsound.models.loading import load_model, render, video_frames
 from sightsound.records import Consensus, CorpusRow, Sample
 from sightsound.rundir import RunDir
 from sightsound.store import read_jsonl, sha256_file
@@ -56,6 +56,7 @@ class SFTConfig(TrainingConfig):
     save_every: int = 500
     val_every: int = 500
     merge: bool = False  # also write merged/ (LoRA folded into the base)
+    group_by_length: bool = False  # batches of similar token counts (less padding; `loop.Batches`)
     replay: str | None = None  # a JSONL file of (messages, response) pairs to mix in (the demo: the student's own answers)
     replay_share: float = 0.5  # the share of the training examples that are replayed
     subdir: str = "sft"  # the folder inside the run directory it trains into (a plain name)
@@ -99,8 +100,9 @@ def main(cfg: SFTConfig) -> dict:
             losses.append(accelerator.gather(loss.detach()).mean().item())
         return {"loss": sum(losses) / len(losses), "lr": scheduler.get_last_lr()[0]}
 
+    lengths = [token_count(processor, m, r) for m, r in examples] if cfg.group_by_length else None
     state = train(accelerator, stage, cfg, model, processor, step, name="sft", items=len(examples),
-                  batch_size=cfg.batch_size, batches_per_step=cfg.grad_accum,
+                  batch_size=cfg.batch_size, batches_per_step=cfg.grad_accum, lengths=lengths,
                   val_method="zero_shot_cot" if cfg.target == "cot" else "direct", show={"loss": ".4f"})
     if cfg.merge:
         save_model(accelerator, model, processor, RunDir(run_dir).training(cfg.subdir).merged, merge=True)
@@ -114,6 +116,12 @@ def main(cfg: SFTConfig) -> dict:
 
 
 # --- data --------------------------------------------------------------------------------------
+
+
+def token_count(processor, messages: list[dict], response: str) -> int:
+    """The rendered conversation's text tokens (each clip counts as its placeholder: AVQA's are all
+    10 s long, so the audio adds the same to every example)."""
+    return len(processor.tokenizer(render(processor, messages, response)).input_ids)
 
 
 def load_examples(run_dir: Path, cfg: SFTConfig) -> tuple[list[tuple[list[dict], str]], dict]:

@@ -88,12 +88,13 @@ def open_training(run_dir: Path, cfg, inputs: dict, grad_accum: int = 1):
 
 def train(accelerator, stage: StageRun, cfg, model, processor, step, *, name: str, items: int, batch_size: int,
           batches_per_step: int = 1, val_method: str, merged_from: str | None = None,
-          show: dict[str, str]) -> dict:
+          show: dict[str, str], lengths: list[int] | None = None) -> dict:
     """Run `step` until `cfg.steps`, resuming from the newest checkpoint; returns the trainer state
     (step, best_accuracy, best_step). `batch_size` examples per process make a batch, and a step
     takes `batches_per_step` of them; `merged_from` (the model a LoRA run started from) saves best/
     and final/ with LoRA folded in, and the adapter beside, in `adapter/`; `show` names the
-    metrics on the progress bar, with their formats."""
+    metrics on the progress bar, with their formats; `lengths` (one per item) forms batches of
+    similar lengths (`Batches`)."""
     folder = RunDir(stage.run_dir).training(cfg.subdir)
     out = folder.root
     state = {"step": 0, "best_accuracy": None, "best_step": None}
@@ -101,7 +102,8 @@ def train(accelerator, stage: StageRun, cfg, model, processor, step, *, name: st
     if last is not None:  # resumed: weights, optimizer, scheduler, data order and step
         state = read_state(last)
         accelerator.print(f"{name}: resuming from {last} (step {state['step']})")
-    order = Batches(items, batch_size * accelerator.num_processes, cfg.seed, state["step"] * batches_per_step)
+    order = Batches(items, batch_size * accelerator.num_processes, cfg.seed, state["step"] * batches_per_step,
+                    lengths=lengths)
 
     def next_batch() -> list[int]:
         return order.next()[accelerator.process_index::accelerator.num_processes]
@@ -145,24 +147,42 @@ def finish_training(stage: StageRun, cfg, state: dict, curve: str, counts: dict,
     return stage.finish(counts, model=cfg.model, **extra)
 
 
+LENGTH_WINDOW = 64  # with lengths, batches are formed by length within windows of this many batches
+
+
 class Batches:
     """Indices of each global batch: a seeded shuffle per epoch, so a resumed run sees the same
-    order as an uninterrupted one (`skip` batches are consumed first)."""
+    order as an uninterrupted one (`skip` batches are consumed first). With `lengths` (one per
+    item), each epoch's shuffled order is cut into windows of `LENGTH_WINDOW` batches, each window
+    sorted by length into batches whose order is shuffled again, as Hugging Face's
+    `group_by_length` does: batches of similar lengths (little padding), in a random order."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, skip: int = 0):
-        self.n, self.batch_size, self.seed = n, batch_size, seed
+    def __init__(self, n: int, batch_size: int, seed: int, skip: int = 0, lengths: list[int] | None = None):
+        self.n, self.batch_size, self.seed, self.lengths = n, batch_size, seed, lengths
         self.epoch, self.queue = 0, []
         for _ in range(skip):
             self.next()
 
     def next(self) -> list[int]:
         while len(self.queue) < self.batch_size:
-            order = list(range(self.n))
-            random.Random(self.seed + self.epoch).shuffle(order)
-            self.queue += order
+            self.queue += self._epoch_order()
             self.epoch += 1
         batch, self.queue = self.queue[: self.batch_size], self.queue[self.batch_size:]
         return batch
+
+    def _epoch_order(self) -> list[int]:
+        order = list(range(self.n))
+        rng = random.Random(self.seed + self.epoch)
+        rng.shuffle(order)
+        if self.lengths is None:
+            return order
+        size, grouped = LENGTH_WINDOW * self.batch_size, []
+        for start in range(0, len(order), size):
+            window = sorted(order[start:start + size], key=lambda i: -self.lengths[i])
+            batches = [window[i:i + self.batch_size] for i in range(0, len(window), self.batch_size)]
+            rng.shuffle(batches)
+            grouped += [i for batch in batches for i in batch]
+        return grouped
 
 
 def validate(accelerator, model, processor, cfg, method: str) -> float:
