@@ -441,8 +441,8 @@ def test_rollouts_decode_compiled_on_a_gpu_static_on_a_cpu_and_with_generate_whe
     from accelerate.utils import DistributedType
 
     def accelerator(kind, device="cuda", zero_stage=None):
-        plugin = SimpleNamespace(zero_stage=zero_stage) if zero_stage else None
-        return SimpleNamespace(distributed_type=kind, device=torch.device(device),
+        plugin = SimpleNamespace(zero_stage=zero_stage, deepspeed_config={}) if zero_stage else None
+        return SimpleNamespace(distributed_type=kind, device=torch.device(device), num_processes=2,
                                state=SimpleNamespace(deepspeed_plugin=plugin))
 
     auto = grpo.GRPOConfig()

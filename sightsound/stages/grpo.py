@@ -193,14 +193,11 @@ def rollout_decoder(cfg: GRPOConfig, accelerator) -> str:
     elsewhere (on this project's 2-core CPUs, 0.90–0.97x generate's time, `benchmarks/rollouts.py`).
     A policy sharded across processes (DeepSpeed ZeRO-3, FSDP) decodes with `generate`, which
     gathers each layer as it reaches it and keeps the ranks stepping together."""
-    from accelerate.utils import DistributedType
-
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    sharded = accelerator.distributed_type == DistributedType.FSDP or (
-        accelerator.distributed_type == DistributedType.DEEPSPEED and plugin is not None and plugin.zero_stage == 3)
+    launcher = memory.launcher_of_accelerator(accelerator)[0]
+    sharded = launcher in memory.SHARDED
     if sharded and cfg.decoder in ("static", "compiled"):
         raise ConfigError(f"grpo.decoder: {cfg.decoder} decodes on whole weights; this policy is sharded "
-                          f"({accelerator.distributed_type.value}), so set grpo.decoder: auto or generate")
+                          f"({launcher}), so set grpo.decoder: auto or generate")
     if sharded:
         return "generate"
     if cfg.decoder == "auto":

@@ -2,9 +2,12 @@
 loop whose every step has the same shapes, so that on a GPU the decoder's step is compiled once into
 CUDA graphs (`torch.compile(mode="reduce-overhead")`) and the host never waits on the device.
 
-    tokens = decode_static(model, prompt_inputs, repeats=8, cache=cache, max_new_tokens=256,
-                           do_sample=True, temperature=1.0, top_p=1.0, pad_token_id=pad,
-                           suppress_tokens=placeholders)            # [B*G, P+T], as generate returns
+    filled = DynamicCache()                                  # each prompt but its last token, prefilled once
+    model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions(mask[:, :-1]), cache=filled)
+    tokens = decode_static(model, ids, mask, filled, repeats=8, compiled=True, max_new_tokens=256,
+                           do_sample=True, temperature=1.0, pad_token_id=pad)    # [B*G, P+T], as generate returns
+
+(`training.student.sample_groups` does this, and falls back to `generate` when `supported` says so.)
 
 Why a loop of our own rather than `generate(cache_implementation="static")`, which also compiles
 the forward on a GPU: measured on an H200 with Qwen2-Audio-7B's decoder and 32 rows, transformers'
@@ -106,7 +109,7 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, filled, repeats:
         cache.update(layer.keys.repeat_interleave(repeats, dim=0), layer.values.repeat_interleave(repeats, dim=0),
                      index)
     full_mask = torch.cat([mask, mask.new_ones(rows, length - prompt_length)], dim=1)  # causal beyond
-    position = (mask.long().cumsum(dim=1) - 1).clamp(min=0)[:, -1]  # the last prompt token's, as generate counts
+    position = positions(mask)[:, -1]  # the last prompt token's
 
     out = torch.full((rows, budget), pad, dtype=ids.dtype, device=ids.device)
     running = torch.ones(rows, dtype=torch.bool, device=ids.device)
@@ -121,6 +124,11 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, filled, repeats:
         if (t + 1) % CHECK_EVERY == 0 and not bool(running.any()):
             break
     return torch.cat([ids, out[:, :_generated_length(out, eos, budget)]], dim=1)
+
+
+def positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Rotary positions of left-padded rows as `generate` counts them: real tokens from 0, pads 0."""
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
 def cache_length(prompt_length: int, max_new_tokens: int) -> int:

@@ -251,13 +251,18 @@ def launcher_of(command: str | None) -> tuple[str, int, bool]:
     processes = int(option("--num_processes") or settings.get("num_processes") or 1)
     kind = settings.get("distributed_type", "MULTI_GPU" if processes > 1 else "NO")
     deepspeed = settings.get("deepspeed_config") or {}
-    if kind == "DEEPSPEED":
-        stage = int(deepspeed.get("zero_stage", 2))
-        launcher = "zero3" if stage == 3 else "zero2" if stage == 2 else "ddp"
-    else:
-        launcher = {"FSDP": "fsdp", "MULTI_GPU": "ddp"}.get(kind, "single")
     offload = str(deepspeed.get("offload_optimizer_device", "none")).lower() not in ("none", "")
-    return launcher, processes, offload
+    return _launcher(kind, int(deepspeed.get("zero_stage", 2))), processes, offload
+
+
+SHARDED = ("zero3", "fsdp")  # launchers whose processes each hold a part of every weight
+
+
+def _launcher(kind: str, zero_stage: int | None) -> str:
+    """One of LAUNCHERS for accelerate's distributed_type (and DeepSpeed's ZeRO stage)."""
+    if kind == "DEEPSPEED":
+        return "zero3" if zero_stage == 3 else "zero2" if zero_stage == 2 else "ddp"
+    return {"FSDP": "fsdp", "MULTI_GPU": "ddp"}.get(kind, "single")
 
 
 # --- a pipeline config's training stages -----------------------------------------------------------
@@ -287,7 +292,7 @@ def stage_estimates(stage: str, cfg, launch: str | tuple | None, *, audio_second
                   audio_seconds=audio_seconds, stage=stage,
                   reference=grpo and not cfg.lora.enabled and cfg.beta > 0,
                   grouped=grpo and family_of(config.model_type).grouped_attention,
-                  cache_kept=grpo and launcher not in ("zero3", "fsdp") and getattr(cfg, "decoder", "") in ("auto", "compiled"))
+                  cache_kept=grpo and launcher not in SHARDED and getattr(cfg, "decoder", "") in ("auto", "compiled"))
     by_checkpointing = {on: estimate(config, counts, dataclasses.replace(setup, gradient_checkpointing=on))
                         for on in (False, True)}
     return {"stage": stage, "model": path, "counts": counts, "setup": setup, "configured": cfg.gradient_checkpointing,
@@ -322,14 +327,11 @@ def device_memory(device) -> int:
 
 def launcher_of_accelerator(accelerator) -> tuple[str, int, bool]:
     """`launcher_of`'s (launcher, processes, optimizer offloaded) for a running accelerator."""
-    kind = accelerator.distributed_type.value
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    if kind == "DEEPSPEED" and plugin is not None:
-        zero = plugin.deepspeed_config.get("zero_optimization", {})
-        offload = str((zero.get("offload_optimizer") or {}).get("device", "none")).lower() not in ("none", "")
-        return ("zero3" if plugin.zero_stage == 3 else "zero2"), accelerator.num_processes, offload
-    launcher = {"FSDP": "fsdp", "MULTI_GPU": "ddp"}.get(kind, "single")
-    return launcher, accelerator.num_processes, False
+    zero = plugin.deepspeed_config.get("zero_optimization", {}) if plugin is not None else {}
+    offload = str((zero.get("offload_optimizer") or {}).get("device", "none")).lower() not in ("none", "")
+    stage = plugin.zero_stage if plugin is not None else None
+    return _launcher(accelerator.distributed_type.value, stage), accelerator.num_processes, offload
 
 
 def shapes_of(processor, conversations: list[list[dict]], responses: list[int | str], limit: int = 256) -> dict:

@@ -23,6 +23,7 @@ import torch.utils.checkpoint
 from sightsound.models.families import family_of
 from sightsound.models.loading import encode, frames_as_images, render
 from sightsound.training import decoding
+from sightsound.training.decoding import positions
 
 DECODERS = ("generate", "static", "compiled")  # how `sample_groups` decodes (see there)
 LOGP_ROWS = 1024  # completion tokens whose logits exist at once when scoring (1024 x 156k vocab x 4 B = 640 MB)
@@ -308,11 +309,6 @@ def sample_groups(model, prompt_inputs, repeats: int, decoder: str = "generate",
     return model.generate(input_ids=ids.repeat_interleave(repeats, dim=0),
                           attention_mask=mask.repeat_interleave(repeats, dim=0),
                           **{decoding.cache_argument(): filled}, **sampling)
-
-
-def positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Rotary positions of left-padded rows as `generate` counts them: real tokens from 0, pads 0."""
-    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
 @contextlib.contextmanager
