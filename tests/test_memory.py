@@ -58,10 +58,12 @@ def test_what_each_launcher_holds_per_device(paper_student):
     assert ddp == pytest.approx(P * (2 + 2 + 4 + 2))  # bf16 weights, grads, two AdamW states, reference: ~84 GB
     zero2, _ = held(launcher="zero2", processes=6)
     assert zero2 == pytest.approx(P * 2 + P * (2 + 12) / 6 + P * 2)
-    zero3, parts = held(launcher="zero3", processes=6)  # the reference stays whole: a plain copy
-    assert zero3 == pytest.approx(P * (2 + 2 + 12) / 6 + P * 2)
+    zero3, parts = held(launcher="zero3", processes=6)  # the reference sharded as the policy is
+    assert zero3 == pytest.approx(P * (2 + 2 + 12) / 6 + P * 2 / 6)
     offloaded, _ = held(launcher="zero3", processes=6, offload_optimizer=True)
-    assert offloaded == pytest.approx(P * (2 + 2) / 6 + P * 2)
+    assert offloaded == pytest.approx(P * (2 + 2) / 6 + P * 2 / 6)
+    fsdp, _ = held(launcher="fsdp", processes=6)  # fp32 trainable weights, gradients and states; bf16 reference
+    assert fsdp == pytest.approx(P * (4 + 4 + 8) / 6 + P * 2 / 6)
     assert parts["total"] == pytest.approx(zero3 + max(parts["activations"] + parts["logits"], parts["rollout_cache"]))
     with pytest.raises(ValueError, match="launcher 'megatron'"):
         memory.estimate(paper_student, counts, memory.Setup(launcher="megatron"))

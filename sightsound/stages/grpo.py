@@ -13,7 +13,6 @@ Details: docs/reference.md, "sightsound/stages/grpo.py".
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from sightsound.models.loading import encode, load_model
 from sightsound.records import Consensus, Sample
 from sightsound.rundir import RunDir
 from sightsound.store import JsonlWriter, read_jsonl, sha256_file
-from sightsound.training import memory
+from sightsound.training import memory, sharding
 from sightsound.training.loop import TrainingConfig, checkpointing, finish_training, open_training, train
 from sightsound.training.student import DECODERS, LoraConfig, add_lora, completion_logps, prepare_for_training, sample_groups
 
@@ -72,13 +71,7 @@ def main(cfg: GRPOConfig) -> dict:
     if stage.done:
         return stage.manifest
 
-    policy, reference, processor = load_policy_and_reference(cfg, accelerator, items)
-    trainable = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.0)
-    policy, optimizer = accelerator.prepare(policy, optimizer)
-    if reference is not None:
-        reference.to(accelerator.device)
-
+    policy, reference, processor, optimizer, trainable = prepare_models(cfg, accelerator, items)
     every = cfg.log_completions_every
     completions = (JsonlWriter(RunDir(run_dir).training(cfg.subdir).completions, id_of=lambda r: r["id"])
                    if every and accelerator.is_main_process else None)
@@ -116,20 +109,37 @@ def load_prompts(run_dir: Path) -> tuple[list[tuple[Sample, object]], dict]:
     return items, {str(path): sha256_file(path) for path in (run.samples, run.consensus)}
 
 
+def prepare_models(cfg: GRPOConfig, accelerator, items: list):
+    """(policy, reference, processor, optimizer, trainable parameters), prepared by accelerate (the
+    policy and its optimizer) and `sharding.prepare_reference` (the reference, when there is one)."""
+    policy, reference, processor = load_policy_and_reference(cfg, accelerator, items)
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
+    policy, optimizer = accelerator.prepare(policy, optimizer)
+    trainable = [p for p in policy.parameters() if p.requires_grad]  # FSDP2 has replaced them with their shards
+    if reference is not None:
+        reference = sharding.prepare_reference(accelerator, reference)
+    return policy, reference, processor, optimizer, trainable
+
+
 def load_policy_and_reference(cfg: GRPOConfig, accelerator, items: list):
     """The policy starts as the SFT model (an SFT adapter is merged into its base first). The
-    reference is that same model, frozen: a copy, or — with LoRA GRPO — the policy with its new
-    adapter disabled (no second copy in memory)."""
-    model, processor = load_model(cfg.model, cfg.dtype, training=True)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+    reference is that same model, frozen: loaded again (a copy of a model ZeRO-3 partitioned as it
+    loaded would not be one), or — with LoRA GRPO — the policy with its new adapter disabled (no
+    second copy in memory)."""
+    model, processor = _load_start(cfg)
     recompute = checkpointing("grpo", cfg, accelerator, lambda: memory.shapes_of(
         processor, [prompts.student_turn(sample, "zero_shot_cot", cfg.answer) for sample, _ in items],
         [cfg.max_completion_tokens] * len(items)))
     if cfg.lora.enabled:
         return prepare_for_training(add_lora(model, cfg.lora), recompute, cfg.freeze), None, processor
-    reference = copy.deepcopy(model).eval().requires_grad_(False)
+    reference = _load_start(cfg)[0].eval().requires_grad_(False)
     return prepare_for_training(model.requires_grad_(True), recompute, cfg.freeze), reference, processor
+
+
+def _load_start(cfg: GRPOConfig):
+    """The SFT model GRPO starts from, an SFT adapter merged into its base."""
+    model, processor = load_model(cfg.model, cfg.dtype, training=True)
+    return (model.merge_and_unload() if hasattr(model, "merge_and_unload") else model), processor
 
 
 def grpo_step(accelerator, policy, reference, processor, optimizer, trainable, batch, cfg: GRPOConfig,
@@ -180,7 +190,8 @@ def rollout(accelerator, policy, processor, batch, cfg: GRPOConfig, step: int):
                                top_p=cfg.top_p, top_k=cfg.top_k, max_new_tokens=cfg.max_completion_tokens,
                                use_cache=True,  # prepare_for_training turned the config's off for training
                                pad_token_id=processor.tokenizer.pad_token_id,
-                               suppress_tokens=placeholder_ids(processor.tokenizer))
+                               suppress_tokens=placeholder_ids(processor.tokenizer),
+                               **sharding.generation_kwargs(accelerator))
     completion_ids = output[:, prompt_inputs["input_ids"].shape[1]:]  # [B*G, T]
     mask = completion_mask(completion_ids, _eos_ids(unwrapped))  # [B*G, T]
     texts = [processor.tokenizer.decode(ids[:n], skip_special_tokens=True)
@@ -193,11 +204,10 @@ def rollout_decoder(cfg: GRPOConfig, accelerator) -> str:
     elsewhere (on this project's 2-core CPUs, 0.90–0.97x generate's time, `benchmarks/rollouts.py`).
     A policy sharded across processes (DeepSpeed ZeRO-3, FSDP) decodes with `generate`, which
     gathers each layer as it reaches it and keeps the ranks stepping together."""
-    launcher = memory.launcher_of_accelerator(accelerator)[0]
-    sharded = launcher in memory.SHARDED
+    sharded = sharding.is_sharded(accelerator)
     if sharded and cfg.decoder in ("static", "compiled"):
         raise ConfigError(f"grpo.decoder: {cfg.decoder} decodes on whole weights; this policy is sharded "
-                          f"({launcher}), so set grpo.decoder: auto or generate")
+                          f"({memory.launcher_of_accelerator(accelerator)[0]}), so set grpo.decoder: auto or generate")
     if sharded:
         return "generate"
     if cfg.decoder == "auto":

@@ -31,6 +31,7 @@ from sightsound.models.loading import local_path
 from sightsound.records import Sample
 from sightsound.rundir import RunDir, TrainingDir
 from sightsound.store import JsonlWriter, read_jsonl, write_json
+from sightsound.training import memory, sharding
 
 
 @dataclass
@@ -62,8 +63,6 @@ class TrainingConfig:
 def checkpointing(name: str, cfg, accelerator, shapes) -> bool:
     """`cfg.gradient_checkpointing` resolved (`memory.checkpointing`: "auto" decides from the memory
     estimate at the shapes `shapes()` gives), and said when it was auto."""
-    from sightsound.training import memory
-
     on, why = memory.checkpointing(name, cfg, accelerator, shapes)
     if cfg.gradient_checkpointing == "auto" and accelerator.is_main_process:
         print(f"{name}: gradient checkpointing {'on' if on else 'off'} ({why})")
@@ -78,6 +77,7 @@ def open_training(run_dir: Path, cfg, inputs: dict, grad_accum: int = 1):
 
     accelerator = Accelerator(gradient_accumulation_steps=grad_accum, log_with=usable_trackers(cfg) or None,
                               project_dir=str(Path(run_dir) / cfg.subdir))
+    sharding.check(cfg, accelerator)
     stage = open_stage(run_dir, cfg.subdir, cfg, inputs, [Path(run_dir) / cfg.subdir],
                        main_process=accelerator.is_main_process)
     if not stage.done:
@@ -204,8 +204,10 @@ ADAPTER = "adapter"  # a merged LoRA model's own adapter, in its folder
 def save_model(accelerator, model, processor, path: Path, merge: bool = False, merged_from: str | None = None) -> None:
     """An ordinary HF folder + processor: a LoRA adapter as it is, or with `merge` the full merged
     model; with `merged_from` (the model the adapter was trained on) the merged model and the
-    adapter in `path/adapter/`, its `base_model_name_or_path` that model, so PEFT loads it too."""
+    adapter in `path/adapter/`, its `base_model_name_or_path` that model, so PEFT loads it too.
+    A sharded model's weights are gathered first, on every process."""
     accelerator.wait_for_everyone()
+    gathered = accelerator.get_state_dict(model) if sharding.is_sharded(accelerator) else None
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         lora = hasattr(unwrapped, "merge_and_unload")
@@ -222,7 +224,7 @@ def save_model(accelerator, model, processor, path: Path, merge: bool = False, m
                 config["base_model_name_or_path"] = local_path(merged_from)
                 settings.write_text(json.dumps(config, indent=2) + "\n")
         else:
-            unwrapped.save_pretrained(path)
+            unwrapped.save_pretrained(path, state_dict=gathered)
         if hasattr(processor, "save_pretrained"):
             processor.save_pretrained(path)
     accelerator.wait_for_everyone()

@@ -9,14 +9,16 @@ Nothing here loads weights: the model is built on PyTorch's `meta` device from i
 gives exact parameter counts (and which of them LoRA and `freeze:` leave trainable), and the
 rest is arithmetic on the configured shapes. The parts, per device:
 
-- weights, gradients, optimizer: under the launcher `run.launch` names. Plain torch (one GPU, DDP,
-  FSDP) trains the bf16 weights directly with AdamW, whose two states take the parameter's dtype;
+- weights, gradients, optimizer: under the launcher `run.launch` names. Plain torch (one GPU, DDP)
+  trains the bf16 weights directly with AdamW, whose two states take the parameter's dtype;
   DeepSpeed keeps an fp32 master copy and fp32 states (12 bytes a trainable parameter, the ZeRO
-  paper's K). ZeRO-2 shards gradients and optimizer states over the processes, ZeRO-3 and FSDP
-  the weights as well; an optimizer offloaded to the CPU takes no GPU memory.
-- reference: GRPO's frozen copy of the starting model, whole on every device under any launcher
-  (it is a plain copy that no launcher shards; none with LoRA: the policy with its adapter switched
-  off is the reference).
+  paper's K); accelerate's FSDP2 turns trainable bf16 weights into fp32 ones (computing in bf16),
+  so their gradients and states are fp32 too. ZeRO-2 shards gradients and optimizer states over
+  the processes, ZeRO-3 and FSDP the weights as well; an optimizer offloaded to the CPU takes no
+  GPU memory.
+- reference: GRPO's frozen copy of the starting model, whole on every device, or sharded like the
+  policy under ZeRO-3 and FSDP (`training.sharding.prepare_reference`); none with LoRA: the policy
+  with its adapter switched off is the reference.
 - activations: what the backward pass keeps. Per token and decoder layer a Qwen2 layer keeps about
   `ACTIVATION_WIDTHS` tensors of the hidden width and the MLP width; with gradient checkpointing
   only each layer's input is kept, plus one layer's worth recomputed during backward. The audio
@@ -141,11 +143,12 @@ def estimate(config, counts: Counts, setup: Setup) -> dict[str, float]:
     shard_states = n if setup.launcher in ("zero2", "zero3", "fsdp") else 1
     deepspeed = setup.launcher in ("zero2", "zero3")
 
-    parts = {"weights": counts.total * b / shard_weights}
-    parts["gradients"] = counts.trainable * b / shard_states
-    state_bytes = 12 if deepspeed else 2 * b  # fp32 master + two fp32 states, or two states in the weights' dtype
+    trained = 4 if setup.launcher == "fsdp" else b  # FSDP2 keeps trainable weights in fp32
+    parts = {"weights": ((counts.total - counts.trainable) * b + counts.trainable * trained) / shard_weights}
+    parts["gradients"] = counts.trainable * trained / shard_states
+    state_bytes = 12 if deepspeed else 2 * trained  # fp32 master + two fp32 states, or two states in the weights' dtype
     parts["optimizer"] = 0.0 if setup.offload_optimizer else counts.trainable * state_bytes / shard_states
-    parts["reference"] = counts.total * b if setup.reference else 0.0  # a plain copy: never sharded
+    parts["reference"] = counts.total * b / shard_weights if setup.reference else 0.0  # sharded as the policy is
 
     H, I, L, V = text.hidden_size, text.intermediate_size, text.num_hidden_layers, text.vocab_size
     kv_width = H * text.num_key_value_heads / text.num_attention_heads
