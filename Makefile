@@ -9,6 +9,9 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# DeepSpeed for the ZeRO-3 tests (tests/test_sharding.py): built against the torch above, no compiled ops
+	$(BIN)/python -m pip install --quiet setuptools wheel
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install --quiet --no-build-isolation -e '.[deepspeed]'
 	touch $@
 
 install: $(BIN)/.installed

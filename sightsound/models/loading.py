@@ -62,12 +62,28 @@ def load_model(path: str | Path, dtype: str = "float32", device_map: str | None 
         raise ValueError(f"{base}: model_type {config.model_type!r} is not supported "
                          f"(supported: {', '.join(loadable)})")
     model_class = getattr(transformers, family.architecture)
+    _import_sub_models(config)
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     model = model_class.from_pretrained(base, dtype=torch_dtype, device_map=device_map,
                                         trust_remote_code=trust_remote_code)
     if family.thinker:  # the thinker writes the text; the talker only speaks it
         model = model.thinker
     return model, load_processor(base, trust_remote_code)
+
+
+def _import_sub_models(config) -> None:
+    """Import the classes of a model's parts (its text model, its audio encoder) now, before
+    `from_pretrained` would import them. Under DeepSpeed ZeRO-3, `from_pretrained` runs inside
+    `deepspeed.zero.Init`, which wraps the `__init__` of every module class created while it is
+    active and puts the undecorated one back when it ends: a decorator applied after such a class
+    was created is lost — transformers' kernel hooks on `Qwen2Attention` — and the next model
+    loaded (GRPO's reference) fails ("'Qwen2Attention' object has no attribute '_kernel_funcs'")."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    for name in getattr(config, "sub_configs", {}):
+        sub = getattr(config, name, None)
+        if sub is not None and type(sub) in MODEL_MAPPING:
+            MODEL_MAPPING[type(sub)]  # noqa: B018 (the lookup imports the module)
 
 
 # --- messages → inputs ------------------------------------------------------------------------------

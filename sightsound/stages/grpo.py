@@ -67,7 +67,8 @@ def main(cfg: GRPOConfig) -> dict:
     rl.check_rewards(cfg.rewards)  # every reward resolves and every weight is sane before anything is touched
     run_dir = Path(cfg.out)
     items, inputs = load_prompts(run_dir)
-    accelerator, stage = open_training(run_dir, cfg, inputs | model_inputs(cfg.model))
+    accelerator, stage = open_training(run_dir, cfg, inputs | model_inputs(cfg.model),
+                                      micro_batch=cfg.prompts_per_step * cfg.group_size)
     if stage.done:
         return stage.manifest
 

@@ -67,7 +67,8 @@ def main(cfg: SFTConfig) -> dict:
         raise ConfigError(f"unknown SFT target {cfg.target!r} (known: {', '.join(TARGETS)})")
     run_dir = Path(cfg.out)
     examples, inputs = load_examples(run_dir, cfg)
-    accelerator, stage = open_training(run_dir, cfg, inputs | model_inputs(cfg.model), cfg.grad_accum)
+    accelerator, stage = open_training(run_dir, cfg, inputs | model_inputs(cfg.model), cfg.grad_accum,
+                                      micro_batch=cfg.batch_size)
     if stage.done:
         return stage.manifest
 

@@ -69,15 +69,17 @@ def checkpointing(name: str, cfg, accelerator, shapes) -> bool:
     return on
 
 
-def open_training(run_dir: Path, cfg, inputs: dict, grad_accum: int = 1):
+def open_training(run_dir: Path, cfg, inputs: dict, grad_accum: int = 1, micro_batch: int = 1):
     """(accelerator, stage run): the stage is `done` when it already finished with this config and
-    these inputs. Another config's training is not resumed: its folder is cleared first."""
+    these inputs. Another config's training is not resumed: its folder is cleared first.
+    `micro_batch`: the sequences a process passes forward at once (DeepSpeed asks for it)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     accelerator = Accelerator(gradient_accumulation_steps=grad_accum, log_with=usable_trackers(cfg) or None,
                               project_dir=str(Path(run_dir) / cfg.subdir))
     sharding.check(cfg, accelerator)
+    sharding.tell_deepspeed(accelerator, micro_batch)
     stage = open_stage(run_dir, cfg.subdir, cfg, inputs, [Path(run_dir) / cfg.subdir],
                        main_process=accelerator.is_main_process)
     if not stage.done:

@@ -1,5 +1,6 @@
 """What training does differently when each process holds only a part of every weight (FSDP2 or
-DeepSpeed ZeRO-3, chosen by the accelerate config the stage is launched with).
+DeepSpeed ZeRO-3, chosen by the accelerate config the stage is launched with), and what DeepSpeed
+needs to be told.
 
     check(cfg, accelerator)                          # refuses what cannot run sharded, before loading
     reference = prepare_reference(accelerator, ref)  # GRPO's frozen reference, sharded like the policy
@@ -18,11 +19,11 @@ DeepSpeed ZeRO-3, chosen by the accelerate config the stage is launched with).
 - Saving gathers the whole weights on every process (`accelerator.get_state_dict`, a collective)
   before the main process writes them (`loop.save_model`).
 
-The FSDP2 path runs in the test suite on two CPU processes (`tests/test_sharding.py`): accelerate
-enters FSDP only on accelerators (its `AcceleratorState` keeps MULTI_CPU on a CPU), so the test's
-launcher sets the state accelerate sets on GPUs, and everything after that is accelerate's and this
-project's own code. The ZeRO-3 path has not run: DeepSpeed is not installed here, and accelerate
-enters DeepSpeed only on accelerators as well.
+Both run in the test suite on two CPU processes (`tests/test_sharding.py`), through the
+project's accelerate configs: accelerate enters FSDP and DeepSpeed only on accelerators (its
+`AcceleratorState` keeps MULTI_CPU on a CPU), so the test's launcher sets the state accelerate
+sets on GPUs, and everything after that is accelerate's, DeepSpeed's and this project's own code.
+Neither has run on GPUs here.
 """
 
 from __future__ import annotations
@@ -60,6 +61,16 @@ def check(cfg, accelerator) -> None:
                           "DDP (configs/accelerate/ddp.yaml), where it fits, or set lora.enabled: false")
 
 
+def tell_deepspeed(accelerator, micro_batch: int) -> None:
+    """Under DeepSpeed, the sequences a process passes forward at once. accelerate reads it from
+    a prepared dataloader, and the stages prepare none (they draw their own batches, `loop.Batches`);
+    without it `accelerator.prepare` stops ("requires you to pass at least one of training or
+    evaluation dataloaders"). DeepSpeed uses it for its own bookkeeping, not to batch anything."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is not None and plugin.deepspeed_config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro_batch
+
+
 def prepare_reference(accelerator, reference):
     """GRPO's frozen reference on this process: sharded like the policy under FSDP2 or ZeRO-3
     (see the module docstring), else whole on the device."""
@@ -81,5 +92,6 @@ def prepare_reference(accelerator, reference):
         settings.pop("scheduler", None)
         settings["zero_optimization"].pop("offload_optimizer", None)  # no optimizer to offload
         engine, *_ = deepspeed.initialize(model=reference, config=settings)
-        return engine.eval()
+        engine.eval()  # DeepSpeed's returns None
+        return engine
     return reference.to(accelerator.device)
