@@ -30,11 +30,13 @@ $(FLOORS)/bin/.installed: pyproject.toml .ci/floors.txt
 	$(PYTHON) -m venv $(FLOORS)
 	$(FLOORS)/bin/python -m pip install --quiet --upgrade pip
 	$(FLOORS)/bin/python -m pip install --quiet -c .ci/floors.txt -e '.[dev]'
+	$(FLOORS)/bin/python -m pip install --quiet -c .ci/floors.txt setuptools wheel
+	DS_BUILD_OPS=0 $(FLOORS)/bin/python -m pip install --quiet --no-build-isolation -c .ci/floors.txt -e '.[deepspeed]'
 	touch $@
 
 test-floors: $(FLOORS)/bin/.installed
 	$(FLOORS)/bin/python -m pytest -q tests/test_training.py tests/test_models_hf.py tests/test_families.py \
-		tests/test_rl.py tests/test_multiprocess.py tests/test_exports.py tests/test_verifier.py tests/test_pipeline.py
+		tests/test_rl.py tests/test_multiprocess.py tests/test_sharding.py tests/test_exports.py tests/test_verifier.py tests/test_pipeline.py
 
 clean:
 	rm -rf runs

@@ -118,6 +118,8 @@ if accelerator.is_main_process:
     "rank": rank, "processes": accelerator.num_processes, "distributed_type": str(accelerator.distributed_type),
     "losses": losses, "kl": stats["kl"], "texts": texts, "shards": shards, "reference_shards": reference_shards,
     "moments": sum(moments)}))
+if torch.distributed.is_initialized():
+    torch.distributed.destroy_process_group()  # as the stages end (training.loop.train)
 '''
 
 
@@ -150,8 +152,16 @@ def launch(tmp_path: Path, launcher: str, script: str, args: list[str]) -> subpr
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--num_processes", "2",
                "--mixed_precision", "no", "--main_process_port", str(free_port()), str(path), *args]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0 and TEARDOWN_ABORT in done.stderr:  # once in ~10 ZeRO-3 offload runs, at exit
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
     return done
+
+
+# A process aborting at exit, after its work and its files are done: a C++ thread still joinable
+# when the interpreter tears down (seen under DeepSpeed's ZeRO-3 with the optimizer offloaded, on
+# gloo, before the stages destroyed the process group at the end; rarely after). It is retried once.
+TEARDOWN_ABORT = "terminate called without an active exception"
 
 
 @pytest.fixture(scope="module")
