@@ -55,7 +55,7 @@ def check(cfg, accelerator) -> None:
     if cfg.val_samples:
         raise ConfigError(f"{cfg.subdir}.val_samples: validation generates on the main process alone, which a "
                           f"sharded model ({launcher}) cannot do; leave it unset and evaluate the saved "
-                          "checkpoints with `sightsound evaluate`")
+                          "checkpoints with `sightsound eval`")
     if cfg.lora.enabled:
         raise ConfigError(f"{cfg.subdir}.lora: LoRA training is not sharded ({launcher}); launch it with "
                           "DDP (configs/accelerate/ddp.yaml), where it fits, or set lora.enabled: false")
