@@ -238,6 +238,31 @@ def test_a_lost_or_emptied_cached_clip_is_decoded_again(world, tmp_path, capsys)
     assert media.read_wav(first.audio).size and np.load(second.meta["frames"]).shape[0] == 2
 
 
+def test_a_clip_written_anew_at_the_same_path_is_decoded_anew(world, tmp_path):
+    """A world regenerated in place (another `mime` share: the same clip names, other videos) must
+    not be read from the media cache of the old one: the teacher would see the old frames."""
+    import os
+    import shutil
+
+    copy = tmp_path / "world"
+    shutil.copytree(world, copy)
+    run(tmp_path, dataset="synth", root=str(copy), num_frames=2, frame_size=32)
+    before = samples(tmp_path)
+    first = next(iter(before.values()))
+    video = Path(first.video)
+    other = next(v for v in sorted(video.parent.glob("*.mp4")) if v.name != video.name)
+    shutil.copyfile(other, video)  # the clip written anew: the other clip's pictures and sound
+    os.utime(video, ns=(video.stat().st_atime_ns, video.stat().st_mtime_ns + 10**9))
+    with open(copy / "train_qa.json", "a") as f:  # and its metadata: prepare runs again, media cache kept
+        f.write("\n")
+    run(tmp_path, dataset="synth", root=str(copy), num_frames=2, frame_size=32)
+    after = samples(tmp_path)[first.id]
+    assert after.audio != first.audio and after.meta["frames"] != first.meta["frames"]
+    decoded = media.decode(other, num_frames=2, frame_size=32)
+    assert np.array_equal(np.load(after.meta["frames"]), decoded.frames)
+    assert not np.array_equal(np.load(after.meta["frames"]), np.load(first.meta["frames"]))
+
+
 def test_a_link_in_the_media_tree_to_a_file_outside_is_refused_found_by_name_too(tmp_path):
     data, outside = tmp_path / "data", make_wav(tmp_path / "secret" / "private.wav")
     make_wav(data / "inside.wav")

@@ -230,9 +230,12 @@ def materialize(entry: Entry, index, allowed: list[Path] | None, cache_dir: Path
         raise media.MediaError(f"no media file with stem {' or '.join(map(repr, entry.stems))} "
                                f"under {cfg.media or cfg.root}", "media-missing")
     source = video or audio_file
-    # The cache is named by the file's stem and its full path: two `clip.wav` in different folders
-    # are two clips.
-    key = f"{source.stem}-{hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:10]}"
+    # The cache is named by the file's stem, its full path, its size and its modification time: two
+    # `clip.wav` in different folders are two clips, and a clip written anew at the same path (a
+    # regenerated world, a re-encoded dataset) is decoded anew, not read from the old one's cache.
+    stat = source.stat()
+    identity = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    key = f"{source.stem}-{hashlib.sha256(identity.encode()).hexdigest()[:10]}"
     if key in failed:
         raise failed[key]
     wav = cache_dir / f"{key}.wav"
