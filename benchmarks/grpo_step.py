@@ -189,8 +189,8 @@ def run_ours(args) -> dict:
     torch.manual_seed(args.seed)
     accelerator = Accelerator(cpu=True)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    # load_policy_and_reference: the reference is a frozen copy of the starting model (the stage loads
-    # it a second time, which gives the same weights; a copy is the same here, with no ZeRO-3)
+    # load_policy_and_reference: the reference is a frozen deep copy of the starting model (loaded a
+    # second time only when the run is sharded)
     model = Qwen2ForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     reference = copy.deepcopy(model).eval().requires_grad_(False)
     policy = prepare_for_training(model.requires_grad_(True), gradient_checkpointing=args.ours_gradient_checkpointing)

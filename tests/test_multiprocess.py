@@ -90,6 +90,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_ranks_env(**extra: str) -> dict:
+    """The environment of CPU ranks on loopback: each Accelerator picks MULTI_CPU (gloo), this
+    checkout is importable, and gloo talks over `lo`."""
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", **extra, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    if Path("/sys/class/net/lo").exists():
+        env["GLOO_SOCKET_IFNAME"] = "lo"
+    return env
+
+
 def launch(tmp_path: Path, name: str, args: list[str]) -> list[dict]:
     """`sightsound ARGS` on two CPU processes; each rank's {info, weights}, by rank."""
     script, dump = tmp_path / "launcher.py", tmp_path / f"ranks-{name}"
@@ -99,10 +109,7 @@ def launch(tmp_path: Path, name: str, args: list[str]) -> list[dict]:
     # only through mpirun with --mpirun_hostfile), so `--multi_gpu` picks torch's elastic launcher
     # (what DDP on GPUs uses), and ACCELERATE_USE_CPU makes each rank's Accelerator choose
     # MULTI_CPU with gloo. The config gives 2 processes on 127.0.0.1; gloo stays on loopback too.
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    if Path("/sys/class/net/lo").exists():
-        env["GLOO_SOCKET_IFNAME"] = "lo"
+    env = cpu_ranks_env()
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIG), "--multi_gpu",
                "--main_process_port", str(free_port()), str(script), str(dump), *args]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -215,10 +222,7 @@ def test_two_nodes_share_the_run_directory_and_only_global_rank_0_writes(toy_run
         (run / name).write_bytes((toy_run / name).read_bytes())
     script = tmp_path / "launcher.py"
     script.write_text(LAUNCHER)
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    if Path("/sys/class/net/lo").exists():
-        env["GLOO_SOCKET_IFNAME"] = "lo"
+    env = cpu_ranks_env()
     port = str(free_port())
     nodes = [subprocess.Popen(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIG), "--multi_gpu",

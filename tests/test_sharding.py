@@ -26,7 +26,7 @@ import torch
 from sightsound.manifest import read_manifest
 from sightsound.models.loading import load_model
 from sightsound.store import read_jsonl
-from tests.test_multiprocess import free_port
+from tests.test_multiprocess import cpu_ranks_env, free_port
 from tests.test_training import toy_run  # noqa: F401  (the fixture: 16 samples, CoT traces, unanimous labels)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,10 +144,7 @@ def launch(tmp_path: Path, launcher: str, script: str, args: list[str]) -> subpr
     """`script ARGS` on two CPU processes under configs/accelerate/<launcher's config> (full precision)."""
     path = tmp_path / f"script-{free_port()}.py"
     path.write_text(script)
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "DS_ACCELERATOR": "cpu", "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    if Path("/sys/class/net/lo").exists():
-        env["GLOO_SOCKET_IFNAME"] = "lo"
+    env = cpu_ranks_env(DS_ACCELERATOR="cpu")
     config = ROOT / "configs" / "accelerate" / LAUNCHERS[launcher][0]
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--num_processes", "2",
                "--mixed_precision", "no", "--main_process_port", str(free_port()), str(path), *args]

@@ -13,6 +13,7 @@ Details: docs/reference.md, "sightsound/stages/grpo.py".
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,16 +125,17 @@ def prepare_models(cfg: GRPOConfig, accelerator, items: list):
 
 def load_policy_and_reference(cfg: GRPOConfig, accelerator, items: list):
     """The policy starts as the SFT model (an SFT adapter is merged into its base first). The
-    reference is that same model, frozen: loaded again (a copy of a model ZeRO-3 partitioned as it
-    loaded would not be one), or — with LoRA GRPO — the policy with its new adapter disabled (no
-    second copy in memory)."""
+    reference is that same model, frozen: a copy (loaded again when the run is sharded: a copy of a
+    model ZeRO-3 partitioned as it loaded would not be one), or — with LoRA GRPO — the policy with
+    its new adapter disabled (no second copy in memory)."""
     model, processor = _load_start(cfg)
     recompute = checkpointing("grpo", cfg, accelerator, lambda: memory.shapes_of(
         processor, [prompts.student_turn(sample, "zero_shot_cot", cfg.answer) for sample, _ in items],
         [cfg.max_completion_tokens] * len(items)))
     if cfg.lora.enabled:
         return prepare_for_training(add_lora(model, cfg.lora), recompute, cfg.freeze), None, processor
-    reference = _load_start(cfg)[0].eval().requires_grad_(False)
+    reference = _load_start(cfg)[0] if sharding.is_sharded(accelerator) else copy.deepcopy(model)
+    reference.eval().requires_grad_(False)
     return prepare_for_training(model.requires_grad_(True), recompute, cfg.freeze), reference, processor
 
 

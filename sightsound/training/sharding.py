@@ -49,9 +49,9 @@ def check(cfg, accelerator) -> None:
     on the main process alone, and a sharded forward pass needs every process) and LoRA (its saved
     models are merged on the main process, which needs the whole weights; LoRA fits every GPU
     without sharding anyway)."""
-    if not is_sharded(accelerator):
-        return
     launcher = memory.launcher_of_accelerator(accelerator)[0]
+    if launcher not in memory.SHARDED:
+        return
     if cfg.val_samples:
         raise ConfigError(f"{cfg.subdir}.val_samples: validation generates on the main process alone, which a "
                           f"sharded model ({launcher}) cannot do; leave it unset and evaluate the saved "
