@@ -195,10 +195,11 @@ def count_and_finish(stage: StageRun, cfg: TeachConfig, samples) -> dict:
     }
     warnings = []
     if (counts["identical_traces"] or 0) >= IDENTICAL_WARNING:
-        warnings.append(f"for {counts['identical_traces']:.0%} of samples all {cfg.n} traces are the same text: the "
-                        "teacher is hardly sampling (temperature 0, or a server that samples by the model's own "
-                        "generation config, e.g. top_k 1), so a unanimous vote says little; check temperature, "
-                        "set top_k, or pass model.extra_body (vLLM: {top_k: -1})")
+        warnings.append(f"for {counts['identical_traces']:.0%} of samples all {cfg.n} traces are the same text, so a "
+                        "unanimous vote says little. Either the backend hardly samples (temperature "
+                        f"{cfg.temperature} here; a server may sample by the model's own generation config, e.g. "
+                        "top_k 1: pass model.extra_body, vLLM {top_k: -1}), or the teacher is nearly certain of "
+                        "every word (the CPU demo's tiny teacher writes one template per clip)")
         print(f"teach: WARNING: {warnings[-1]}")
     answered = {r.id for r in rows}
     keep_only(run.teach_errors, lambda e: e["sample_id"] not in answered)  # only what is pending
