@@ -281,6 +281,16 @@ def config_keys(cfg, prefix: str = "") -> list[str]:
     return lines
 
 
+def _leave_process_group() -> None:
+    """A command that trained under `accelerate launch` leaves its process group before the process
+    ends: a process torn down while its peers still talk can abort at exit (seen on gloo under
+    DeepSpeed ZeRO-3 with the optimizer offloaded). Here, where the process's work ends, not in the
+    training loop: a program may train twice in one process group."""
+    torch = sys.modules.get("torch")  # a command that never imported torch has no process group
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -295,6 +305,7 @@ def main(argv=None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
         args.func(args)
+        _leave_process_group()
     except ConfigError as exc:  # the command or its config: a usage error, like argparse's
         print(f"sightsound {args.command}: error: {exc}", file=sys.stderr)
         return USAGE_ERROR

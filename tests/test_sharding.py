@@ -119,7 +119,7 @@ if accelerator.is_main_process:
     "losses": losses, "kl": stats["kl"], "texts": texts, "shards": shards, "reference_shards": reference_shards,
     "moments": sum(moments)}))
 if torch.distributed.is_initialized():
-    torch.distributed.destroy_process_group()  # as the stages end (training.loop.train)
+    torch.distributed.destroy_process_group()  # as a command does when it ends (cli._leave_process_group)
 '''
 
 
@@ -157,7 +157,7 @@ def launch(tmp_path: Path, launcher: str, script: str, args: list[str]) -> subpr
 
 # A process aborting at exit, after its work and its files are done: a C++ thread still joinable
 # when the interpreter tears down (seen under DeepSpeed's ZeRO-3 with the optimizer offloaded, on
-# gloo, before the stages destroyed the process group at the end; rarely after). It is retried once.
+# gloo, before a command left its process group at the end; rarely after). It is retried once.
 TEARDOWN_ABORT = "terminate called without an active exception"
 
 

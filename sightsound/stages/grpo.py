@@ -125,7 +125,7 @@ def prepare_models(cfg: GRPOConfig, accelerator, items: list):
 
 def load_policy_and_reference(cfg: GRPOConfig, accelerator, items: list):
     """The policy starts as the SFT model (an SFT adapter is merged into its base first). The
-    reference is that same model, frozen: a copy (loaded again when the run is sharded: a copy of a
+    reference is that same model (frozen by `sharding.prepare_reference`): a copy (loaded again when the run is sharded: a copy of a
     model ZeRO-3 partitioned as it loaded would not be one), or — with LoRA GRPO — the policy with
     its new adapter disabled (no second copy in memory)."""
     model, processor = _load_start(cfg)
@@ -135,7 +135,6 @@ def load_policy_and_reference(cfg: GRPOConfig, accelerator, items: list):
     if cfg.lora.enabled:
         return prepare_for_training(add_lora(model, cfg.lora), recompute, cfg.freeze), None, processor
     reference = _load_start(cfg)[0] if sharding.is_sharded(accelerator) else copy.deepcopy(model)
-    reference.eval().requires_grad_(False)
     return prepare_for_training(model.requires_grad_(True), recompute, cfg.freeze), reference, processor
 
 

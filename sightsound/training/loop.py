@@ -137,8 +137,6 @@ def train(accelerator, stage: StageRun, cfg, model, processor, step, *, name: st
     if main:
         metrics.close()
     accelerator.end_training()  # closes the trackers
-    if torch.distributed.is_initialized():  # leave together: a process torn down while its peers still
-        torch.distributed.destroy_process_group()  # talk can abort (seen with DeepSpeed's CPU offload)
     return state
 
 
