@@ -38,6 +38,7 @@ NUMBER_WORDS = {w: str(i) for i, w in enumerate(
 # The content may not hold another opening tag, so "<answer>x <answer>y</answer>" yields "y".
 _ANSWER_BLOCK = re.compile(r"<\s*answer\s*>((?:(?!<\s*answer\s*>).)*?)<\s*/\s*answer\s*>",
                            re.IGNORECASE | re.DOTALL)
+_THINK_BLOCK = re.compile(r"<\s*think\s*>(.*?)(?:<\s*/\s*think\s*>|$)", re.IGNORECASE | re.DOTALL)
 
 
 def extract_answer(text: str) -> str:
@@ -49,10 +50,17 @@ def extract_answer(text: str) -> str:
 def think_text(text: str) -> str:
     """The reasoning of a trace: the content of its first <think> block, else the text before any
     <answer> block (so a teacher's trace can be shown without its answer)."""
-    match = re.search(r"<\s*think\s*>(.*?)(?:<\s*/\s*think\s*>|$)", text, re.IGNORECASE | re.DOTALL)
+    match = _THINK_BLOCK.search(text)
     if match:
         return match.group(1).strip()
     return re.split(r"<\s*answer\s*>", text, maxsplit=1, flags=re.IGNORECASE)[0].strip()
+
+
+def thinking(text: str) -> str | None:
+    """The content of a response's first <think> block, whitespace folded; None when it has none
+    (a direct answer does not think)."""
+    match = _THINK_BLOCK.search(text)
+    return " ".join(match.group(1).split()) if match else None
 
 
 def has_answer_block(text: str) -> bool:

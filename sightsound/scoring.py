@@ -18,7 +18,8 @@ import json
 from pathlib import Path
 
 from sightsound.answers import (SIMILARITY_THRESHOLD, Embedder, bare_letter, closest_options, extract_answer,
-                                is_correct, match_option, mmau_correct, normalize_open, option_index)
+                                is_correct, match_option, mmau_correct, normalize_open, option_index,
+                                thinking)
 from sightsound.config import ConfigError
 from sightsound.store import write_json
 
@@ -109,6 +110,17 @@ def one_answer(chosen) -> dict:
     answered = sum(total for _, total in tops.values())
     return {"share": round(sum(top for top, _ in tops.values()) / answered, 4) if answered else None,
             "categories": {name: round(top / total, 4) for name, (top, total) in sorted(tops.items())}}
+
+
+def one_thinking(responses) -> dict:
+    """`one_answer` for reasoning: {share, categories} for (category, response) pairs, over the
+    responses that think (`answers.thinking`): per category, the share whose reasoning is the one
+    the model writes most for that question type. Near 100% it reasons by rote, one thinking
+    whatever the clip: the untrained student's "I listen to the audio." (by design: the paper's
+    student cannot reason usefully), or a policy whose reasoning RL collapsed to a template. Its
+    answers then come from somewhere other than its reasoning; reports show this beside accuracy.
+    {share: None} when no response thinks."""
+    return one_answer((category, thinking(response)) for category, response in responses)
 
 
 def chosen_option(row) -> str | None:

@@ -234,6 +234,24 @@ def test_one_answer_is_the_share_of_answers_each_question_type_gets_most():
     assert one_answer(hearing)["share"] == 0.55 and one_answer([])["share"] is None
 
 
+def test_one_thinking_is_the_share_of_reasoning_each_question_type_gets_most():
+    """A policy whose reasoning collapsed to a template (as the demo's GRPO row did: "The violin on
+    the audio." for most clips) is told from one that reasons about each clip; direct answers,
+    which do not think, are left out."""
+    from sightsound.scoring import one_thinking
+
+    collapsed = ([("Which", "<think>The violin on the audio.</think><answer>drum</answer>")] * 9
+                 + [("Which", "<think>The drum on the left is sounding.</think><answer>drum</answer>")]
+                 + [("Count", "<think> The bird  on the audio.</think><answer>two</answer>")] * 3
+                 + [("Count", "<think>The bird on the audio.</think><answer>one</answer>"), ("Count", "two")])
+    found = one_thinking(collapsed)
+    assert found["categories"] == {"Count": 1.0, "Which": 0.9} and found["share"] == round(13 / 14, 4)
+    varied = [("Which", f"<think>The {name} on the left is sounding.</think><answer>{name}</answer>")
+              for name in ("drum", "bell", "horn", "flute")]
+    assert one_thinking(varied)["share"] == 0.25
+    assert one_thinking([("Which", "drum"), ("Count", "<answer>two</answer>")])["share"] is None
+
+
 def test_a_comparison_with_a_model_answering_by_rote_is_not_a_finding():
     """GRPO improves on SFT by 20 points, significantly — but the SFT model said "high" to every
     question, so its 40% is that answer's base rate and the comparison is no finding."""
@@ -254,13 +272,13 @@ def test_a_synthetic_benchmark_is_reported_per_category_and_their_average():
     cell = lambda right, n: tally([True] * right + [False] * (n - right))  # noqa: E731
     result = {"dataset": "synth", "benchmark": "music-like", "label": "m", "method": "direct", **cell(30, 60),
               "per_category": {"Order": cell(20, 30), "Exist": cell(10, 30)}, "unparsable": {"share": 0.05},
-              "one_answer": {"share": 0.6}}
+              "one_answer": {"share": 0.6}, "one_thinking": {"share": 0.875}}
     headers, [row] = report.build_table([result])
     assert headers[2:] == ["music-like Order", "music-like Exist", "music-like Avg", "music-like unparsable",
-                           "music-like one answer"]
+                           "music-like one answer", "music-like one thinking"]
     assert row[2].startswith("66.7") and row[3].startswith("33.3") and row[4].startswith("50.0") and row[5] == "5.0%"
-    assert row[6] == "60.0%"
-    del result["one_answer"]
+    assert row[6] == "60.0%" and row[7] == "87.5%"
+    del result["one_answer"], result["one_thinking"]
     result["per_category"] = {"Order": cell(20, 30)}  # one category: the benchmark's accuracy alone
     assert report.build_table([result])[0][2:] == ["music-like", "music-like unparsable"]
 

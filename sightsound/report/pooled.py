@@ -19,7 +19,7 @@ from sightsound.report.render import render_html, render_markdown
 from sightsound.report.settings import ReportConfig
 from sightsound.report.tables import build_table, write_csv
 from sightsound.rundir import RunDir
-from sightsound.scoring import one_answer, tally
+from sightsound.scoring import one_answer, one_thinking, tally
 
 QUALITY = ("accepted_traces", "accepted_correct", "rejected_traces", "rejected_correct")
 
@@ -36,9 +36,11 @@ def write_pooled_report(run_dir: str | Path, seed_dirs: dict[int, Path], setting
         present = {seed: found[key] for seed, found in per_seed.items() if key in found}
         marks[key], parsed[key] = ({f"seed{s}{paper_claims.SEED_MARK}{q}": v for s, e in present.items()
                                     for q, v in getattr(e, field).items()} for field in ("correct", "parsable"))
-        chosen = [(f"seed{s}{paper_claims.SEED_MARK}{category}", text)  # rote answers are a seed's own
-                  for s, e in present.items() for category, text in e.chosen.values()]
-        results.append(_pooled_result([e.result for e in present.values()], parsed[key], one_answer(chosen)))
+        chosen, said = ([(f"seed{s}{paper_claims.SEED_MARK}{category}", text)  # rote answers are a seed's own
+                         for s, e in present.items() for category, text in getattr(e, field).values()]
+                        for field in ("chosen", "said"))
+        results.append(_pooled_result([e.result for e in present.values()], parsed[key], one_answer(chosen),
+                                      one_thinking(said)))
         answers[key] = results[-1]["one_answer"]["share"]
     verify = _pooled_quality([read_manifest(Path(f), "verify", strict=False) for f in seed_dirs.values()])
     sections = [
@@ -59,7 +61,7 @@ def write_pooled_report(run_dir: str | Path, seed_dirs: dict[int, Path], setting
     return text
 
 
-def _pooled_result(results: list[dict], parsed: dict[str, bool], answered_once: dict) -> dict:
+def _pooled_result(results: list[dict], parsed: dict[str, bool], answered_once: dict, thought_once: dict) -> dict:
     """One result from the seeds' results of a model on a benchmark: counts summed, intervals anew."""
     first = dict(results[0])
     correct, total = sum(r.get("correct") or 0 for r in results), sum(r.get("count") or 0 for r in results)
@@ -71,7 +73,7 @@ def _pooled_result(results: list[dict], parsed: dict[str, bool], answered_once: 
     bad = sum(not ok for ok in parsed.values())
     first.update(_counts(correct, total), per_category={n: _counts(c, t) for n, (c, t) in categories.items()},
                  unparsable={"count": bad, "share": round(bad / len(parsed), 4) if parsed else None},
-                 one_answer=answered_once, dataset_files={})
+                 one_answer=answered_once, one_thinking=thought_once, dataset_files={})
     return first
 
 

@@ -11,18 +11,19 @@ from typing import NamedTuple
 
 from sightsound.manifest import read_manifest
 from sightsound.rundir import RunDir
-from sightsound.scoring import chosen_option, one_answer, parsable, unparsable
+from sightsound.scoring import chosen_option, one_answer, one_thinking, parsable, unparsable
 
 
 class Evaluation(NamedTuple):
     """One model on one benchmark: its result, and per question id whether it was right (labelled
     questions only), whether its answer could be read at all (`scoring.parsable`) and (category,
-    the option it chose) for `scoring.one_answer`."""
+    the option it chose) for `scoring.one_answer`, and (category, response) for `scoring.one_thinking`."""
 
     result: dict
     correct: dict[str, bool]
     parsable: dict[str, bool]
     chosen: dict[str, tuple]
+    said: dict[str, tuple]
 
 
 def read_results(run_dir: Path, rows: list[str], benchmarks: list[str] = ()) -> dict[tuple[str, str], Evaluation]:
@@ -43,8 +44,10 @@ def read_results(run_dir: Path, rows: list[str], benchmarks: list[str] = ()) -> 
         result.setdefault("unparsable", unparsable(
             {"response": r.get("response", ""), "options": r.get("options") or []} for r in predictions))
         chosen = {r["id"]: (r.get("category"), chosen_option(r)) for r in predictions if r.get("options")}
+        said = {r["id"]: (r.get("category"), r.get("response", "")) for r in predictions}
         result["one_answer"] = one_answer(chosen.values())
-        found[(bench, model)] = Evaluation(result, correct, parsed, chosen)
+        result["one_thinking"] = one_thinking(said.values())
+        found[(bench, model)] = Evaluation(result, correct, parsed, chosen, said)
     rank = {name: i for i, name in enumerate(rows)}
     place = {name: i for i, name in enumerate(benchmarks)}
     return dict(sorted(found.items(), key=lambda item: (rank.get(item[0][1], len(rank)), item[0][1],

@@ -160,8 +160,11 @@ def evaluation_blocks(results: list[dict], in_domain: str | None = None) -> list
             blocks += [("text", f"**{caption}.**"), ("table", *build_table(part))]
     return [("text", "Accuracy (%) per benchmark column, with its 95% Wilson interval, from `sightsound eval` "
                      "predictions; each benchmark's unparsable column is the share of answers naming no option, "
-                     "and its one answer column the share that are the answer the model gives each question type "
-                     "most (100%: one answer to every question of a type, whatever the clip).")
+                     "its one answer column the share that are the answer the model gives each question type "
+                     "most (100%: one answer to every question of a type, whatever the clip), and its one "
+                     "thinking column, for a model that reasons, the share whose reasoning is the one it writes "
+                     "most for the question type (100%: one reasoning for every clip, so its answers do not "
+                     "come from its reasoning).")
             ] + blocks + [("text", note) for note in result_notes(results)]
 
 

@@ -7,7 +7,8 @@ and any other dataset. A cell is a percentage with one decimal and its 95% Wilso
 interval, "57.5 (52.6–62.2)", from the per-sample predictions of `sightsound eval`; a missing one is "—".
 Each benchmark's "unparsable" column is the share of answers the extractor could not read; its
 "one answer" column the share of answers that are the one its question type gets most (100%: the
-model gives each question type one answer, whatever the clip; `scoring.one_answer`).
+model gives each question type one answer, whatever the clip; `scoring.one_answer`); its "one
+thinking" column, for a model that reasons, the same for its reasoning (`scoring.one_thinking`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def columns_of(result: dict) -> dict[str, dict | None]:
         cells[f"{name} unparsable"] = {"share": result["unparsable"].get("share")}
     if (result.get("one_answer") or {}).get("share") is not None:  # and answers by rote (scoring.one_answer)
         cells[f"{name} one answer"] = {"share": result["one_answer"]["share"]}
+    if (result.get("one_thinking") or {}).get("share") is not None:  # and reasoning by rote (one_thinking)
+        cells[f"{name} one thinking"] = {"share": result["one_thinking"]["share"]}
     return cells
 
 
