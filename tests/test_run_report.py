@@ -168,3 +168,29 @@ def test_the_accuracy_plot_shows_only_evaluated_models_each_named_apart(tmp_path
     plot_accuracy(results, tmp_path / "plots" / "accuracy.png")
     assert shown == {"in-domain (10 questions)": ["student (direct)", "student (zero_shot_cot)"],
                      "sound (10 questions)": ["student (direct)"]}
+
+
+def test_table_2_is_a_table_per_unseen_benchmark_with_its_own_columns():
+    """Side by side, four benchmarks' categories, unparsable, one answer and one thinking columns run
+    past a page's width, so Table 2 gives each benchmark its own table, in the results' order."""
+    from sightsound.report.sections import evaluation_blocks
+    from sightsound.scoring import tally
+
+    def result(bench, label, method, categories, thinking=None):
+        cell = tally([True, False])
+        return {"dataset": "synth", "benchmark": bench, "label": label, "method": method, **cell,
+                "per_category": dict.fromkeys(categories, cell), "unparsable": {"share": 0.0},
+                "one_answer": {"share": 0.5}, "one_thinking": {"share": thinking}}
+
+    results = [result("in-domain", "student", "direct", ["Which", "Count"]),
+               result("sound", "student", "direct", ["Hear", "Tally"]),
+               result("sound", "grpo", "zero_shot_cot", ["Hear", "Tally"], thinking=0.7),
+               result("music-like", "student", "direct", ["Order", "Exist"])]
+    tables = [block for block in evaluation_blocks(results, "in-domain") if block[0] == "table"]
+    assert [headers[2] for _, headers, _ in tables] == ["in-domain Which", "sound Hear", "music-like Order"]
+    _, sound_headers, sound_rows = tables[1]
+    assert sound_headers[-1] == "sound one thinking" and [row[0] for row in sound_rows] == ["student", "grpo"]
+    assert sound_rows[0][-1] == "—" and sound_rows[1][-1] == "70.0%"
+    assert not any(h.startswith("music-like") for h in sound_headers)
+    # without an in-domain benchmark: one table of everything, as before
+    assert [b[0] for b in evaluation_blocks(results[1:])].count("table") == 1

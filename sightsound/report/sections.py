@@ -147,8 +147,9 @@ def curve_blocks(run_dir: Path) -> list:
 
 def evaluation_blocks(results: list[dict], in_domain: str | None = None) -> list:
     """The results as the paper's tables: Table 1 (every model and method on the in-domain
-    benchmark) and Table 2 (the models on the other benchmarks, per category); one table when the
-    run names no in-domain benchmark."""
+    benchmark) and Table 2 (the models on the other benchmarks, per category, a table per
+    benchmark: side by side, with their unparsable, one answer and one thinking columns, they run
+    past a page's width); one table when the run names no in-domain benchmark."""
     if not results:
         return []
     table1 = [r for r in results if r.get("benchmark") == in_domain]
@@ -157,7 +158,10 @@ def evaluation_blocks(results: list[dict], in_domain: str | None = None) -> list
     for caption, part in (("Table 1 analogue: the in-domain benchmark", table1),
                           ("Table 2 analogue: the unseen benchmarks, per category", table2)):
         if part and table1:  # without an in-domain benchmark, the one table above
-            blocks += [("text", f"**{caption}.**"), ("table", *build_table(part))]
+            benches = {r.get("benchmark") or r.get("dataset"): None for r in part}
+            blocks += [("text", f"**{caption}.**")] + [
+                ("table", *build_table([r for r in part if (r.get("benchmark") or r.get("dataset")) == bench]))
+                for bench in benches]
     return [("text", "Accuracy (%) per benchmark column, with its 95% Wilson interval, from `sightsound eval` "
                      "predictions; each benchmark's unparsable column is the share of answers naming no option, "
                      "its one answer column the share that are the answer the model gives each question type "
