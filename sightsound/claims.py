@@ -12,10 +12,13 @@ is significantly lost. **format-limited**: significant, but not the same way on 
 models answered parsably — decided by answers that name no option, not by hearing. **not a finding
 (one answer by rote)**: a model answers `scoring.ONE_ANSWER` or more of the benchmark's questions
 with the one answer it gives each question type (`scoring.one_answer`), so the comparison measures
-that answer's base rate, whatever its significance. In a report
+that answer's base rate, whatever its significance. One claim is tested on the student's
+reasoning, not its answers (`GROUNDING`: on the synthetic world, whether every source it says is
+sounding can be heard); its rote rule is **not a finding (one reasoning by rote)**, by
+`scoring.one_thinking`. In a report
 pooled over seeds (question ids `seed<k>#...`, from `sightsound run` with `run.seeds`), a verdict
 also needs every seed's difference to point the same way, else it is **not shown (seeds
-disagree)**. A claim tested on several benchmarks holds when every part holds, is contradicted
+disagree)**; a seed where the two models share no question has no say. A claim tested on several benchmarks holds when every part holds, is contradicted
 (or format-limited) when any part is, and is partly shown otherwise. Paired models are compared by
 exact McNemar (`scoring.paired_test`), independent samples by Fisher's exact test.
 """
@@ -45,6 +48,7 @@ BENCHMARK_ROLES = ("in_domain", "sound", "acoustic", "music_like")  # the paper'
 
 FORMAT_LIMITED = "format-limited"
 ONE_ANSWER_VERDICT = "not a finding (one answer by rote)"
+ONE_THINKING_VERDICT = "not a finding (one reasoning by rote)"
 NOT_SHOWN = "not shown (not significant)"
 SEEDS_DISAGREE = "not shown (seeds disagree)"
 SEED_MARK = "#"  # a pooled report's question ids: "seed0#<id>"
@@ -116,6 +120,13 @@ PAIRED_CLAIMS = [
                  _p("music_like", "sft_label", "grpo_label", -1, "MUSIC-AVQA 58.8% → 58.8%")]),
 ]
 
+# Tested on the student's reasoning, not its answers: on the questions where both models' reasoning
+# says some source is sounding, the share where every source it says is sounding can be heard.
+GROUNDING = PairedClaim(
+    "AGFV keeps the distilled student's reasoning true to the audio (§3: the pipeline transfers vision "
+    "reasoning \"while preserving audio grounding\")",
+    [_p(bench, "sft_cot", "agfv_sft", 1, "not quantified") for bench in ("in_domain", "sound", "music_like")])
+
 
 def verdict(difference: float | None, p_value: float | None, expected: int = 1) -> str:
     """holds / contradicted / not shown for a difference the paper says has the sign of `expected`
@@ -149,24 +160,32 @@ def _change(test: dict) -> str:
     n = test["count"]
     first, second = round(test["first_accuracy"] * n), round(test["second_accuracy"] * n)
     seeds = test.get("seed_differences")
-    spread = f"; per seed {', '.join(f'{100 * d:+.1f}' for d in seeds)} pts" if seeds and len(seeds) > 1 else ""
+    spread = (f"; per seed {', '.join('—' if d is None else f'{100 * d:+.1f}' for d in seeds)} pts"
+              if seeds and len(seeds) > 1 else "")
     return (f"{share(first, n)} → {share(second, n)}, {100 * test['difference']:+.1f} pts, "
             f"{p_is(test['p_value'])} (n = {n}{spread})")
 
 
 def build_claims(marks: dict[tuple[str, str], dict], roles: dict[str, str], benchmarks: dict[str, str | None],
-                 verify: dict | None = None, parsed: dict | None = None, answers: dict | None = None) -> list[Claim]:
+                 verify: dict | None = None, parsed: dict | None = None, answers: dict | None = None,
+                 grounded: dict | None = None, thinking: dict | None = None) -> list[Claim]:
     """The claims table. `marks[(benchmark, model)]` maps question id → correct; `roles` maps a role
     of ROLES to a model name; `benchmarks` a role of BENCHMARK_ROLES to a benchmark name; `verify`
     is the verify stage's manifest (for the corpus's precision); `parsed[(benchmark, model)]` maps
     question id → whether the answer was parsable (for the format-limited rule); `answers[(benchmark,
-    model)]` is its `scoring.one_answer` share (for the rote-answer rule)."""
+    model)]` is its `scoring.one_answer` share (for the rote-answer rule); `grounded[(benchmark,
+    model)]` maps question id → whether every source its reasoning says is sounding can be heard
+    (questions whose reasoning says none is left out), and `thinking[(benchmark, model)]` is its
+    `scoring.one_thinking` share (for the rote-reasoning rule), for the grounding claim."""
     unknown = sorted(set(benchmarks) - set(BENCHMARK_ROLES))
     if unknown:
         raise ValueError(f"unknown benchmark role {unknown[0]!r} (roles: {', '.join(BENCHMARK_ROLES)})")
     run = _Measured(marks, roles, benchmarks, verify, parsed or {}, answers or {})
     found = [c for c in (_paired_claim(run, claim) for claim in PAIRED_CLAIMS) if c]
-    return found + _corpus_precision(run) + _test_time_scaling(run) + _teacher_errors(run)
+    reasoning = _Measured(grounded or {}, roles, benchmarks, None, {}, thinking or {})
+    grounding = _paired_claim(reasoning, GROUNDING, rote=ONE_THINKING_VERDICT)
+    return (found + ([grounding] if grounding else []) + _corpus_precision(run) + _test_time_scaling(run)
+            + _teacher_errors(run))
 
 
 @dataclass
@@ -196,27 +215,28 @@ class _Measured:
             both = {q for q in pa if pa[q] and pb.get(q)}
             test["parsable_test"] = paired_test({q: v for q, v in a.items() if q in both},
                                                 {q: v for q, v in b.items() if q in both})
-        seeds = sorted({q.split(SEED_MARK)[0] for q in a if SEED_MARK in q})
-        if seeds:
-            test["seed_differences"] = [paired_test({q: v for q, v in a.items() if q.startswith(s + SEED_MARK)},
-                                                    {q: v for q, v in b.items() if q.startswith(s + SEED_MARK)}
-                                                    )["difference"] or 0.0 for s in seeds]
+        seeds = sorted({q.split(SEED_MARK)[0] for q in {**a, **b} if SEED_MARK in q})
+        per_seed = [paired_test({q: v for q, v in a.items() if q.startswith(s + SEED_MARK)},
+                                {q: v for q, v in b.items() if q.startswith(s + SEED_MARK)}) for s in seeds]
+        if seeds:  # None: the two share no question in that seed (reasoning that says nothing sounds)
+            test["seed_differences"] = [(t["difference"] or 0.0) if t["count"] else None for t in per_seed]
         return test
 
 
-def judged(test: dict, expected: int = 1) -> str:
-    """The verdict of a paired test, with the rote-answer rule (a model answering by rote makes no
-    finding), the format-limited rule (a significant difference that is not significant the same way
-    on the questions both models answered parsably was decided by unparsable answers) and the seeds
-    rule (every seed's difference the same way)."""
+def judged(test: dict, expected: int = 1, rote: str = ONE_ANSWER_VERDICT) -> str:
+    """The verdict of a paired test, with the rote rule (a model answering by rote makes no finding;
+    `rote` names it: answers, or reasoning for the grounding claim), the format-limited rule (a
+    significant difference that is not significant the same way on the questions both models
+    answered parsably was decided by unparsable answers) and the seeds rule (every seed's difference
+    the same way)."""
     if test.get("one_answer"):
-        return ONE_ANSWER_VERDICT
+        return rote
     found = verdict(test["difference"], test["p_value"], expected)
     inner = test.get("parsable_test")
     if found in ("holds", "contradicted") and inner is not None \
             and verdict(inner["difference"], inner["p_value"], expected) != found:
         return FORMAT_LIMITED
-    seeds = test.get("seed_differences") or []
+    seeds = [d for d in test.get("seed_differences") or [] if d is not None]
     if found in ("holds", "contradicted") and len(seeds) > 1 \
             and not all(d * test["difference"] > 0 for d in seeds):
         return SEEDS_DISAGREE
@@ -226,7 +246,7 @@ def judged(test: dict, expected: int = 1) -> str:
 def combined(parts: list[tuple[str, str]]) -> str:
     """One verdict from the verdicts of a claim's parts, (benchmark, verdict) each."""
     verdicts = [v for _, v in parts]
-    for strongest in (FORMAT_LIMITED, ONE_ANSWER_VERDICT, "contradicted"):
+    for strongest in (FORMAT_LIMITED, ONE_ANSWER_VERDICT, ONE_THINKING_VERDICT, "contradicted"):
         if strongest in verdicts:
             return strongest
     if all(v.startswith("holds") for v in verdicts):
@@ -237,14 +257,14 @@ def combined(parts: list[tuple[str, str]]) -> str:
     return "partly shown: holds on " + ", ".join(held)
 
 
-def _paired_claim(run: _Measured, claim: PairedClaim) -> Claim | None:
+def _paired_claim(run: _Measured, claim: PairedClaim, rote: str = ONE_ANSWER_VERDICT) -> Claim | None:
     tested = [(part, test) for part in claim.parts
-              if (test := run.paired(part.bench, part.first, part.second)) is not None]
+              if (test := run.paired(part.bench, part.first, part.second)) is not None and test["count"]]
     if not tested:
         return None
-    parts = [(run.benchmarks[part.bench], judged(test, part.expected)) for part, test in tested]
+    parts = [(run.benchmarks[part.bench], judged(test, part.expected, rote)) for part, test in tested]
     ours = "; ".join(f"{run.benchmarks[part.bench]}: {_change(test)}" for part, test in tested)
-    return Claim(claim.claim, "; ".join(part.paper for part, _ in tested), ours, combined(parts))
+    return Claim(claim.claim, "; ".join(dict.fromkeys(part.paper for part, _ in tested)), ours, combined(parts))
 
 
 def _corpus_precision(run: _Measured) -> list[Claim]:

@@ -86,9 +86,13 @@ def parsable(response: str, options: list[str]) -> bool:
 
 def unparsable(rows) -> dict:
     """{count, share} of prediction rows (`response`, `options`) whose answer is not `parsable`."""
-    rows = list(rows)
-    bad = sum(not parsable(r["response"], r["options"]) for r in rows)
-    return {"count": bad, "share": round(bad / len(rows), 4) if rows else None}
+    return counted([not parsable(r["response"], r["options"]) for r in rows])
+
+
+def counted(flags) -> dict:
+    """{count, share} of the true ones among `flags` (share None when there are none)."""
+    flags = list(flags)
+    return {"count": sum(map(bool, flags)), "share": round(sum(map(bool, flags)) / len(flags), 4) if flags else None}
 
 
 ONE_ANSWER = 0.95  # a model giving one option to this share of a question type's questions answers by rote

@@ -272,13 +272,14 @@ def test_a_synthetic_benchmark_is_reported_per_category_and_their_average():
     cell = lambda right, n: tally([True] * right + [False] * (n - right))  # noqa: E731
     result = {"dataset": "synth", "benchmark": "music-like", "label": "m", "method": "direct", **cell(30, 60),
               "per_category": {"Order": cell(20, 30), "Exist": cell(10, 30)}, "unparsable": {"share": 0.05},
-              "one_answer": {"share": 0.6}, "one_thinking": {"share": 0.875}}
+              "one_answer": {"share": 0.6}, "one_thinking": {"share": 0.875},
+              "hallucinated_reasoning": {"count": 15, "share": 0.25}}
     headers, [row] = report.build_table([result])
     assert headers[2:] == ["music-like Order", "music-like Exist", "music-like Avg", "music-like unparsable",
-                           "music-like one answer", "music-like one thinking"]
+                           "music-like one answer", "music-like one thinking", "music-like hallucinated reasoning"]
     assert row[2].startswith("66.7") and row[3].startswith("33.3") and row[4].startswith("50.0") and row[5] == "5.0%"
-    assert row[6] == "60.0%" and row[7] == "87.5%"
-    del result["one_answer"], result["one_thinking"]
+    assert row[6] == "60.0%" and row[7] == "87.5%" and row[8] == "25.0%"
+    del result["one_answer"], result["one_thinking"], result["hallucinated_reasoning"]
     result["per_category"] = {"Order": cell(20, 30)}  # one category: the benchmark's accuracy alone
     assert report.build_table([result])[0][2:] == ["music-like", "music-like unparsable"]
 
@@ -292,3 +293,34 @@ def test_the_teachers_errors_claim_is_format_limited_when_it_never_answers_the_a
     parsed = {("in-domain", "t"): dict.fromkeys(ids, True), ("acoustic", "t"): dict.fromkeys(ids, False)}
     [limited] = claims.build_claims(marks, {"teacher": "t"}, benches, parsed=parsed)
     assert limited.verdict == "format-limited"  # not one acoustic answer names an option
+
+
+def test_hallucinated_reasoning_asks_of_the_students_thinking_what_agfv_asks_of_the_teachers():
+    from sightsound.datasets.synth.oracle import hallucinated_reasoning
+
+    facts = {q: {"audible": ["drum"]} for q in ("unheard", "heard", "silent", "direct", "vague")}
+    responses = {"unheard": "<think>The bell on the left is sounding.</think><answer>bell</answer>",
+                 "heard": "<think>The drum on the middle is sounding. The bell is silent.</think><answer>drum</answer>",
+                 "vague": "<think>The violin on the audio.</think><answer>drum</answer>",
+                 "direct": "drum", "unknown": "<think>The bell is sounding.</think>"}
+    assert hallucinated_reasoning(responses, facts) == {"unheard": True, "heard": False, "vague": None}
+
+
+def test_the_grounding_claim_compares_reasoning_that_says_what_sounds_and_not_rote_reasoning():
+    """AGFV's student says only heard sounds on 80 of 100 questions, the unchecked one on 50: holds.
+    A seed where the two share no question has no say (shown "—"); rote reasoning makes no finding."""
+    ids = [f"q{i}" for i in range(100)]
+    roles, benches = {"sft_cot": "cot", "agfv_sft": "agfv"}, {"in_domain": "in-domain"}
+    grounded = {("in-domain", "cot"): {q: i < 50 for i, q in enumerate(ids)},
+                ("in-domain", "agfv"): {q: i < 80 for i, q in enumerate(ids)}}
+    claim = claims.GROUNDING.claim
+    found = {c.claim: c for c in claims.build_claims({}, roles, benches, grounded=grounded)}
+    assert found[claim].verdict == "holds" and "50.0%" in found[claim].ours and "80.0%" in found[claim].ours
+    rote = {("in-domain", "cot"): 0.3, ("in-domain", "agfv"): 0.97}
+    assert {c.claim: c.verdict for c in claims.build_claims({}, roles, benches, grounded=grounded, thinking=rote)}[
+        claim] == claims.ONE_THINKING_VERDICT
+    pooled = {key: {f"seed0#{q}": v for q, v in marks.items()} for key, marks in grounded.items()}
+    pooled[("in-domain", "cot")]["seed1#x"] = True  # seed 1: the checked student's reasoning never says what sounds
+    [tested] = [c for c in claims.build_claims({}, roles, benches, grounded=pooled) if c.claim == claim]
+    assert tested.verdict == "holds" and "per seed +30.0, — pts" in tested.ours
+    assert not [c for c in claims.build_claims({}, roles, benches) if c.claim == claim]  # no reasoning marks

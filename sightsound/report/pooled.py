@@ -19,7 +19,7 @@ from sightsound.report.render import render_html, render_markdown
 from sightsound.report.settings import ReportConfig
 from sightsound.report.tables import build_table, write_csv
 from sightsound.rundir import RunDir
-from sightsound.scoring import one_answer, one_thinking, tally
+from sightsound.scoring import counted, one_answer, one_thinking, tally
 
 QUALITY = ("accepted_traces", "accepted_correct", "rejected_traces", "rejected_correct")
 
@@ -31,24 +31,26 @@ def write_pooled_report(run_dir: str | Path, seed_dirs: dict[int, Path], setting
     benches = list(settings.benchmark_roles().values())
     per_seed = {seed: read_results(Path(folder), settings.rows, benches) for seed, folder in seed_dirs.items()}
     keys = list(dict.fromkeys(key for found in per_seed.values() for key in found))
-    marks, parsed, results, answers = {}, {}, [], {}
+    marks, parsed, told, results, answers, thinking = {}, {}, {}, [], {}, {}
     for key in keys:
         present = {seed: found[key] for seed, found in per_seed.items() if key in found}
-        marks[key], parsed[key] = ({f"seed{s}{paper_claims.SEED_MARK}{q}": v for s, e in present.items()
-                                    for q, v in getattr(e, field).items()} for field in ("correct", "parsable"))
+        marks[key], parsed[key], told[key] = ({f"seed{s}{paper_claims.SEED_MARK}{q}": v for s, e in present.items()
+                                               for q, v in getattr(e, field).items()}
+                                              for field in ("correct", "parsable", "hallucinated"))
         chosen, said = ([(f"seed{s}{paper_claims.SEED_MARK}{category}", text)  # rote answers are a seed's own
                          for s, e in present.items() for category, text in getattr(e, field).values()]
                         for field in ("chosen", "said"))
         results.append(_pooled_result([e.result for e in present.values()], parsed[key], one_answer(chosen),
-                                      one_thinking(said)))
-        answers[key] = results[-1]["one_answer"]["share"]
+                                      one_thinking(said), list(told[key].values())))
+        answers[key], thinking[key] = results[-1]["one_answer"]["share"], results[-1]["one_thinking"]["share"]
     verify = _pooled_quality([read_manifest(Path(f), "verify", strict=False) for f in seed_dirs.values()])
     sections = [
         ("Seeds", [("text", f"{len(seed_dirs)} seeds, each a whole run (world, initialisation and sampling): "
                             + ", ".join(f"`{Path(f).name}`" for f in seed_dirs.values()) + ".")]),
         ("Evaluation, pooled over seeds", build.evaluation_blocks(results, settings.in_domain)),
         ("Per seed", _spread_blocks(per_seed, keys)),
-        ("The paper's claims, as measured", build.claims_blocks(marks, settings, verify, parsed, answers)),
+        ("The paper's claims, as measured", build.claims_blocks(
+            marks, settings, verify, parsed, answers, build.grounded(told), thinking)),
     ]
     title = f"SightSound-R1 run over {len(seed_dirs)} seeds: {Path(run_dir).resolve().name}"
     intro = ("Every number below is read from the seeds' run directories; accuracies pool every seed's questions, "
@@ -61,7 +63,8 @@ def write_pooled_report(run_dir: str | Path, seed_dirs: dict[int, Path], setting
     return text
 
 
-def _pooled_result(results: list[dict], parsed: dict[str, bool], answered_once: dict, thought_once: dict) -> dict:
+def _pooled_result(results: list[dict], parsed: dict[str, bool], answered_once: dict, thought_once: dict,
+                   hallucinated: list[bool]) -> dict:
     """One result from the seeds' results of a model on a benchmark: counts summed, intervals anew."""
     first = dict(results[0])
     correct, total = sum(r.get("correct") or 0 for r in results), sum(r.get("count") or 0 for r in results)
@@ -70,10 +73,12 @@ def _pooled_result(results: list[dict], parsed: dict[str, bool], answered_once: 
         for name, cell in (result.get("per_category") or {}).items():
             pair = categories.setdefault(name, [0, 0])
             pair[0], pair[1] = pair[0] + cell["correct"], pair[1] + cell["count"]
-    bad = sum(not ok for ok in parsed.values())
     first.update(_counts(correct, total), per_category={n: _counts(c, t) for n, (c, t) in categories.items()},
-                 unparsable={"count": bad, "share": round(bad / len(parsed), 4) if parsed else None},
-                 one_answer=answered_once, one_thinking=thought_once, dataset_files={})
+                 unparsable=counted(not ok for ok in parsed.values()), one_answer=answered_once,
+                 one_thinking=thought_once, dataset_files={})
+    first.pop("hallucinated_reasoning", None)
+    if hallucinated:
+        first["hallucinated_reasoning"] = counted(hallucinated)
     return first
 
 

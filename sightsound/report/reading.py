@@ -9,28 +9,32 @@ import json
 from pathlib import Path
 from typing import NamedTuple
 
+from sightsound.datasets.synth.oracle import hallucinated_reasoning
 from sightsound.manifest import read_manifest
 from sightsound.rundir import RunDir
-from sightsound.scoring import chosen_option, one_answer, one_thinking, parsable, unparsable
+from sightsound.scoring import chosen_option, counted, one_answer, one_thinking, parsable, unparsable
 
 
 class Evaluation(NamedTuple):
     """One model on one benchmark: its result, and per question id whether it was right (labelled
     questions only), whether its answer could be read at all (`scoring.parsable`) and (category,
-    the option it chose) for `scoring.one_answer`, and (category, response) for `scoring.one_thinking`."""
+    the option it chose) for `scoring.one_answer`, (category, response) for `scoring.one_thinking`
+    and, on the synthetic world, whether its reasoning says a sound the clip lacks is sounding (None:
+    it says nothing is; `oracle.hallucinated_reasoning`)."""
 
     result: dict
     correct: dict[str, bool]
     parsable: dict[str, bool]
     chosen: dict[str, tuple]
     said: dict[str, tuple]
+    hallucinated: dict[str, bool | None]
 
 
 def read_results(run_dir: Path, rows: list[str], benchmarks: list[str] = ()) -> dict[tuple[str, str], Evaluation]:
     """(benchmark, model) → its Evaluation for every evaluation in the run, the models in `rows`
     order first (then the others by name), and within a model the benchmarks in `benchmarks` order
     first (then the others by name). A result written before the unparsable share was gets it here."""
-    found = {}
+    found, facts = {}, {}
     for evaluation in RunDir(run_dir).evaluations():
         result = read_json(evaluation.result)
         if result is None:
@@ -47,11 +51,23 @@ def read_results(run_dir: Path, rows: list[str], benchmarks: list[str] = ()) -> 
         said = {r["id"]: (r.get("category"), r.get("response", "")) for r in predictions}
         result["one_answer"] = one_answer(chosen.values())
         result["one_thinking"] = one_thinking(said.values())
-        found[(bench, model)] = Evaluation(result, correct, parsed, chosen, said)
+        if bench not in facts:
+            facts[bench] = clip_facts(evaluation.root.parent)
+        told = hallucinated_reasoning({q: response for q, (_, response) in said.items()}, facts[bench])
+        if told:
+            result["hallucinated_reasoning"] = counted(told.values())  # of all its reasoning
+        found[(bench, model)] = Evaluation(result, correct, parsed, chosen, said, told)
     rank = {name: i for i, name in enumerate(rows)}
     place = {name: i for i, name in enumerate(benchmarks)}
     return dict(sorted(found.items(), key=lambda item: (rank.get(item[0][1], len(rank)), item[0][1],
                                                         place.get(item[0][0], len(place)), item[0][0])))
+
+
+def clip_facts(benchmark_dir: Path) -> dict[str, dict]:
+    """Question id → its clip's facts (what sounds, what is seen), from a synthetic benchmark's
+    prepared samples; empty for any other dataset."""
+    return {r["id"]: r["meta"]["facts"] for r in read_jsonl(RunDir(benchmark_dir).samples)
+            if "id" in r and isinstance(r.get("meta"), dict) and isinstance(r["meta"].get("facts"), dict)}
 
 
 def eval_manifests(run_dir: Path) -> list[tuple[str, str, dict]]:

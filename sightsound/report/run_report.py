@@ -39,6 +39,8 @@ def write_run_report(run_dir: str | Path, settings: ReportConfig | None = None) 
     marks = {key: e.correct for key, e in evaluated.items()}
     parsed = {key: e.parsable for key, e in evaluated.items()}
     answers = {key: e.result["one_answer"]["share"] for key, e in evaluated.items()}
+    thinking = {key: e.result["one_thinking"]["share"] for key, e in evaluated.items()}
+    told = {key: e.hallucinated for key, e in evaluated.items()}
 
     sections = [
         ("Pipeline", build.pipeline_blocks(manifests, run_dir)),
@@ -48,7 +50,8 @@ def write_run_report(run_dir: str | Path, settings: ReportConfig | None = None) 
         ("Training curves", build.curve_blocks(run_dir)),
         ("Evaluation", build.evaluation_blocks(results, settings.in_domain) + build.accuracy_plot_blocks(evaluated, run_dir)
          + build.paired_blocks(evaluated, settings)),
-        ("The paper's claims, as measured", build.claims_blocks(marks, settings, manifests.get("verify"), parsed, answers)),
+        ("The paper's claims, as measured", build.claims_blocks(marks, settings, manifests.get("verify"), parsed, answers,
+                                                                build.grounded(told), thinking)),
         ("Timings", build.timing_blocks(run_dir, manifests)),
     ]
     sections = [(title, blocks) for title, blocks in sections if blocks]

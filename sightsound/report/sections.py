@@ -168,7 +168,9 @@ def evaluation_blocks(results: list[dict], in_domain: str | None = None) -> list
                      "most (100%: one answer to every question of a type, whatever the clip), and its one "
                      "thinking column, for a model that reasons, the share whose reasoning is the one it writes "
                      "most for the question type (100%: one reasoning for every clip, so its answers do not "
-                     "come from its reasoning).")
+                     "come from its reasoning); on the synthetic world, its hallucinated reasoning column is the "
+                     "share of that reasoning saying a sound the clip lacks is sounding (what AGFV checks traces "
+                     "for).")
             ] + blocks + [("text", note) for note in result_notes(results)]
 
 
@@ -232,9 +234,17 @@ def premise_blocks(manifests: dict, marks: dict, settings: ReportConfig) -> list
             ("table", ["Premise", "Paper", "This run"], rows)]
 
 
+def grounded(told: dict) -> dict:
+    """For the claim on reasoning: per (benchmark, model), question id → whether every source its
+    reasoning says is sounding can be heard, from its `hallucinated` marks (reasoning that says no
+    source is sounding is left out)."""
+    return {key: {q: not h for q, h in marks.items() if h is not None} for key, marks in told.items()}
+
+
 def claims_blocks(marks: dict, settings: ReportConfig, verify: dict | None, parsed: dict | None = None,
-                  answers: dict | None = None) -> list:
-    found = paper_claims.build_claims(marks, settings.claims, settings.benchmark_roles(), verify, parsed, answers)
+                  answers: dict | None = None, grounded: dict | None = None, thinking: dict | None = None) -> list:
+    found = paper_claims.build_claims(marks, settings.claims, settings.benchmark_roles(), verify, parsed, answers,
+                                      grounded, thinking)
     if not found:
         return []
     roles = "; ".join(f"{role} = `{name}`" for role, name in settings.claims.items())
@@ -243,7 +253,8 @@ def claims_blocks(marks: dict, settings: ReportConfig, verify: dict | None, pars
             "(significant, the other way), not shown (not significant), format-limited (significant, but not "
             "on the questions both models answered parsably: decided by unparsable answers, not by hearing), or "
             f"{paper_claims.ONE_ANSWER_VERDICT}: a model answers {100 * ONE_ANSWER:.0f}% or more of that "
-            "benchmark's questions with the one answer it gives each question type, whatever the clip. "
+            "benchmark's questions with the one answer it gives each question type, whatever the clip (for "
+            f"the claim on reasoning, {paper_claims.ONE_THINKING_VERDICT}: the same of its reasoning). "
             "Models: " + roles + ".")
     return [("text", note), ("table", ["Claim", "Paper", "This run", "Verdict"],
                              [[c.claim, c.paper, c.ours, c.verdict] for c in found])]

@@ -8,7 +8,9 @@ interval, "57.5 (52.6–62.2)", from the per-sample predictions of `sightsound e
 Each benchmark's "unparsable" column is the share of answers the extractor could not read; its
 "one answer" column the share of answers that are the one its question type gets most (100%: the
 model gives each question type one answer, whatever the clip; `scoring.one_answer`); its "one
-thinking" column, for a model that reasons, the same for its reasoning (`scoring.one_thinking`).
+thinking" column, for a model that reasons, the same for its reasoning (`scoring.one_thinking`);
+on the synthetic world, its "hallucinated reasoning" column the share of that reasoning saying a
+sound the clip lacks is sounding (`oracle.hallucinated_reasoning`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ def columns_of(result: dict) -> dict[str, dict | None]:
         cells[f"{name} one answer"] = {"share": result["one_answer"]["share"]}
     if (result.get("one_thinking") or {}).get("share") is not None:  # and reasoning by rote (one_thinking)
         cells[f"{name} one thinking"] = {"share": result["one_thinking"]["share"]}
+    if (result.get("hallucinated_reasoning") or {}).get("share") is not None:  # and, on the synthetic world,
+        cells[f"{name} hallucinated reasoning"] = {"share": result["hallucinated_reasoning"]["share"]}  # unheard sounds
     return cells
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict
 
 from sightsound.datasets.synth.world import (COUNT_WORDS, NAMES, POSITIONS, VISUAL_TYPES, SynthConfig, make_scene,
                                              questions)
+from sightsound.answers import thinking
 from sightsound.records import Sample
 
 
@@ -41,6 +42,16 @@ def claimed_sounds(text: str) -> set[str]:
 def hallucinated(text: str, facts: dict) -> bool:
     """Whether a trace claims a sound the clip's audio does not contain."""
     return bool(claimed_sounds(text) - set(facts["audible"]))
+
+
+def hallucinated_reasoning(responses: dict[str, str], facts: dict[str, dict]) -> dict[str, bool | None]:
+    """Question id → whether a model's reasoning (`answers.thinking`) says a sound the clip lacks is
+    sounding (None when it says no source is sounding), for each response that thinks and whose
+    clip's `facts` are known: what AGFV checks the teacher's traces for, asked of the student's own
+    reasoning."""
+    thoughts = {q: thinking(text) for q, text in responses.items() if q in facts}
+    return {q: hallucinated(thought, facts[q]) if claimed_sounds(thought) else None
+            for q, thought in thoughts.items() if thought is not None}
 
 
 def watcher_choices(sample: Sample) -> list[int]:
