@@ -156,18 +156,22 @@ def test_the_accuracy_plot_shows_only_evaluated_models_each_named_apart(tmp_path
 
     cell = {"accuracy": 0.5, "count": 10, "ci95": [0.2, 0.8]}
     results = {("in-domain", "direct"): {**cell, "label": "student", "method": "direct"},
-               ("in-domain", "cot"): {**cell, "label": "student", "method": "zero_shot_cot"},
-               ("sound", "direct"): {**cell, "label": "student", "method": "direct"}}
-    shown, original = {}, Figure.savefig
+               ("in-domain", "cot"): {**cell, "label": "student", "method": "zero_shot_cot",
+                                      "unparsable": {"count": 1, "share": 0.1}},
+               ("sound", "direct"): {**cell, "label": "student", "method": "direct", "unparsable": {"share": 0.0}}}
+    shown, notes, original = {}, {}, Figure.savefig
 
     def keep(fig, *args, **kwargs):
         shown.update({ax.get_title(): [t.get_text() for t in ax.get_yticklabels()] for ax in fig.axes})
+        notes.update({ax.get_title(): [t.get_text() for t in ax.texts if "unparsable" in t.get_text()]
+                      for ax in fig.axes})
         return original(fig, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", keep)
     plot_accuracy(results, tmp_path / "plots" / "accuracy.png")
     assert shown == {"in-domain (10 questions)": ["student (direct)", "student (zero_shot_cot)"],
                      "sound (10 questions)": ["student (direct)"]}
+    assert notes == {"in-domain (10 questions)": ["10.0% unparsable"], "sound (10 questions)": []}
 
 
 def test_table_2_is_a_table_per_unseen_benchmark_with_its_own_columns():

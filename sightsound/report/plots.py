@@ -72,7 +72,9 @@ def plot_grpo(rows: list[dict], out: Path, folder: str = "grpo") -> str:
 def plot_accuracy(results: dict[tuple[str, str], dict], out: Path) -> str:
     """One panel per benchmark: the accuracy of each model evaluated on it as a horizontal bar with
     its 95% interval as an error bar, models top to bottom in report order, each named by its label
-    (and its method, where labels repeat); returns the path relative to the run directory."""
+    (and its method, where labels repeat), and past the bar the share of its answers naming no
+    option when there are any (an accuracy they decide is not a finding); returns the path relative
+    to the run directory."""
     shown = {}
     for (bench, model), r in results.items():
         if r.get("count"):
@@ -92,13 +94,18 @@ def plot_accuracy(results: dict[tuple[str, str], dict], out: Path) -> str:
         low = [100 * (r["accuracy"] - i[0]) for r, i in zip(rows, intervals)]
         high = [100 * (i[1] - r["accuracy"]) for r, i in zip(rows, intervals)]
         ax.barh(range(len(rows)), values, xerr=[low, high], color="tab:blue", alpha=0.75, capsize=4)
-        for y, (value, up) in enumerate(zip(values, high)):
+        for y, (value, up, r) in enumerate(zip(values, high, rows)):
             inside = value >= 12  # a short bar's number goes past its error bar, in black
             ax.text(1 if inside else value + up + 1, y, f"{value:.1f}", va="center",
                     color="white" if inside else "black", fontsize="small")
+            bad = (r.get("unparsable") or {}).get("share")
+            if bad:
+                ax.text(value + up + (1 if inside else 9), y, f"{100 * bad:.1f}% unparsable", va="center",
+                        color="dimgray", fontsize="small")
         ax.set_yticks(range(len(rows)), [names[m] for m in shown[bench]])
         ax.invert_yaxis()
-        ax.set_xlim(0, 100)
+        ax.set_xlim(0, 130)  # room past 100% for the unparsable note
+        ax.set_xticks(range(0, 101, 20))
         count_of = max((r.get("count") or 0) for r in rows)
         ax.set(title=f"{bench} ({count_of} questions)", xlabel="accuracy (%), 95% interval")
         ax.grid(axis="x", alpha=0.3)
