@@ -15,11 +15,11 @@ with the one answer it gives each question type (`scoring.one_answer`), so the c
 that answer's base rate, whatever its significance. One claim is tested on the student's
 reasoning, not its answers (`GROUNDING`: on the synthetic world, whether every source it says is
 sounding can be heard); its rote rule is **not a finding (one reasoning by rote)**, by
-`scoring.one_thinking`. In a report
-pooled over seeds (question ids `seed<k>#...`, from `sightsound run` with `run.seeds`), a verdict
-also needs every seed's difference to point the same way, else it is **not shown (seeds
-disagree)**; a seed where the two models share no question has no say. A claim tested on several benchmarks holds when every part holds, is contradicted
-(or format-limited) when any part is, and is partly shown otherwise. Paired models are compared by
+`scoring.one_thinking`. In a report pooled over seeds (question ids `seed<k>#...`, from
+`sightsound run` with `run.seeds`), a verdict also needs every seed's difference to point the same
+way, else it is **not shown (seeds disagree)**; a seed where the two models share no question has
+no say. A claim tested on several benchmarks holds when every part holds, is contradicted (or
+format-limited) when any part is, and is partly shown otherwise. Paired models are compared by
 exact McNemar (`scoring.paired_test`), independent samples by Fisher's exact test.
 """
 

@@ -43,15 +43,16 @@ def columns_of(result: dict) -> dict[str, dict | None]:
         headers = benchmark.columns if benchmark else {}
         cells = {f"{title} {headers.get(name, name.capitalize())}": cell for name, cell in paper["columns"].items()}
         cells[f"{title} Avg"] = paper["avg"]
-    if (result.get("unparsable") or {}).get("share") is not None:  # beside every accuracy: answers naming no option
-        cells[f"{name} unparsable"] = {"share": result["unparsable"].get("share")}
-    if (result.get("one_answer") or {}).get("share") is not None:  # and answers by rote (scoring.one_answer)
-        cells[f"{name} one answer"] = {"share": result["one_answer"]["share"]}
-    if (result.get("one_thinking") or {}).get("share") is not None:  # and reasoning by rote (one_thinking)
-        cells[f"{name} one thinking"] = {"share": result["one_thinking"]["share"]}
-    if (result.get("hallucinated_reasoning") or {}).get("share") is not None:  # and, on the synthetic world,
-        cells[f"{name} hallucinated reasoning"] = {"share": result["hallucinated_reasoning"]["share"]}  # unheard sounds
+    for key, column in SHARES.items():  # beside every accuracy, where measured
+        if (result.get(key) or {}).get("share") is not None:
+            cells[f"{name} {column}"] = {"share": result[key]["share"]}
     return cells
+
+
+SHARES = {"unparsable": "unparsable",  # answers naming no option (scoring.unparsable)
+          "one_answer": "one answer",  # answers by rote (scoring.one_answer)
+          "one_thinking": "one thinking",  # reasoning by rote (scoring.one_thinking)
+          "hallucinated_reasoning": "hallucinated reasoning"}  # unheard sounds said to sound (synthetic world)
 
 
 def build_table(results: list[dict]) -> tuple[list[str], list[list[str]]]:

@@ -12,9 +12,9 @@ import random
 import re
 from dataclasses import asdict
 
+from sightsound.answers import thinking
 from sightsound.datasets.synth.world import (COUNT_WORDS, NAMES, POSITIONS, VISUAL_TYPES, SynthConfig, make_scene,
                                              questions)
-from sightsound.answers import thinking
 from sightsound.records import Sample
 
 
