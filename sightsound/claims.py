@@ -182,6 +182,7 @@ def build_claims(marks: dict[tuple[str, str], dict], roles: dict[str, str], benc
         raise ValueError(f"unknown benchmark role {unknown[0]!r} (roles: {', '.join(BENCHMARK_ROLES)})")
     run = _Measured(marks, roles, benchmarks, verify, parsed or {}, answers or {})
     found = [c for c in (_paired_claim(run, claim) for claim in PAIRED_CLAIMS) if c]
+    # the claim on reasoning: its marks are the grounding ones, its rote shares the reasoning's
     reasoning = _Measured(grounded or {}, roles, benchmarks, None, {}, thinking or {})
     grounding = _paired_claim(reasoning, GROUNDING, rote=ONE_THINKING_VERDICT)
     return (found + ([grounding] if grounding else []) + _corpus_precision(run) + _test_time_scaling(run)
