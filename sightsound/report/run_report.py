@@ -50,8 +50,8 @@ def write_run_report(run_dir: str | Path, settings: ReportConfig | None = None) 
         ("Training curves", build.curve_blocks(run_dir)),
         ("Evaluation", build.evaluation_blocks(results, settings.in_domain) + build.accuracy_plot_blocks(evaluated, run_dir)
          + build.paired_blocks(evaluated, settings)),
-        ("The paper's claims, as measured", build.claims_blocks(marks, settings, manifests.get("verify"), parsed, answers,
-                                                                build.grounded(told), thinking)),
+        ("The paper's claims, as measured", build.claims_blocks(
+            marks, settings, manifests.get("verify"), parsed, answers, build.grounded(told), thinking)),
         ("Timings", build.timing_blocks(run_dir, manifests)),
     ]
     sections = [(title, blocks) for title, blocks in sections if blocks]

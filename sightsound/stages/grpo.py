@@ -125,9 +125,9 @@ def prepare_models(cfg: GRPOConfig, accelerator, items: list):
 
 def load_policy_and_reference(cfg: GRPOConfig, accelerator, items: list):
     """The policy starts as the SFT model (an SFT adapter is merged into its base first). The
-    reference is that same model (frozen by `sharding.prepare_reference`): a copy (loaded again when the run is sharded: a copy of a
-    model ZeRO-3 partitioned as it loaded would not be one), or — with LoRA GRPO — the policy with
-    its new adapter disabled (no second copy in memory)."""
+    reference is that same model (frozen by `sharding.prepare_reference`): a copy (loaded again
+    when the run is sharded: a copy of a model ZeRO-3 partitioned as it loaded would not be one),
+    or — with LoRA GRPO — the policy with its new adapter disabled (no second copy in memory)."""
     model, processor = _load_start(cfg)
     recompute = checkpointing("grpo", cfg, accelerator, lambda: memory.shapes_of(
         processor, [prompts.student_turn(sample, "zero_shot_cot", cfg.answer) for sample, _ in items],
