@@ -214,10 +214,10 @@ def run(plan: Plan, start: str | None = None, until: str | None = None) -> Path:
         if name == "report":
             changed = save_config(plan.report, run.config("report"))
             ran = changed or any(t["status"] == "ran" for t in timings) or not run.report(".md").exists()
-            if ran:
+            if ran:  # a run that redid nothing keeps the timings of the one that did the work
                 write_json(run.manifest(rundir.RUN_MANIFEST), {"stages": timings})
-                report.write_run_report(run_dir)
-                print(f"report: {run.report('.md')}, {run.report('.html')}")
+            report.write_run_report(run_dir)  # always (a second): in step with this version's code;
+            print(f"report: {run.report('.md')}, {run.report('.html')}")  # files left alone if unchanged
         else:
             ran = _run_stage(plan, STAGES[name])
         timings.append({"stage": name, "status": "ran" if ran else "skipped",

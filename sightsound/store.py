@@ -178,6 +178,20 @@ def keep_only(path: str | Path, keep) -> None:
             write_jsonl(path, kept)
 
 
+def write_if_changed(path: str | Path, data: str | bytes) -> bool:
+    """Write `data` (text or bytes) atomically unless the file already holds exactly it; returns
+    whether it wrote. A report rewritten on every run keeps its files' times when nothing changed."""
+    path = Path(path)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if path.is_file() and path.read_bytes() == raw:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(raw)
+    os.replace(tmp, path)
+    return True
+
+
 def _replace(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

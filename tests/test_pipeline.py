@@ -200,6 +200,32 @@ def test_rerunning_the_demo_redoes_nothing(demo_run):
     assert not [p for p in run_dir.rglob("*") if p.is_file() and p not in demo_run["stamps"]]
 
 
+def test_rerunning_a_finished_run_rewrites_a_stale_report_and_keeps_the_timings(demo_run, tmp_path):
+    """A report written by an older version is brought up to date by the next `sightsound run`,
+    though no stage runs: the report costs a second, and the run manifest keeps the timings of the
+    run that did the work (`test_rerunning_the_demo_redoes_nothing`: unchanged files keep their times)."""
+    copy = tmp_path / "run"
+    shutil.copytree(demo_run["dir"], copy)
+    (copy / "report.md").write_text("a report from an older version\n")
+    (copy / "plots" / "accuracy.png").unlink()
+    timings = (copy / "manifests" / "run.json").read_text()
+    pipeline.run(pipeline.load_plan(ROOT / "configs" / "demo.yaml", reduced(copy, demo_run["models"])))
+    assert (copy / "report.md").read_text().startswith("# SightSound-R1 run")
+    assert (copy / "plots" / "accuracy.png").stat().st_size > 0
+    assert (copy / "manifests" / "run.json").read_text() == timings
+
+
+def test_write_if_changed_leaves_a_file_that_already_holds_the_data(tmp_path):
+    from sightsound.store import write_if_changed
+
+    path = tmp_path / "a" / "report.md"
+    assert write_if_changed(path, "one\n") and path.read_text() == "one\n"
+    stamp = path.stat().st_mtime_ns
+    assert not write_if_changed(path, "one\n") and path.stat().st_mtime_ns == stamp
+    assert write_if_changed(path, b"two\n") and path.read_bytes() == b"two\n"
+    assert [p.name for p in path.parent.iterdir()] == ["report.md"]  # no temporary file left
+
+
 def test_a_moved_run_is_still_done_and_exports_its_own_media(demo_run, tmp_path, capsys):
     """Move a finished run (the original hidden, so nothing can point back at it): rerunning its
     config at the new place redoes no stage, and its exports name the media where they are now."""

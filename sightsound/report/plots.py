@@ -5,9 +5,11 @@ benchmark with its 95% interval. Each returns the PNG's path relative to the run
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from sightsound.report.tables import cell_interval
+from sightsound.store import write_if_changed
 
 
 def _figure(height: float):
@@ -115,5 +117,7 @@ def plot_accuracy(results: dict[tuple[str, str], dict], out: Path) -> str:
 def _save(fig, out: Path) -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out)
+    image = io.BytesIO()
+    fig.savefig(image, format="png")
+    write_if_changed(out, image.getvalue())
     return f"{out.parent.name}/{out.name}"

@@ -20,6 +20,7 @@ from sightsound.report.settings import ReportConfig
 from sightsound.report.tables import build_table, write_csv
 from sightsound.rundir import RunDir
 from sightsound.scoring import counted, one_answer, one_thinking, tally
+from sightsound.store import write_if_changed
 
 QUALITY = ("accepted_traces", "accepted_correct", "rejected_traces", "rejected_correct")
 
@@ -56,8 +57,8 @@ def write_pooled_report(run_dir: str | Path, seed_dirs: dict[int, Path], setting
     intro = ("Every number below is read from the seeds' run directories; accuracies pool every seed's questions, "
              "with their 95% Wilson interval in brackets.")
     text = render_markdown(title, intro, sections)
-    run.report(".md").write_text(text)
-    run.report(".html").write_text(render_html(title, intro, sections, Path(run_dir)))
+    write_if_changed(run.report(".md"), text)
+    write_if_changed(run.report(".html"), render_html(title, intro, sections, Path(run_dir)))
     if results:
         write_csv(run.report(".csv"), *build_table(results))
     return text

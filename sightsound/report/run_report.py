@@ -18,6 +18,7 @@ from sightsound.report.render import render_html, render_markdown
 from sightsound.report.settings import ReportConfig, read_settings
 from sightsound.report.tables import build_table, write_csv
 from sightsound.rundir import RunDir
+from sightsound.store import write_if_changed
 
 
 def write_run_report(run_dir: str | Path, settings: ReportConfig | None = None) -> str:
@@ -60,8 +61,8 @@ def write_run_report(run_dir: str | Path, settings: ReportConfig | None = None) 
              "percentages, accuracies with their 95% Wilson interval in brackets.")
 
     text = render_markdown(title, intro, sections)
-    run.report(".md").write_text(text)
-    run.report(".html").write_text(render_html(title, intro, sections, run_dir))
+    write_if_changed(run.report(".md"), text)
+    write_if_changed(run.report(".html"), render_html(title, intro, sections, run_dir))
     if results:
         write_csv(run.report(".csv"), *build_table(results))
     return text

@@ -23,6 +23,7 @@ from pathlib import Path
 from sightsound.datasets import BENCHMARKS
 from sightsound.formats import share, with_interval
 from sightsound.scoring import wilson_interval
+from sightsound.store import write_if_changed
 
 
 def columns_of(result: dict) -> dict[str, dict | None]:
@@ -112,7 +113,7 @@ def write_report(result_paths: list[str | Path], out: str | Path) -> str:
 def write_csv(path: Path, headers: list[str], body: list[list[str]]) -> None:
     buffer = io.StringIO()
     csv.writer(buffer).writerows([headers, *body])
-    path.write_text(buffer.getvalue())
+    write_if_changed(path, buffer.getvalue())
 
 
 def result_notes(results: list[dict]) -> list[str]:
