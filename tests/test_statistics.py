@@ -273,12 +273,12 @@ def test_a_synthetic_benchmark_is_reported_per_category_and_their_average():
     result = {"dataset": "synth", "benchmark": "music-like", "label": "m", "method": "direct", **cell(30, 60),
               "per_category": {"Order": cell(20, 30), "Exist": cell(10, 30)}, "unparsable": {"share": 0.05},
               "one_answer": {"share": 0.6}, "one_thinking": {"share": 0.875},
-              "hallucinated_reasoning": {"count": 15, "share": 0.25}}
+              "hallucinated_reasoning": {"count": 15, "share": 0.25, "of": 60}}
     headers, [row] = report.build_table([result])
     assert headers[2:] == ["music-like Order", "music-like Exist", "music-like Avg", "music-like unparsable",
                            "music-like one answer", "music-like one thinking", "music-like hallucinated reasoning"]
     assert row[2].startswith("66.7") and row[3].startswith("33.3") and row[4].startswith("50.0") and row[5] == "5.0%"
-    assert row[6] == "60.0%" and row[7] == "87.5%" and row[8] == "25.0%"
+    assert row[6] == "60.0%" and row[7] == "87.5%" and row[8] == "25.0% of 60"  # of the reasoning saying what sounds
     del result["one_answer"], result["one_thinking"], result["hallucinated_reasoning"]
     result["per_category"] = {"Order": cell(20, 30)}  # one category: the benchmark's accuracy alone
     assert report.build_table([result])[0][2:] == ["music-like", "music-like unparsable"]
@@ -303,7 +303,12 @@ def test_hallucinated_reasoning_asks_of_the_students_thinking_what_agfv_asks_of_
                  "heard": "<think>The drum on the middle is sounding. The bell is silent.</think><answer>drum</answer>",
                  "vague": "<think>The violin on the audio.</think><answer>drum</answer>",
                  "direct": "drum", "unknown": "<think>The bell is sounding.</think>"}
-    assert hallucinated_reasoning(responses, facts) == {"unheard": True, "heard": False, "vague": None}
+    told = hallucinated_reasoning(responses, facts)
+    assert told == {"unheard": True, "heard": False, "vague": None}
+    from sightsound.report.reading import hallucination_share
+
+    assert hallucination_share(told.values()) == {"count": 1, "share": 0.5, "of": 2}  # of the reasoning that says
+    assert hallucination_share([None, None]) == {"count": 0, "share": None, "of": 0}  # "—", not a grounded 0%
 
 
 def test_the_grounding_claim_compares_reasoning_that_says_what_sounds_and_not_rote_reasoning():

@@ -14,7 +14,7 @@ from sightsound import claims as paper_claims
 from sightsound.formats import count
 from sightsound.manifest import read_manifest
 from sightsound.report import sections as build
-from sightsound.report.reading import read_results
+from sightsound.report.reading import hallucination_share, read_results
 from sightsound.report.render import render_html, render_markdown
 from sightsound.report.settings import ReportConfig
 from sightsound.report.tables import build_table, write_csv
@@ -65,7 +65,7 @@ def write_pooled_report(run_dir: str | Path, seed_dirs: dict[int, Path], setting
 
 
 def _pooled_result(results: list[dict], parsed: dict[str, bool], answered_once: dict, thought_once: dict,
-                   hallucinated: list[bool]) -> dict:
+                   hallucinated: list[bool | None]) -> dict:
     """One result from the seeds' results of a model on a benchmark: counts summed, intervals anew."""
     first = dict(results[0])
     correct, total = sum(r.get("correct") or 0 for r in results), sum(r.get("count") or 0 for r in results)
@@ -79,7 +79,7 @@ def _pooled_result(results: list[dict], parsed: dict[str, bool], answered_once: 
                  one_thinking=thought_once, dataset_files={})
     first.pop("hallucinated_reasoning", None)
     if hallucinated:
-        first["hallucinated_reasoning"] = counted(hallucinated)
+        first["hallucinated_reasoning"] = hallucination_share(hallucinated)
     return first
 
 

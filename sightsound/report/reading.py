@@ -55,12 +55,22 @@ def read_results(run_dir: Path, rows: list[str], benchmarks: list[str] = ()) -> 
             facts[bench] = clip_facts(evaluation.root.parent)
         told = hallucinated_reasoning({q: response for q, (_, response) in said.items()}, facts[bench])
         if told:
-            result["hallucinated_reasoning"] = counted(told.values())  # of all its reasoning
+            result["hallucinated_reasoning"] = hallucination_share(told.values())
         found[(bench, model)] = Evaluation(result, correct, parsed, chosen, said, told)
     rank = {name: i for i, name in enumerate(rows)}
     place = {name: i for i, name in enumerate(benchmarks)}
     return dict(sorted(found.items(), key=lambda item: (rank.get(item[0][1], len(rank)), item[0][1],
                                                         place.get(item[0][0], len(place)), item[0][0])))
+
+
+def hallucination_share(told) -> dict:
+    """{count, share, of} of the reasoning that says a sound the clip lacks is sounding, among the
+    `of` pieces of reasoning that say some sound is (`told`: True, False or None, as `oracle.hallucinated_reasoning`
+    gives them); share None when none does. Reasoning that says nothing of what sounds ("I listen to
+    the audio.") is neither grounded nor hallucinated, so it is left out: the report shows "—" for a
+    model whose reasoning never says, not a 0% that would read as grounded."""
+    said = [flag for flag in told if flag is not None]
+    return {**counted(said), "of": len(said)}
 
 
 def clip_facts(benchmark_dir: Path) -> dict[str, dict]:

@@ -168,9 +168,9 @@ def evaluation_blocks(results: list[dict], in_domain: str | None = None) -> list
                      "most (100%: one answer to every question of a type, whatever the clip), and its one "
                      "thinking column, for a model that reasons, the share whose reasoning is the one it writes "
                      "most for the question type (100%: one reasoning for every clip, so its answers do not "
-                     "come from its reasoning); on the synthetic world, its hallucinated reasoning column is the "
-                     "share of that reasoning saying a sound the clip lacks is sounding (what AGFV checks traces "
-                     "for).")
+                     "come from its reasoning); on the synthetic world, its hallucinated reasoning column is, of "
+                     "the reasoning that says what is sounding, the share naming a sound the clip lacks (what "
+                     "AGFV checks traces for; — where its reasoning never says what is sounding).")
             ] + blocks + [("text", note) for note in result_notes(results)]
 
 

@@ -9,8 +9,8 @@ Each benchmark's "unparsable" column is the share of answers the extractor could
 "one answer" column the share of answers that are the one its question type gets most (100%: the
 model gives each question type one answer, whatever the clip; `scoring.one_answer`); its "one
 thinking" column, for a model that reasons, the same for its reasoning (`scoring.one_thinking`);
-on the synthetic world, its "hallucinated reasoning" column the share of that reasoning saying a
-sound the clip lacks is sounding (`oracle.hallucinated_reasoning`).
+on the synthetic world, its "hallucinated reasoning" column, of the reasoning that says what is
+sounding, the share naming a sound the clip lacks (`reading.hallucination_share`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def columns_of(result: dict) -> dict[str, dict | None]:
         cells[f"{title} Avg"] = paper["avg"]
     for key, column in SHARES.items():  # beside every accuracy, where measured
         if (result.get(key) or {}).get("share") is not None:
-            cells[f"{name} {column}"] = {"share": result[key]["share"]}
+            cells[f"{name} {column}"] = {k: result[key][k] for k in ("share", "of") if k in result[key]}
     return cells
 
 
@@ -69,9 +69,10 @@ def build_table(results: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 def percent_cell(cell: dict | None) -> str:
     """"57.5 (52.6–62.2)": an accuracy in percent with its 95% interval ("—" when missing); for
-    an unparsable column, the share ("12.5%")."""
+    a share column, the share ("12.5%"), and what it is a share of where that is not every answer
+    ("66.7% of 6")."""
     if cell and "share" in cell:
-        return share(cell["share"])
+        return share(cell["share"]) + (f" of {cell['of']}" if "of" in cell else "")
     if not cell or cell.get("accuracy") is None:
         return "—"
     return with_interval(cell["accuracy"], cell_interval(cell))
