@@ -64,11 +64,12 @@ def read_results(run_dir: Path, rows: list[str], benchmarks: list[str] = ()) -> 
 
 
 def hallucination_share(told) -> dict:
-    """{count, share, of} of the reasoning that says a sound the clip lacks is sounding, among the
-    `of` pieces of reasoning that say some sound is (`told`: True, False or None, as `oracle.hallucinated_reasoning`
-    gives them); share None when none does. Reasoning that says nothing of what sounds ("I listen to
-    the audio.") is neither grounded nor hallucinated, so it is left out: the report shows "—" for a
-    model whose reasoning never says, not a 0% that would read as grounded."""
+    """{count, share, of}: of the `of` pieces of reasoning that say some sound is sounding, how many
+    (and what share) say one the clip lacks is. `told` holds True, False or None per question, as
+    `oracle.hallucinated_reasoning` gives them; share is None when no reasoning says. Reasoning that
+    says nothing of what sounds ("I listen to the audio.") is neither grounded nor hallucinated, so it
+    is left out: the report shows "—" for a model whose reasoning never says, not a 0% that would
+    read as grounded."""
     said = [flag for flag in told if flag is not None]
     return {**counted(said), "of": len(said)}
 
