@@ -15,19 +15,15 @@ from sightsound.formats import count
 from sightsound.manifest import read_manifest
 from sightsound.report import sections as build
 from sightsound.report.reading import hallucination_share, read_results
-from sightsound.report.render import render_html, render_markdown
+from sightsound.report.render import write_documents
 from sightsound.report.settings import ReportConfig
-from sightsound.report.tables import build_table, write_csv
-from sightsound.rundir import RunDir
 from sightsound.scoring import counted, one_answer, one_thinking, tally
-from sightsound.store import write_if_changed
 
 QUALITY = ("accepted_traces", "accepted_correct", "rejected_traces", "rejected_correct")
 
 
 def write_pooled_report(run_dir: str | Path, seed_dirs: dict[int, Path], settings: ReportConfig) -> str:
     """Write OUT/report.md, .html and .csv pooling the seeds' runs; return the Markdown."""
-    run = RunDir(run_dir)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     benches = list(settings.benchmark_roles().values())
     per_seed = {seed: read_results(Path(folder), settings.rows, benches) for seed, folder in seed_dirs.items()}
@@ -56,12 +52,7 @@ def write_pooled_report(run_dir: str | Path, seed_dirs: dict[int, Path], setting
     title = f"SightSound-R1 run over {len(seed_dirs)} seeds: {Path(run_dir).resolve().name}"
     intro = ("Every number below is read from the seeds' run directories; accuracies pool every seed's questions, "
              "with their 95% Wilson interval in brackets.")
-    text = render_markdown(title, intro, sections)
-    write_if_changed(run.report(".md"), text)
-    write_if_changed(run.report(".html"), render_html(title, intro, sections, Path(run_dir)))
-    if results:
-        write_csv(run.report(".csv"), *build_table(results))
-    return text
+    return write_documents(Path(run_dir), title, intro, sections, results)
 
 
 def _pooled_result(results: list[dict], parsed: dict[str, bool], answered_once: dict, thought_once: dict,

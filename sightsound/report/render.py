@@ -10,7 +10,9 @@ import html
 import re
 from pathlib import Path
 
-from sightsound.report.tables import markdown
+from sightsound.report.tables import build_table, markdown, write_csv
+from sightsound.rundir import RunDir
+from sightsound.store import write_if_changed
 
 CSS = """body { font-family: system-ui, sans-serif; max-width: 72em; margin: 2em auto; padding: 0 1em; color: #222; }
 .wide { overflow-x: auto; }
@@ -61,3 +63,16 @@ def _render(sections: list, heading, text, table, image) -> list[str]:
         parts.append(heading(title))
         parts += [kinds[block[0]](*block[1:]) for block in blocks]
     return parts
+
+
+def write_documents(run_dir: Path, title: str, intro: str, sections: list, results: list[dict]) -> str:
+    """Write a report's report.md, report.html and (with results) report.csv into `run_dir`, each
+    only when its bytes change (a rerun that changes nothing keeps the files' times); returns the
+    Markdown."""
+    run = RunDir(run_dir)
+    text = render_markdown(title, intro, sections)
+    write_if_changed(run.report(".md"), text)
+    write_if_changed(run.report(".html"), render_html(title, intro, sections, Path(run_dir)))
+    if results:
+        write_csv(run.report(".csv"), *build_table(results))
+    return text

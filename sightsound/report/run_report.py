@@ -14,11 +14,8 @@ from sightsound.manifest import read_manifest
 from sightsound.registry import STAGES
 from sightsound.report import sections as build
 from sightsound.report.reading import read_results
-from sightsound.report.render import render_html, render_markdown
+from sightsound.report.render import write_documents
 from sightsound.report.settings import ReportConfig, read_settings
-from sightsound.report.tables import build_table, write_csv
-from sightsound.rundir import RunDir
-from sightsound.store import write_if_changed
 
 
 def write_run_report(run_dir: str | Path, settings: ReportConfig | None = None) -> str:
@@ -31,7 +28,6 @@ def write_run_report(run_dir: str | Path, settings: ReportConfig | None = None) 
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    run = RunDir(run_dir)
     settings = settings or read_settings(run_dir)
     manifests = {stage: read_manifest(run_dir, stage, strict=False) for stage in STAGES}
     manifests = {stage: m for stage, m in manifests.items() if m is not None}
@@ -60,9 +56,4 @@ def write_run_report(run_dir: str | Path, settings: ReportConfig | None = None) 
     intro = ("Every number below is read from this run directory's files, as measured; shares are shown as "
              "percentages, accuracies with their 95% Wilson interval in brackets.")
 
-    text = render_markdown(title, intro, sections)
-    write_if_changed(run.report(".md"), text)
-    write_if_changed(run.report(".html"), render_html(title, intro, sections, run_dir))
-    if results:
-        write_csv(run.report(".csv"), *build_table(results))
-    return text
+    return write_documents(run_dir, title, intro, sections, results)
