@@ -207,12 +207,22 @@ def student_examples(sample: Sample, rng: random.Random, visual: list[Sample]) -
     reasoning in the prompt (test-time distillation's format). Like the paper's Qwen2-Audio, whose
     "backbone lacks reasoning capacity for helpful CoT" (§4), its thinking says nothing; the
     reasoning it is shown is of *another* clip, so it learns the format, not to follow a teacher:
-    what it answers comes from its hearing alone."""
+    what it answers comes from its hearing alone. Like an instruction-tuned LALM, it answers with
+    one of the options whatever its reasoning says: asked to think, it is also handed that other
+    clip's reasoning as its own thinking (`given`, read but not learned) and still answers what it
+    hears: it learns to end that thinking and answer, not to write it (`measure`:
+    given_reasoning_unparsable). Without these examples, a tiny student handed a watcher's
+    reasoning named no option in 40-55% of its answers (a sound to "how many?"), and after SFT on
+    the teacher's traces answered with a sound from its own reasoning that was not among the
+    options; handed the thinking already closed, it did not learn to close it and, after SFT,
+    broke off its reasoning mid-word on questions it had not been taught to reason about."""
     answer = prompts.label_text(sample.options, sample.answer, "text")
     thought = f"<think>{STUDENT_THINKING}</think><answer>{answer}</answer>"
     other = oracle.visual_reasoning(rng.choice(visual).meta["facts"]["sources"])
+    cot = prompts.student_turn(sample, "zero_shot_cot", "text")
     return [{"messages": prompts.student_turn(sample, "direct", "text"), "response": answer},
-            {"messages": prompts.student_turn(sample, "zero_shot_cot", "text"), "response": thought},
+            {"messages": cot, "response": thought},
+            {"messages": cot, "given": f"<think>{other}", "response": f"</think><answer>{answer}</answer>"},
             {"messages": prompts.student_turn(sample, "test_time_cot_distill", "text", trace=other),
              "response": thought}]
 
@@ -278,14 +288,51 @@ def measure(cfg: BootstrapConfig, heldout: list[Sample]) -> dict:
             key = name if method == "direct" else f"{name}_cot"
             scores[f"{key}_accuracy"] = _share(p.correct for p in answered)
             scores[f"{key}_unparsable"] = unparsable([dataclasses.asdict(p) for p in answered])["share"]
+    half = len(told) // 2
+    others = told[half:] + told[:half]  # another clip's reasoning (a clip's two questions sit together), handed as its own
+    replies = continuations(paths["student"], [prompts.student_turn(s, "zero_shot_cot", "text") for s in heldout],
+                            [f"<think>{o}" for o in others], follows="</think>")
+    rows = [{"response": reply, "options": s.options} for reply, s in zip(replies, heldout)]
+    scores["given_reasoning_accuracy"] = _share(answers.match_option(r["response"], s.options) == s.answer
+                                                for r, s in zip(rows, heldout))
+    scores["given_reasoning_unparsable"] = unparsable(rows)["share"]
     return {"heldout_questions": len(heldout), "teacher": teacher_scores, "checker": checker_scores,
             "student": scores}
+
+
+def continuations(model_path: str, turns: list[list[dict]], openings: list[str], follows: str = "",
+                  max_new_tokens: int = 24) -> list[str]:
+    """Each reply a model writes (greedy) when handed its opening: how the demo measures a student's
+    answers after a reasoning it did not write (the backends generate replies from their start, so
+    this reads the checkpoint directly). The model is fed the opening's tokens up to where
+    `follows` (what comes next in training, e.g. "</think>") would join it, as SFT trains it
+    (`training.student.reply_token_count`); the reply returned starts with what it was fed."""
+    import torch
+
+    from sightsound.models.loading import encode, load_model, render
+    from sightsound.training.student import reply_token_count
+
+    model, processor = load_model(model_path)
+    tokenizer = processor.tokenizer
+    replies = []
+    for turn, opening in zip(turns, openings):  # one at a time: each is cut at its own token
+        text = render(processor, turn, opening + follows)
+        cut = reply_token_count(tokenizer, text, len(render(processor, turn) + opening))
+        inputs = encode(processor, [turn], "left", responses=[opening + follows])
+        inputs["input_ids"], inputs["attention_mask"] = inputs["input_ids"][:, :-cut], inputs["attention_mask"][:, :-cut]
+        prompt_length = encode(processor, [turn], "left")["input_ids"].shape[1]
+        with torch.no_grad():
+            output = model.eval().generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                           pad_token_id=tokenizer.pad_token_id)
+        replies.append(tokenizer.decode(output[0, prompt_length:], skip_special_tokens=True))
+    return replies
 
 
 def _minutes(cfg: BootstrapConfig) -> int:
     """A rough forecast, from the demo's own timing on 2 CPU cores: 444 s for a 900-clip world, a
     teacher's 900 steps of batch 16 on 8 frames and a student's 600 (a teacher's step costs about
-    one per 4 frames; about a quarter of it all is the world and its measurement)."""
+    one per 4 frames; about a quarter of it all is the world and its measurement). With the
+    student at 900 steps it forecasts 486 s; measured: 469 s."""
     teacher = cfg.teacher.steps * cfg.teacher.batch_size * max(cfg.num_frames, 1) / 4
     steps = teacher + cfg.student.steps * cfg.student.batch_size
     return max(1, round((0.25 * cfg.world.clips / 900 + 0.75 * steps / 38_400) * 444 / 60))

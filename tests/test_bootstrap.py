@@ -69,13 +69,44 @@ def test_which_questions_are_asked_again_of_every_other_heard_source():
         assert asked.audio == which.audio and asked.category == "Which"
 
 
+def test_the_student_answers_what_it_hears_whatever_reasoning_it_is_handed():
+    which = sample("Which", ["horn", "bell", "flute", "bird"], 0, SCENE)
+    elsewhere = sample("Count", world.COUNT_WORDS, 0, [source("violin", True, True, True, "right")])
+    direct, cot, given, shown = bootstrap.student_examples(which, random.Random(0), [elsewhere])
+    assert direct["response"] == "horn"
+    assert cot["response"] == f"<think>{bootstrap.STUDENT_THINKING}</think><answer>horn</answer>"
+    assert given["messages"] == cot["messages"]  # asked to think; another clip's reasoning opens its reply
+    assert given["given"] == "<think>The violin on the right is sounding."
+    assert given["response"] == "</think><answer>horn</answer>"  # it ends the thinking; the answer is what it hears
+    assert shown["response"] == cot["response"] and "violin" in str(shown["messages"])
+
+
 def test_the_bootstrap_forecasts_its_minutes_from_its_size():
     from sightsound import pipeline
     from tests.conftest import ROOT
 
     demo = pipeline.load_plan(ROOT / "configs" / "demo.yaml").stages["bootstrap"][0][1]
-    assert bootstrap._minutes(demo) == 7  # measured: 444 s on 2 cores
+    assert bootstrap._minutes(demo) == 8  # measured: 469 s on 2 cores (a student of 900 steps)
     small = pipeline.load_plan(ROOT / "configs" / "demo.yaml", ["bootstrap.world.clips=24",
                                                                "bootstrap.student={steps: 4}",
                                                                "bootstrap.teacher={steps: 4}"]).stages["bootstrap"][0][1]
     assert bootstrap._minutes(small) == 1
+
+
+def test_continuations_go_on_from_the_opening_they_are_handed(tiny_models, tmp_path):
+    """With no opening, a continuation is the model's own greedy reply; with one, it follows it."""
+    from sightsound import prompts
+    from sightsound.models import ModelConfig, Request, Sampling, load_backend
+    from tests.conftest import make_wav
+
+    which = sample("Which", ["horn", "bell", "flute", "bird"], 0, SCENE)
+    which.audio = str(make_wav(tmp_path / "a.wav", freq=330.0, rate=16_000))
+    turns = [prompts.student_turn(which, "zero_shot_cot", "text")] * 2
+    path = str(tiny_models["student"])
+    own = load_backend(ModelConfig(model=path, dtype="float32")).generate(
+        [Request("q", turns[0])], Sampling(n=1, temperature=0.0, max_new_tokens=6))[0].texts[0]
+    plain, handed = bootstrap.continuations(path, turns, ["", "<think>The drum is sounding."], follows="</think>",
+                                            max_new_tokens=6)
+    assert plain == own
+    assert handed.startswith("<think>The drum is sounding")  # fed up to the token that joins "</think>"
+    assert not handed.startswith("<think>The drum is sounding.")

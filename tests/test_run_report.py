@@ -41,7 +41,7 @@ def full_run(run: Path) -> None:
         "teacher": {"format": 1.0, "reasoning_exact": 0.9, "accuracy": 0.625, "watcher_agreement": 0.95},
         "checker": {"accuracy": 0.875, "tp": 30, "fp": 4, "fn": 6, "tn": 40, "precision": 0.8824, "recall": 0.8333,
                     "f1": 0.8571},
-        "student": {"direct_accuracy": 0.55}}, 300.0))
+        "student": {"direct_accuracy": 0.55, "given_reasoning_accuracy": 0.5, "given_reasoning_unparsable": 0.025}}, 300.0))
     write(run / "manifests" / "verify.json", manifest(
         {"samples": 36, "traces": 144, "accepted": 100, "rejected": 44, "acceptance_rate": 0.6944, "unparseable": 0},
         12.0, checker="trained",
@@ -93,6 +93,7 @@ def test_full_run_writes_every_file_with_the_measured_numbers(tmp_path):
     assert "| teacher | video frames only | 120 examples, 50 steps, loss 3.2 → 0.41 |" in text
     assert "accuracy 62.5%, agrees with a pure watcher 95.0%" in text
     assert "precision 88.2%, recall 83.3%" in text and "direct accuracy 55.0%" in text
+    assert "handed another clip's reasoning as its thinking, 50.0% (2.5% unparsable)" in text
     # teacher unanimity and the checker against ground truth
     assert "unanimity rate 75.0%" in text
     assert "hallucinated traces caught 7 of 9" in text and "recall 77.8%" in text and "precision 15.9%" in text

@@ -147,6 +147,28 @@ def test_labels_cover_the_response_only(tiny_models, toy_run):
         assert processor.tokenizer.decode(kept) == response + processor.tokenizer.eos_token
 
 
+def test_a_given_opening_is_read_but_not_learned(tiny_models, toy_run, tmp_path):
+    """An example's `given` opens the reply in the input; only the response after it is in the
+    labels, with the token that joins them ("sounding" + ".</" + "think"): the model writes that."""
+    _, processor = load_model(tiny_models["student"])
+    examples, _ = sft.load_examples(toy_run, sft.SFTConfig(target="cot"))
+    messages = examples[0][0]
+    path = tmp_path / "examples.jsonl"
+    path.write_text(json.dumps({"messages": messages, "given": "<think>The drum is sounding.",
+                                "response": "</think><answer>drum</answer>"}) + "\n")
+    (given_example,), _ = sft.load_examples(tmp_path, sft.SFTConfig(target="examples", examples=str(path)))
+    assert given_example == (messages, "</think><answer>drum</answer>", "<think>The drum is sounding.")
+    batch = build_batch(processor, [given_example, (messages, "<answer>drum</answer>")])
+    tokenizer = processor.tokenizer
+    first, second = (labels[labels != -100] for labels in batch["labels"])
+    assert tokenizer.decode(first) == ".</think><answer>drum</answer>" + tokenizer.eos_token
+    assert tokenizer.decode(second) == "<answer>drum</answer>" + tokenizer.eos_token
+    assert "The drum is sounding" in tokenizer.decode(batch["input_ids"][0])
+    path.write_text(json.dumps({"messages": messages, "given": ["x"], "response": "y"}) + "\n")
+    with pytest.raises(ValueError, match="line 1: `given` must be a string"):
+        sft.load_examples(tmp_path, sft.SFTConfig(target="examples", examples=str(path)))
+
+
 def test_sft_trains_on_the_corpus_it_names(toy_run, tmp_path):
     """Table 2's rows train on verify's ablation corpora (`corpus: corpus-<name>.jsonl`)."""
     run = copy_run(toy_run, tmp_path)

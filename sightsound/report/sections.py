@@ -86,7 +86,9 @@ def _held_out(teacher: dict, checker: dict, student: dict) -> dict[str, str]:
         "student": (f"direct accuracy {share(student.get('direct_accuracy'))} on the teacher's question types "
                     f"({share(student.get('direct_unparsable'))} unparsable), "
                     f"{share(student.get('perception_accuracy'))} on the others "
-                    f"({share(student.get('perception_unparsable'))} unparsable)"),
+                    f"({share(student.get('perception_unparsable'))} unparsable); handed another clip's reasoning "
+                    f"as its thinking, {share(student.get('given_reasoning_accuracy'))} "
+                    f"({share(student.get('given_reasoning_unparsable'))} unparsable)"),
     }
 
 

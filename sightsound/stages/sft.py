@@ -7,8 +7,9 @@ Targets: `cot` — the fact-checked teacher traces (`corpus`: `corpus.jsonl` fro
 ablation corpora verify's `corpora` writes), `teacher_label` — the
 teacher's unanimous label only (`consensus.jsonl`), `gt_label` — the ground-truth label (the paper's
 label-only baselines), `examples` — any (messages, response) pairs from the JSONL file `examples`
-(one `{"messages": [...], "response": "..."}` per line; a `video` part may name a `.frames.npy`
-file by `path`): this is how the demo gives its tiny models their roles (sightsound/bootstrap.py).
+(one `{"messages": [...], "response": "..."}` per line, optionally with `given`: text that opens
+the reply, read but not learned; a `video` part may name a `.frames.npy` file by `path`): this is
+how the demo gives its tiny models their roles (sightsound/bootstrap.py).
 `replay` mixes such pairs into any target, as `replay_share` of the training examples (the demo
 replays the student's own answers so that it keeps its format on what it is not trained on).
 The loss covers response tokens only. Writes `RUN_DIR/sft/` as the shared training loop does
@@ -33,7 +34,8 @@ from sightsound.rundir import RunDir
 from sightsound.store import read_jsonl, sha256_file
 from sightsound.training.loop import TrainingConfig, checkpointing, finish_training, open_training, save_model, train
 from sightsound.training import memory
-from sightsound.training.student import LoraConfig, add_lora, build_batch, prepare_for_training, response_loss
+from sightsound.training.student import (LoraConfig, add_lora, build_batch, prepare_for_training, response_loss,
+                                         with_given)
 
 TARGETS = ("cot", "teacher_label", "gt_label", "examples")
 
@@ -101,7 +103,7 @@ def main(cfg: SFTConfig) -> dict:
             losses.append(accelerator.gather(loss.detach()).mean().item())
         return {"loss": sum(losses) / len(losses), "lr": scheduler.get_last_lr()[0]}
 
-    lengths = [token_count(processor, m, r) for m, r in examples] if cfg.group_by_length else None
+    lengths = [token_count(processor, m, given + r) for m, r, given in map(with_given, examples)] if cfg.group_by_length else None
     state = train(accelerator, stage, cfg, model, processor, step, name="sft", items=len(examples),
                   batch_size=cfg.batch_size, batches_per_step=cfg.grad_accum, lengths=lengths,
                   val_method="zero_shot_cot" if cfg.target == "cot" else "direct", show={"loss": ".4f"})
@@ -125,9 +127,9 @@ def token_count(processor, messages: list[dict], response: str) -> int:
     return len(processor.tokenizer(render(processor, messages, response)).input_ids)
 
 
-def load_examples(run_dir: Path, cfg: SFTConfig) -> tuple[list[tuple[list[dict], str]], dict]:
-    """(messages, response) pairs for the target, with `replay` mixed in, and the hashes of the
-    files they came from."""
+def load_examples(run_dir: Path, cfg: SFTConfig) -> tuple[list[tuple], dict]:
+    """(messages, response) pairs for the target — (messages, response, given) where an example has
+    `given` — with `replay` mixed in, and the hashes of the files they came from."""
     examples, inputs = _target_examples(run_dir, cfg)
     if not cfg.replay:
         return examples, inputs
@@ -166,7 +168,7 @@ def _target_examples(run_dir: Path, cfg: SFTConfig) -> tuple[list[tuple[list[dic
 
 
 
-def _read_examples(path: str | None) -> tuple[list[tuple[list[dict], str]], dict]:
+def _read_examples(path: str | None) -> tuple[list[tuple], dict]:
     if not path:
         raise ValueError("target examples needs `examples`: a JSONL file of {messages, response} lines")
     examples = []
@@ -176,7 +178,10 @@ def _read_examples(path: str | None) -> tuple[list[tuple[list[dict], str]], dict
         for message in row["messages"]:
             if isinstance(message["content"], list):
                 message["content"] = [_frames_loaded(part) for part in message["content"]]
-        examples.append((row["messages"], row["response"]))
+        if not isinstance(row.get("given", ""), str):
+            raise ValueError(f"{path}: line {number}: `given` must be a string (the reply's opening, read but not learned)")
+        examples.append((row["messages"], row["response"], row["given"]) if row.get("given") else
+                        (row["messages"], row["response"]))
     if not examples:
         raise ValueError(f"{path}: no examples")
     return examples, {str(path): sha256_file(path)}

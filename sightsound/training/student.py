@@ -73,17 +73,20 @@ def add_lora(model, lora: LoraConfig):
 # --- batches -----------------------------------------------------------------------------------
 
 
-def build_batch(processor, examples: list[tuple[list[dict], str]]):
-    """Right-padded inputs with `labels` = the response tokens (prompt and padding are -100). Video
-    parts go in as images (the student's processor has no video support)."""
-    messages_batch = [frames_as_images(m) for m, _ in examples]
-    full = encode(processor, messages_batch, "right", responses=[r for _, r in examples])
+def build_batch(processor, examples: list[tuple]):
+    """Right-padded inputs with `labels` = the response tokens (prompt and padding are -100). An
+    example is (messages, response) or (messages, response, given): `given` is text the reply
+    opens with that the model reads but is not trained to write (a reasoning it is handed, the
+    response being what follows it). Video parts go in as images (the student's processor has
+    no video support)."""
+    examples = [with_given(example) for example in examples]
+    messages_batch = [frames_as_images(m) for m, _, _ in examples]
+    full = encode(processor, messages_batch, "right", responses=[given + r for _, r, given in examples])
     # The response's token count from the texts alone (media are processed once, above): the
     # rendered prompt is a prefix of the rendered conversation, and media expand inside the prompt.
-    tokenizer = processor.tokenizer
-    reply_lengths = torch.tensor([
-        len(tokenizer(render(processor, m, r)).input_ids) - len(tokenizer(render(processor, m)).input_ids)
-        for m, (_, r) in zip(messages_batch, examples)])  # [B]
+    reply_lengths = torch.tensor([reply_token_count(processor.tokenizer, render(processor, m, given + r),
+                                                    len(render(processor, m) + given))
+                                  for m, (_, r, given) in zip(messages_batch, examples)])  # [B]
     labels = full["input_ids"].clone()
     prompt_lengths = full["attention_mask"].sum(dim=1) - reply_lengths  # [B]
     positions = torch.arange(labels.shape[1])[None, :]  # [1, T]
@@ -91,6 +94,26 @@ def build_batch(processor, examples: list[tuple[list[dict], str]]):
     labels[full["attention_mask"] == 0] = -100
     full["labels"] = labels
     return full
+
+
+def reply_token_count(tokenizer, text: str, start: int) -> int:
+    """How many of `text`'s tokens hold characters from `start` on: the reply's tokens. A token that
+    straddles the join counts as the reply's, since the model has to write it: "sounding.</think>"
+    is "sounding" + ".</" + "think" + ">" to the demo's tokenizer, so a reply "</think>…" handed the
+    opening "…sounding." trains ".</" too, as the model will write it after its own reasoning.
+    Tokenizers without character offsets (slow ones) count the reply's tokens as the difference
+    of the two tokenizations."""
+    try:
+        offsets = tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
+    except NotImplementedError:
+        return len(tokenizer(text).input_ids) - len(tokenizer(text[:start]).input_ids)
+    return sum(1 for _, end in offsets if end > start)
+
+
+def with_given(example: tuple) -> tuple:
+    """(messages, response, given) for an example with or without its `given` opening ("" when none)."""
+    messages, response, *given = example
+    return messages, response, given[0] if given else ""
 
 
 # --- log-probs ---------------------------------------------------------------------------------
