@@ -103,7 +103,9 @@ def main(cfg: SFTConfig) -> dict:
             losses.append(accelerator.gather(loss.detach()).mean().item())
         return {"loss": sum(losses) / len(losses), "lr": scheduler.get_last_lr()[0]}
 
-    lengths = [token_count(processor, m, given + r) for m, r, given in map(with_given, examples)] if cfg.group_by_length else None
+    lengths = None
+    if cfg.group_by_length:
+        lengths = [token_count(processor, m, given + r) for m, r, given in map(with_given, examples)]
     state = train(accelerator, stage, cfg, model, processor, step, name="sft", items=len(examples),
                   batch_size=cfg.batch_size, batches_per_step=cfg.grad_accum, lengths=lengths,
                   val_method="zero_shot_cot" if cfg.target == "cot" else "direct", show={"loss": ".4f"})
