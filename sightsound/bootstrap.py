@@ -316,11 +316,11 @@ def continuations(model_path: str, turns: list[list[dict]], openings: list[str],
     tokenizer = processor.tokenizer
     replies = []
     for turn, opening in zip(turns, openings):  # one at a time: each is cut at its own token
-        text = render(processor, turn, opening + follows)
-        cut = reply_token_count(tokenizer, text, len(render(processor, turn) + opening))
+        text, prompt = render(processor, turn, opening + follows), render(processor, turn)
+        cut = reply_token_count(tokenizer, text, len(prompt + opening))
         inputs = encode(processor, [turn], "left", responses=[opening + follows])
+        prompt_length = inputs["input_ids"].shape[1] - reply_token_count(tokenizer, text, len(prompt))
         inputs["input_ids"], inputs["attention_mask"] = inputs["input_ids"][:, :-cut], inputs["attention_mask"][:, :-cut]
-        prompt_length = encode(processor, [turn], "left")["input_ids"].shape[1]
         with torch.no_grad():
             output = model.eval().generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                            pad_token_id=tokenizer.pad_token_id)
