@@ -313,6 +313,7 @@ def continuations(model_path: str, turns: list[list[dict]], openings: list[str],
     from sightsound.training.student import reply_token_count
 
     model, processor = load_model(model_path)
+    model.eval()
     tokenizer = processor.tokenizer
     replies = []
     for turn, opening in zip(turns, openings):  # one at a time: each is cut at its own token
@@ -322,8 +323,8 @@ def continuations(model_path: str, turns: list[list[dict]], openings: list[str],
         prompt_length = inputs["input_ids"].shape[1] - reply_token_count(tokenizer, text, len(prompt))
         inputs["input_ids"], inputs["attention_mask"] = inputs["input_ids"][:, :-cut], inputs["attention_mask"][:, :-cut]
         with torch.no_grad():
-            output = model.eval().generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                           pad_token_id=tokenizer.pad_token_id)
+            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                    pad_token_id=tokenizer.pad_token_id)
         replies.append(tokenizer.decode(output[0, prompt_length:], skip_special_tokens=True))
     return replies
 
