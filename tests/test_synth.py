@@ -98,9 +98,21 @@ def test_world_rates_are_configurable_and_checked():
     assert more_mimes["hallucinated_traces"] > oracle.calibration(SynthConfig(), scenes=500)["hallucinated_traces"]
     all_heard = oracle.calibration(SynthConfig(roles={"sounding": 1.0, "silent": 0.0, "offscreen": 0.0}), scenes=300)
     assert all_heard["hallucinated_traces"] == 0 and all_heard["watcher_accuracy"]["Count"] == 1.0
-    for bad in ({"roles": {"sounding": 1.0}}, {"max_sources": 9}, {"mime": 1.5}, {"question_types": ["Tempo"]}):
+    for bad in ({"roles": {"sounding": 1.0}}, {"max_sources": 9}, {"mime": 1.5}, {"question_types": ["Tempo"]},
+                {"noise": -0.1}):
         with pytest.raises(ValueError):
             world.check_world(SynthConfig(**bad))
+
+
+def test_noise_sets_the_hiss_under_every_clip_and_nothing_else():
+    import random
+
+    scene = make_scene(random.Random(3), SynthConfig())
+    quiet, loud = (world.render_audio(scene, SynthConfig(noise=level), random.Random(5)) for level in (0.0, 0.05))
+    hiss = (loud - quiet)[np.abs(quiet) < 0.5]  # away from clipping
+    assert 0.045 < hiss.std() < 0.055 and abs(hiss.mean()) < 0.005
+    again = world.render_audio(scene, SynthConfig(noise=0.0), random.Random(5))
+    assert np.array_equal(quiet, again)  # the sounds themselves do not depend on the hiss
 
 
 def test_pitch_questions_ask_only_about_tonal_sounds_heard():

@@ -63,6 +63,7 @@ class SynthConfig:
     roles: dict[str, float] = field(default_factory=lambda: {"sounding": 0.7, "silent": 0.2, "offscreen": 0.1})
     mime: float = 0.4  # share of visible silent sources whose glyph pulses anyway
     audio_only: float = 0.0  # share of clips with nothing on screen: 1..max_sources sounds, all off-screen
+    noise: float = 0.002  # standard deviation of the hiss under every clip (full scale 1.0): how hard it is to hear
     progress: bool = True
 
 
@@ -99,6 +100,8 @@ def check_world(cfg: SynthConfig) -> None:
     for name in ("mime", "audio_only"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise ConfigError(f"{name} is a share (0..1), not {getattr(cfg, name)}")
+    if not 0 <= cfg.noise < 1:
+        raise ConfigError(f"noise is a standard deviation of full scale (0 <= noise < 1), not {cfg.noise}")
 
 
 def make_scene(rng: random.Random, cfg: SynthConfig, audio_only: bool = False) -> list[Source]:
@@ -231,7 +234,7 @@ def _glyph(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
 
 
 def render_audio(sources: list[Source], cfg: SynthConfig, rng: random.Random) -> np.ndarray:
-    """float32 [2, T] stereo mix of every sounding source, panned by position, plus faint noise."""
+    """float32 [2, T] stereo mix of every sounding source, panned by position, plus hiss (`noise`)."""
     sr = cfg.sample_rate
     total = int(cfg.duration * sr)
     mix = np.zeros((2, total), dtype=np.float64)
@@ -246,7 +249,7 @@ def render_audio(sources: list[Source], cfg: SynthConfig, rng: random.Random) ->
             tone = tone * envelope * 10 ** (event.gain_db / 20) * 0.5
             mix[0, start:start + length] += tone * (1 - pan) * 2 * 0.5
             mix[1, start:start + length] += tone * pan * 2 * 0.5
-    mix += noise_rng.normal(0, 0.002, mix.shape)
+    mix += noise_rng.normal(0, cfg.noise, mix.shape)
     return np.clip(mix, -1, 1).astype(np.float32)
 
 
