@@ -1,6 +1,6 @@
 """How well the demo's bootstrapped student hears: its direct in-domain accuracy on fresh clips.
 
-    python benchmarks/student_hearing.py [configs/demo.yaml] [--clips 400] [--seed 5] [--work DIR]
+    python benchmarks/student_hearing.py [configs/demo.yaml] [--clips 400] [--seed 5] [--work DIR] [--student PATH]
 
 The paper's student, Qwen2-Audio-7B, answers 67.1% of AVQA's validation questions directly (its
 Table 1). The bootstrap measures the demo's student on its own held-out clips, but those are about
@@ -41,10 +41,11 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=400)
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--work", default=None, help="where the fresh world goes (default: a temporary folder)")
+    parser.add_argument("--student", default=None, help="another student checkpoint (default: the config's bootstrapped one)")
     args = parser.parse_args()
 
     bootstrap = load_config(BootstrapConfig, args.config, section="bootstrap")
-    student = models(bootstrap)["student"]
+    student = args.student or models(bootstrap)["student"]
     if not Path(student, "config.json").exists():
         raise SystemExit(f"no bootstrapped student at {student}: run `sightsound run {args.config}` first")
     work = Path(args.work or tempfile.mkdtemp(prefix="student-hearing-"))

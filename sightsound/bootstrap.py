@@ -65,6 +65,7 @@ class BootstrapConfig:
     teacher: RoleConfig = field(default_factory=lambda: RoleConfig(steps=600))
     checker: CheckerRole = field(default_factory=CheckerRole)
     student: RoleConfig = field(default_factory=lambda: RoleConfig(steps=300))
+    student_audio: dict[str, int] = field(default_factory=dict)  # its audio encoder over tiny.AUDIO: narrower hears less
     heldout_limit: int = 64  # held-out questions each role is measured on
     seed: int = 0
     progress: bool = True
@@ -95,8 +96,7 @@ def main(cfg: BootstrapConfig) -> dict:
         prepare.main(prepare.PrepareConfig(dataset="synth", root=world.out, split=split, out=str(out / split),
                                            num_frames=cfg.num_frames, frame_size=cfg.frame_size,
                                            progress=cfg.progress))
-    if not (out / "base" / "teacher" / "config.json").exists():
-        tiny.build_all(out / "base", seed=cfg.seed)
+    tiny.build_all(out / "base", seed=cfg.seed, student_audio=cfg.student_audio)  # seconds; follows the config
 
     train_samples, val_samples = RunDir(out / "train").samples, RunDir(out / "val").samples
     rng = random.Random(cfg.seed)

@@ -187,6 +187,7 @@ RANGES = {
     "group_size": _at_least(2),  # a group's rewards need a spread: one completion has no std
     "size": _at_least(16),  # frame width and height: room for three glyphs
     "similarity_threshold": _within(-1.0, 1.0),  # a cosine
+    "noise": _within(0.0, 1.0),  # the synthetic world's hiss: a standard deviation at full scale 1.0
 }
 
 

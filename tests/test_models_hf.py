@@ -49,6 +49,21 @@ def test_student_hears_audio_and_samples_n(student, tmp_path):
     assert inputs["input_features"].shape[0] == 1
 
 
+def test_a_narrower_audio_tower_is_a_student_of_its_own_that_still_hears(tmp_path):
+    from sightsound.models import tiny
+
+    folder = tiny.build_student(tmp_path / "narrow", tiny.build_tokenizer(), seed=0,
+                                audio={"d_model": 8, "encoder_ffn_dim": 16})
+    audio = json.loads((folder / "config.json").read_text())["audio_config"]
+    assert (audio["d_model"], audio["encoder_ffn_dim"]) == (8, 16)
+    assert audio["encoder_layers"] == tiny.AUDIO["encoder_layers"]  # the rest as tiny.AUDIO
+    narrow = load_backend(ModelConfig(model=str(folder), batch_size=2))
+    assert narrow.model.config.audio_config.d_model == 8  # loaded back at its own width
+    wav = make_wav(tmp_path / "a.wav", seconds=1.0, rate=16_000)
+    [gen] = narrow.generate([audio_request(0, wav)], Sampling(n=1, temperature=0.0, max_new_tokens=4))
+    assert gen.error is None and len(gen.texts) == 1
+
+
 def test_teacher_takes_frames_as_images_without_torchvision(teacher):
     assert type(teacher.model).__name__ == "Qwen2_5_VLForConditionalGeneration"
     frames = np.random.default_rng(0).integers(0, 255, (4, 56, 56, 3), dtype=np.uint8)

@@ -103,11 +103,12 @@ def build_tokenizer():
     return tokenizer
 
 
-def build_student(out: Path, tokenizer, seed: int = 0) -> Path:
-    """Qwen2-Audio: Whisper-style encoder (width 64, 2 layers) + Qwen2 decoder."""
+def build_student(out: Path, tokenizer, seed: int = 0, audio: dict | None = None) -> Path:
+    """Qwen2-Audio: Whisper-style encoder (width 64, 2 layers; `audio` overrides `AUDIO`) + Qwen2 decoder."""
     from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor
 
-    model = _init(Qwen2AudioForConditionalGeneration, Qwen2AudioConfig, tokenizer, seed, audio_config=AUDIO,
+    model = _init(Qwen2AudioForConditionalGeneration, Qwen2AudioConfig, tokenizer, seed,
+                  audio_config={**AUDIO, **(audio or {})},
                   text_config=_text_config(tokenizer, model_type="qwen2"),
                   audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"))
     Qwen2AudioProcessor(feature_extractor=_feature_extractor(), tokenizer=tokenizer,
@@ -204,9 +205,9 @@ def _set_special_ids(model, tokenizer) -> None:
     generation.bos_token_id = None
 
 
-def build_all(out: str | Path, seed: int = 0) -> dict[str, Path]:
+def build_all(out: str | Path, seed: int = 0, student_audio: dict | None = None) -> dict[str, Path]:
     out = Path(out)
     tokenizer = build_tokenizer()
     return {"teacher": build_teacher(out / "teacher", tokenizer, seed),
-            "student": build_student(out / "student", tokenizer, seed),
+            "student": build_student(out / "student", tokenizer, seed, student_audio),
             "omni": build_omni(out / "omni", tokenizer, seed)}
