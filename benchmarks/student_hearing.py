@@ -28,7 +28,7 @@ from sightsound.inference import Asking, answer_all
 from sightsound.models import ModelConfig, load_backend
 from sightsound.records import Sample
 from sightsound.rundir import RunDir
-from sightsound.scoring import unparsable, wilson_interval
+from sightsound.scoring import tally, unparsable
 from sightsound.stages import prepare, synth
 from sightsound.store import read_jsonl
 
@@ -57,14 +57,12 @@ def main() -> None:
     questions = [s for s in read_jsonl(RunDir(work / "val").samples, Sample) if s.category in bootstrap.teacher_questions]
     backend = load_backend(ModelConfig(model=student, dtype="float32", batch_size=64))
     answered, _, _ = answer_all(backend, questions, Asking(method="direct", answer="text", max_new_tokens=24))
-    correct = sum(p.correct for p in answered)
-    low, high = wilson_interval(correct, len(answered))
     print(json.dumps({
-        "student": student, "noise": world.noise, "clips": args.clips, "seed": args.seed, "questions": len(answered),
-        "accuracy": round(correct / len(answered), 4), "interval": [round(low, 4), round(high, 4)],
+        "student": student, "noise": world.noise, "clips": args.clips, "seed": args.seed,
+        **tally([p.correct for p in answered]),
         "unparsable": unparsable([dataclasses.asdict(p) for p in answered])["share"],
-        "by_type": {c: round(sum(p.correct for p in answered if p.category == c)
-                             / max(1, sum(p.category == c for p in answered)), 4) for c in bootstrap.teacher_questions},
+        "by_type": {c: tally([p.correct for p in answered if p.category == c])["accuracy"]
+                    for c in bootstrap.teacher_questions},
         "paper": PAPER}, indent=1))
 
 
