@@ -36,6 +36,7 @@ from sightsound.stages import prepare, sft, synth
 from sightsound.store import read_jsonl, sha256_file
 
 ROLES = ("teacher", "student", "checker")  # made in this order: the checker uses the student's audio encoder
+RECIPE = 2  # what the roles learn from (the example builders below); bumped when they change, so a cache is rebuilt
 
 
 @dataclass
@@ -71,6 +72,12 @@ class BootstrapConfig:
     progress: bool = True
 
 
+def cache_key(cfg: BootstrapConfig) -> str:
+    """What a cached bootstrap must match to be reused: its config and the recipe of its examples
+    (models trained from an older recipe are not the roles this code describes)."""
+    return f"{config_hash(cfg)}-recipe{RECIPE}"
+
+
 def models(cfg: BootstrapConfig) -> dict[str, str]:
     """Where each bootstrapped role is saved: HF folders for the teacher and the student, a verifier
     folder for the checker."""
@@ -81,7 +88,7 @@ def models(cfg: BootstrapConfig) -> dict[str, str]:
 
 def main(cfg: BootstrapConfig) -> dict:
     out = Path(cfg.out)
-    digest = config_hash(cfg)
+    digest = cache_key(cfg)
     done = read_manifest(out, "bootstrap")
     if done is not None and done["config_hash"] == digest and all(Path(p).exists() for p in models(cfg).values()):
         print(f"bootstrap: already done in {out} (models reused)")

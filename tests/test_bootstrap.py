@@ -95,6 +95,15 @@ def test_the_student_answers_what_it_hears_whatever_reasoning_it_is_handed():
     assert shown["response"] == cot["response"] and "violin" in str(shown["messages"])
 
 
+def test_a_cached_bootstrap_is_reused_only_for_the_same_config_and_recipe(monkeypatch):
+    cfg = bootstrap.BootstrapConfig()
+    key = bootstrap.cache_key(cfg)
+    assert bootstrap.cache_key(bootstrap.BootstrapConfig(progress=False)) == key  # how it is watched: the same
+    assert bootstrap.cache_key(bootstrap.BootstrapConfig(seed=1)) != key
+    monkeypatch.setattr(bootstrap, "RECIPE", bootstrap.RECIPE + 1)  # the examples' recipe changed
+    assert bootstrap.cache_key(cfg) != key
+
+
 def test_the_bootstrap_forecasts_its_minutes_from_its_size():
     from sightsound import pipeline
     from tests.conftest import ROOT
