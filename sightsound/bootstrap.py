@@ -168,8 +168,7 @@ def with_other_targets(samples: list[Sample], rng: random.Random) -> list[Sample
             if name != sample.options[sample.answer]:
                 options = [name] + rng.sample(silent, min(3, len(silent)))
                 rng.shuffle(options)
-                extra.append(dataclasses.replace(sample, id=f"{sample.id}~{name}", options=options,
-                                                 answer=options.index(name), answer_text=name))
+                extra.append(asked_again(sample, name, options, name))
     return samples + extra
 
 
@@ -191,9 +190,14 @@ def with_still_sources(samples: list[Sample], rng: random.Random) -> list[Sample
         others = [name for name in sample.options if name != answer and name not in still]
         options = [answer] + still + rng.sample(others, len(sample.options) - 1 - len(still))
         rng.shuffle(options)
-        extra.append(dataclasses.replace(sample, id=f"{sample.id}~still", options=options,
-                                         answer=options.index(answer), answer_text=answer))
+        extra.append(asked_again(sample, "still", options, answer))
     return extra
+
+
+def asked_again(sample: Sample, tag: str, options: list[str], answer: str) -> Sample:
+    """`sample`'s question asked again of the same clip (`<id>~<tag>`), with other options."""
+    return dataclasses.replace(sample, id=f"{sample.id}~{tag}", options=options, answer=options.index(answer),
+                               answer_text=answer)
 
 
 def teacher_example(sample: Sample, rng: random.Random) -> dict:
